@@ -1,0 +1,379 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/herald-hub/herald/engine/bolt"
+	"github.com/herald-hub/herald/engine/memory"
+	"github.com/herald-hub/herald/hub"
+	"github.com/herald-hub/herald/mercure"
+	"github.com/herald-hub/herald/server"
+)
+
+// serveConfig holds every serve flag. Each flag also reads HERALD_<FLAG>
+// from the environment and a "flag value" line from the --config file.
+type serveConfig struct {
+	addr, adminAddr, dataDir, engine                    string
+	jwtKey, pubKey, subKey, jwtAlg, jwtIssuer, publicURL string
+	anonymous, h2c                                      bool
+	corsOrigins, protocols                              string
+	heartbeat, historyMaxAge, writeTimeout, shutdown    time.Duration
+	maxLifetime                                         time.Duration
+	historySize, queueBytes                             int
+	maxBody                                             int64
+	tlsCert, tlsKey, logFormat, logLevel                string
+}
+
+func serveFlags(c *serveConfig) *flag.FlagSet {
+	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
+	fs.StringVar(&c.addr, "addr", "localhost:3000", "listen address")
+	fs.StringVar(&c.adminAddr, "admin-addr", "", "address for pprof, metrics and health (off when empty; keep it private)")
+	fs.StringVar(&c.dataDir, "data-dir", "./herald-data", "directory of the embedded history")
+	fs.StringVar(&c.engine, "engine", "bolt", "history engine: bolt (embedded, durable) or memory")
+	fs.StringVar(&c.jwtKey, "jwt-key", "", "key for publisher and subscriber tokens: a secret, a PEM key, or @file")
+	fs.StringVar(&c.pubKey, "publisher-jwt-key", "", "key for publisher tokens (overrides --jwt-key)")
+	fs.StringVar(&c.subKey, "subscriber-jwt-key", "", "key for subscriber tokens (overrides --jwt-key)")
+	fs.StringVar(&c.jwtAlg, "jwt-alg", "", "accepted signing algorithms, comma-separated (default from the key type: HS256, RS256, ES256 or EdDSA)")
+	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "herald", "trusted iss of draft-08 tokens")
+	fs.StringVar(&c.publicURL, "public-url", "", "the hub URL clients use, and the aud tokens must name (default http://<addr>/.well-known/mercure)")
+	fs.BoolVar(&c.anonymous, "anonymous", false, "let subscribers in without a token (public updates only)")
+	fs.StringVar(&c.corsOrigins, "cors-origins", "", "origins allowed from browsers, comma-separated; * for any origin without credentials")
+	fs.StringVar(&c.protocols, "protocols", "7,8", "Mercure drafts to speak: 7, 8 or 7,8")
+	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "idle time before a keep-alive comment; 0 disables")
+	fs.IntVar(&c.historySize, "history-size", 100_000, "updates kept for resume; 0 means no count limit")
+	fs.DurationVar(&c.historyMaxAge, "history-max-age", 24*time.Hour, "age after which updates leave the history; 0 means no age limit")
+	fs.IntVar(&c.queueBytes, "queue-bytes", 4<<20, "per-subscriber queue budget; a subscriber over it is disconnected and resumes")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "deadline of every write to a subscriber")
+	fs.DurationVar(&c.maxLifetime, "max-lifetime", 0, "close subscriptions older than this so clients re-authenticate; 0 means no limit")
+	fs.Int64Var(&c.maxBody, "max-body", 1<<20, "largest publish body in bytes")
+	fs.DurationVar(&c.shutdown, "shutdown-timeout", 10*time.Second, "grace period for in-flight publishes at shutdown")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (enables HTTPS and HTTP/2)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS key file")
+	fs.BoolVar(&c.h2c, "h2c", false, "also accept cleartext HTTP/2 (prior knowledge)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.String("config", "", "config file: one \"flag value\" per line")
+	return fs
+}
+
+// parseServe reads flags, then HERALD_* variables, then the config file,
+// the first source that sets a flag winning.
+func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
+	c := &serveConfig{}
+	fs := serveFlags(c)
+	fs.SetOutput(stderr)
+	err := ff.Parse(fs, args,
+		ff.WithEnvVarPrefix("HERALD"),
+		ff.WithConfigFileFlag("config"),
+		ff.WithConfigFileParser(ff.PlainParser),
+	)
+	if err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return c, nil
+}
+
+func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseServe(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c.logFormat, c.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	draft7, draft8, err := parseProtocols(c.protocols)
+	if err != nil {
+		return err
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	public, err := publicURL(c, ln.Addr())
+	if err != nil {
+		return err
+	}
+
+	// Keys: none configured means development mode.
+	devMode := c.jwtKey == "" && c.pubKey == "" && c.subKey == ""
+	if devMode {
+		if c.jwtKey, err = devKey(c); err != nil {
+			return err
+		}
+		c.anonymous = true
+	}
+	algs := splitList(c.jwtAlg)
+	pubKey, err := keyFor(c.pubKey, c.jwtKey, algs, "publisher")
+	if err != nil {
+		return err
+	}
+	subKey, err := keyFor(c.subKey, c.jwtKey, algs, "subscriber")
+	if err != nil {
+		return err
+	}
+	for _, k := range []*mercure.Key{pubKey, subKey} {
+		if k != nil && k.Weak() && !devMode {
+			log.Warn("an HMAC secret shorter than 32 bytes is easy to brute-force; use a longer one")
+		}
+	}
+	tokens, err := mercure.NewValidator(mercure.TokenConfig{
+		PublisherKey:  pubKey,
+		SubscriberKey: subKey,
+		Issuer:        c.jwtIssuer,
+		Audience:      public.String(),
+		Draft7:        draft7,
+		Draft8:        draft8,
+		Base:          public.String(),
+	})
+	if err != nil {
+		return err
+	}
+
+	engine, closeEngine, err := openEngine(c, log)
+	if err != nil {
+		return err
+	}
+	defer closeEngine()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	heartbeat := c.heartbeat
+	if heartbeat <= 0 {
+		heartbeat = -1
+	}
+	h, err := hub.New(hub.Config{
+		Engine:       engine,
+		Logger:       log.WithGroup("hub"),
+		Metrics:      hub.NewMetrics(reg),
+		QueueBytes:   c.queueBytes,
+		Heartbeat:    heartbeat,
+		WriteTimeout: c.writeTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	handler, err := mercure.New(mercure.Config{
+		Hub:          h,
+		Tokens:       tokens,
+		PublicURL:    public,
+		Draft7:       draft7,
+		Draft8:       draft8,
+		Anonymous:    c.anonymous,
+		CORSOrigins:  splitList(c.corsOrigins),
+		Logger:       log.WithGroup("mercure"),
+		MaxBodyBytes: c.maxBody,
+		MaxLifetime:  c.maxLifetime,
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{
+		Listener:        ln,
+		AdminAddr:       c.adminAddr,
+		TLSCert:         c.tlsCert,
+		TLSKey:          c.tlsKey,
+		H2C:             c.h2c,
+		Handler:         handler,
+		Hub:             h,
+		Registry:        reg,
+		Logger:          log.WithGroup("server"),
+		ShutdownTimeout: c.shutdown,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("herald listening", "addr", srv.Addr().String(), "hub", public.String(), "engine", c.engine, "protocols", c.protocols)
+	if devMode {
+		if err := printDevBanner(stdout, c, pubKey, public); err != nil {
+			return err
+		}
+	}
+	return srv.Serve(ctx)
+}
+
+func parseProtocols(s string) (draft7, draft8 bool, err error) {
+	for _, p := range splitList(s) {
+		switch p {
+		case "7":
+			draft7 = true
+		case "8":
+			draft8 = true
+		default:
+			return false, false, fmt.Errorf("--protocols: unknown draft %q (use 7, 8 or 7,8)", p)
+		}
+	}
+	if !draft7 && !draft8 {
+		return false, false, errors.New("--protocols: enable at least one of 7 and 8")
+	}
+	return draft7, draft8, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func keyFor(specific, shared string, algs []string, role string) (*mercure.Key, error) {
+	v := specific
+	if v == "" {
+		v = shared
+	}
+	if v == "" {
+		return nil, nil
+	}
+	k, err := mercure.ParseKey(v, algs)
+	if err != nil {
+		return nil, fmt.Errorf("%s key: %w", role, err)
+	}
+	return k, nil
+}
+
+// publicURL is --public-url, or the hub path on the listening address.
+func publicURL(c *serveConfig, addr net.Addr) (*url.URL, error) {
+	if c.publicURL != "" {
+		u, err := url.Parse(c.publicURL)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return nil, fmt.Errorf("--public-url must be an absolute URL, not %q", c.publicURL)
+		}
+		return u, nil
+	}
+	host := c.addr
+	if h, port, err := net.SplitHostPort(c.addr); err == nil {
+		if h == "" || h == "0.0.0.0" || h == "::" {
+			h = "localhost"
+		}
+		if port == "0" {
+			_, port, _ = net.SplitHostPort(addr.String())
+		}
+		host = net.JoinHostPort(h, port)
+	}
+	scheme := "http"
+	if c.tlsCert != "" {
+		scheme = "https"
+	}
+	return &url.URL{Scheme: scheme, Host: host, Path: mercure.DefaultPath}, nil
+}
+
+func openEngine(c *serveConfig, log *slog.Logger) (hub.Engine, func(), error) {
+	ret := hub.Retention{MaxCount: c.historySize, MaxAge: c.historyMaxAge}
+	switch c.engine {
+	case "memory":
+		e := memory.New(memory.Options{Retention: ret})
+		return e, func() { _ = e.Close() }, nil
+	case "bolt", "":
+		if err := os.MkdirAll(c.dataDir, 0o750); err != nil {
+			return nil, nil, fmt.Errorf("create data directory: %w", err)
+		}
+		path := filepath.Join(c.dataDir, "herald.db")
+		e, err := bolt.Open(path, bolt.Options{Retention: ret, Logger: log.WithGroup("bolt")})
+		if err != nil {
+			return nil, nil, fmt.Errorf("open history %s: %w", path, err)
+		}
+		return e, func() {
+			if err := e.Close(); err != nil {
+				log.Error("close history", "err", err)
+			}
+		}, nil
+	}
+	return nil, nil, fmt.Errorf("--engine: unknown engine %q (use bolt or memory)", c.engine)
+}
+
+// printDevBanner tells a new user how to use the hub in development mode.
+func printDevBanner(w io.Writer, c *serveConfig, key *mercure.Key, public *url.URL) error {
+	tok, err := mercure.Mint(mercure.MintOptions{
+		Key:      key,
+		Publish:  []string{"*"},
+		TTL:      24 * time.Hour,
+		Issuer:   c.jwtIssuer,
+		Audience: public.String(),
+	})
+	if err != nil {
+		return fmt.Errorf("mint development token: %w", err)
+	}
+	hubURL := public.String()
+	_, err = fmt.Fprintf(w, `
+  DEVELOPMENT MODE: no --jwt-key given, so herald generated a random key,
+  lets anyone subscribe without a token, and prints a publisher token.
+  Do not expose this hub to a network; set --jwt-key for real use.
+
+  Publisher token (valid 24h, may publish on every topic):
+    %s
+
+  Subscribe:
+    curl -N '%s?match=https://example.com/books/1'
+
+  Publish:
+    curl -d topic=https://example.com/books/1 -d 'data={"title":"Dune"}' \
+      -H 'Authorization: Bearer %s' %s
+
+`, tok, hubURL, tok, hubURL)
+	return err
+}
+
+// devKey returns the development key, kept in the data directory when the
+// history is there too, so that the printed token outlives a restart.
+func devKey(c *serveConfig) (string, error) {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	fresh := hex.EncodeToString(b[:])
+	if c.engine == "memory" {
+		return fresh, nil
+	}
+	if err := os.MkdirAll(c.dataDir, 0o750); err != nil {
+		return "", fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(c.dataDir, "dev.key")
+	if k, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(k))) >= 32 {
+		return strings.TrimSpace(string(k)), nil
+	}
+	if err := os.WriteFile(path, []byte(fresh+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write development key: %w", err)
+	}
+	return fresh, nil
+}

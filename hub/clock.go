@@ -1,0 +1,133 @@
+package hub
+
+import (
+	"container/heap"
+	"sync"
+	"time"
+)
+
+// clock is the hub's one source of time-driven work: heartbeats and token
+// expiries for every subscriber run off one ticker and one timer owned by
+// the clock goroutine, not a timer per connection.
+type clock struct {
+	mu      sync.Mutex
+	expiry  expiryHeap
+	changed chan struct{} // capacity 1: the earliest expiry moved
+}
+
+func (c *clock) init() {
+	c.changed = make(chan struct{}, 1)
+}
+
+func (c *clock) schedule(s *Subscriber) {
+	c.mu.Lock()
+	heap.Push(&c.expiry, s)
+	first := c.expiry[0] == s
+	c.mu.Unlock()
+	if first {
+		select {
+		case c.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (c *clock) cancel(s *Subscriber) {
+	c.mu.Lock()
+	if s.heapIdx >= 0 {
+		heap.Remove(&c.expiry, s.heapIdx)
+	}
+	c.mu.Unlock()
+}
+
+// expire ends the subscriptions whose token expired by now and returns how
+// long until the next one, or -1 if none is scheduled.
+func (c *clock) expire(now time.Time) time.Duration {
+	c.mu.Lock()
+	var due []*Subscriber
+	for len(c.expiry) > 0 && !c.expiry[0].expires.After(now) {
+		due = append(due, heap.Pop(&c.expiry).(*Subscriber))
+	}
+	next := time.Duration(-1)
+	if len(c.expiry) > 0 {
+		next = c.expiry[0].expires.Sub(now)
+	}
+	c.mu.Unlock()
+	for _, s := range due {
+		s.end(ErrExpired)
+	}
+	return next
+}
+
+// clockLoop visits one registry slot per tick, so that each subscriber is
+// checked once per heartbeat interval and the heartbeat writes of many
+// idle streams are spread over the interval instead of bunched.
+func (h *Hub) clockLoop() {
+	defer h.wg.Done()
+	var tick <-chan time.Time
+	if h.cfg.Heartbeat > 0 {
+		t := time.NewTicker(h.cfg.Heartbeat / registrySlots)
+		defer t.Stop()
+		tick = t.C
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	slot := 0
+	arm := func() {
+		next := h.clock.expire(h.cfg.Now())
+		if next < 0 {
+			next = time.Hour
+		}
+		timer.Reset(next)
+	}
+	arm()
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-tick:
+			h.heartbeatSlot(slot)
+			slot = (slot + 1) % registrySlots
+		case <-timer.C:
+			arm()
+		case <-h.clock.changed:
+			arm()
+		}
+	}
+}
+
+func (h *Hub) heartbeatSlot(slot int) {
+	idle := h.cfg.Now().Add(-h.cfg.Heartbeat).UnixNano()
+	h.subs.eachInSlot(slot, func(s *Subscriber) {
+		if s.lastWrite.Load() <= idle {
+			s.mu.Lock()
+			s.hbDue = true
+			s.mu.Unlock()
+			s.notify()
+		}
+	})
+}
+
+// expiryHeap orders subscribers by token expiry.
+type expiryHeap []*Subscriber
+
+func (e expiryHeap) Len() int           { return len(e) }
+func (e expiryHeap) Less(i, j int) bool { return e[i].expires.Before(e[j].expires) }
+func (e expiryHeap) Swap(i, j int) {
+	e[i], e[j] = e[j], e[i]
+	e[i].heapIdx = i
+	e[j].heapIdx = j
+}
+func (e *expiryHeap) Push(x any) {
+	s := x.(*Subscriber)
+	s.heapIdx = len(*e)
+	*e = append(*e, s)
+}
+func (e *expiryHeap) Pop() any {
+	old := *e
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	s.heapIdx = -1
+	*e = old[:len(old)-1]
+	return s
+}

@@ -1,0 +1,242 @@
+// Package hub is herald's core, free of HTTP: updates, topic matchers, the
+// subscription index, fan-out, the replay-to-live handover and the Engine
+// interface that stores the history.
+//
+// An update flows from Publish to the engine, which makes it durable and
+// hands it back through its live feed; one dispatcher goroutine looks up the
+// subscribers that can match it in the index and offers each a pointer to
+// the shared, already encoded frame. Offering never blocks: a subscriber's
+// queue is bounded in bytes, and a subscriber over its budget is
+// disconnected so it can resume from history.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-hub/herald/sse"
+)
+
+// Config configures a Hub. The zero value of every field but Engine means
+// the default.
+type Config struct {
+	// Engine stores the history and feeds appended updates back. Required.
+	Engine Engine
+	// Logger receives the hub's logs; nil discards them.
+	Logger *slog.Logger
+	// Metrics records the hub's activity; nil records nothing.
+	Metrics *Metrics
+	// QueueBytes is each subscriber's queue budget. A subscriber whose
+	// queued frames would exceed it is disconnected. Default 4 MiB.
+	QueueBytes int
+	// Heartbeat is the idle time after which a stream gets a comment line.
+	// Default 15s; negative disables heartbeats.
+	Heartbeat time.Duration
+	// WriteTimeout bounds every write and flush to a subscriber. Default 10s.
+	WriteTimeout time.Duration
+	// ReplayBatch is how many updates a replay reads from the engine at a
+	// time. Default 1024.
+	ReplayBatch int
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) fill() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = 4 << 20
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.ReplayBatch <= 0 {
+		c.ReplayBatch = 1024
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Errors that end a subscription. They say why the stream was closed.
+var (
+	ErrSlowSubscriber = errors.New("subscriber queue over budget")
+	ErrExpired        = errors.New("subscriber token expired")
+	ErrShutdown       = errors.New("hub shutting down")
+)
+
+// Hub fans updates out to subscribers. It is safe for concurrent use.
+type Hub struct {
+	cfg    Config
+	engine Engine
+	log    *slog.Logger
+	m      *Metrics
+
+	feed chan []*Update
+	done chan struct{}
+	wg   sync.WaitGroup
+
+	idx            index
+	lastDispatched atomic.Uint64
+	subs           registry
+	clock          clock
+
+	closeOnce sync.Once
+	draining  atomic.Bool // no new subscriptions
+	stopped   atomic.Bool // no new publications
+}
+
+// New starts a hub over cfg.Engine. The hub owns two goroutines, the
+// dispatcher and the clock; Close stops them.
+func New(cfg Config) (*Hub, error) {
+	if cfg.Engine == nil {
+		return nil, errors.New("hub: no engine")
+	}
+	cfg.fill()
+	h := &Hub{
+		cfg:    cfg,
+		engine: cfg.Engine,
+		log:    cfg.Logger,
+		m:      cfg.Metrics,
+		feed:   make(chan []*Update, 256),
+		done:   make(chan struct{}),
+	}
+	h.idx.init()
+	h.subs.init()
+	h.clock.init()
+	h.m.bindHub(h)
+	h.engine.Listen(h.onAppend)
+	h.wg.Add(2)
+	go h.dispatchLoop()
+	go h.clockLoop()
+	return h, nil
+}
+
+// onAppend is the engine's live feed. It only hands the batch over, so a
+// slow fan-out slows appends down instead of losing updates.
+func (h *Hub) onAppend(batch []*Update) {
+	b := make([]*Update, len(batch))
+	copy(b, batch)
+	select {
+	case h.feed <- b:
+	case <-h.done:
+	}
+}
+
+// Message is what a publisher sends.
+type Message struct {
+	// ID is the event id; empty means the hub generates one.
+	ID string
+	// Topics holds the canonical topic first, then alternate topics.
+	Topics []string
+	// Private restricts delivery to authorized subscribers.
+	Private bool
+	// Type, Data and Retry become the SSE event, data and retry fields.
+	Type, Data, Retry string
+}
+
+// Publish encodes m once, appends it to the engine and returns the stored
+// update once it is durable. The caller has validated m; Publish still
+// refuses fields that would break the SSE framing.
+func (h *Hub) Publish(ctx context.Context, m Message) (*Update, error) {
+	if h.stopped.Load() {
+		return nil, ErrShutdown
+	}
+	if len(m.Topics) == 0 {
+		return nil, errors.New("hub: update has no topic")
+	}
+	if m.ID == "" {
+		m.ID = NewID()
+	}
+	frame, err := sse.Encode(&sse.Event{ID: m.ID, Type: m.Type, Data: m.Data, Retry: m.Retry})
+	if err != nil {
+		return nil, err
+	}
+	u := &Update{ID: m.ID, Topics: m.Topics, Private: m.Private, Time: h.cfg.Now(), Frame: frame}
+	start := time.Now()
+	if err := h.engine.Append(ctx, u); err != nil {
+		return nil, fmt.Errorf("append: %w", err)
+	}
+	h.m.published(time.Since(start))
+	return u, nil
+}
+
+// dispatchLoop is the only goroutine that offers updates to subscribers, so
+// each subscriber sees them in Seq order.
+func (h *Hub) dispatchLoop() {
+	defer h.wg.Done()
+	for {
+		select {
+		case <-h.done:
+			return
+		case batch := <-h.feed:
+			for _, u := range batch {
+				h.dispatch(u)
+			}
+		}
+	}
+}
+
+// dispatch offers u to every subscriber the index says can match it. The
+// index read lock orders it against registrations: a subscriber registered
+// after lastDispatched moved past u starts beyond u, one registered before
+// is found here. Nothing in this path allocates per subscriber.
+func (h *Hub) dispatch(u *Update) {
+	h.idx.mu.RLock()
+	h.lastDispatched.Store(u.Seq)
+	for _, t := range u.Topics {
+		for s := range h.idx.exact[t] {
+			s.offer(u)
+		}
+	}
+	for s := range h.idx.wild {
+		s.offer(u)
+	}
+	for _, g := range h.idx.patterns {
+		if g.m.MatchAny(u.Topics) {
+			for s := range g.subs {
+				s.offer(u)
+			}
+		}
+	}
+	h.idx.mu.RUnlock()
+}
+
+// Close ends every subscription with ErrShutdown, stops the hub's
+// goroutines and waits for them. It does not close the engine. Close is
+// safe to call more than once.
+func (h *Hub) Close() {
+	h.closeOnce.Do(func() {
+		h.stopped.Store(true)
+		h.EndStreams()
+		close(h.done)
+		h.wg.Wait()
+	})
+}
+
+// EndStreams closes every live subscription with ErrShutdown so that
+// clients reconnect (to this hub once it is back, or to another node) and
+// resume. New subscriptions are refused from then on; publications are
+// still accepted until Close, so in-flight publishes finish.
+func (h *Hub) EndStreams() {
+	h.draining.Store(true)
+	h.subs.each(func(s *Subscriber) { s.end(ErrShutdown) })
+}
+
+// Subscribers returns the number of open subscriptions.
+func (h *Hub) Subscribers() int { return h.subs.len() }
+
+// Draining reports whether EndStreams or Close was called.
+func (h *Hub) Draining() bool { return h.draining.Load() }

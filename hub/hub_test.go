@@ -1,0 +1,411 @@
+package hub_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/herald-hub/herald/engine/memory"
+	"github.com/herald-hub/herald/hub"
+	"github.com/herald-hub/herald/sse"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// recorder is a hub.Stream that keeps what was flushed.
+type recorder struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	flushed []byte
+	block   chan struct{} // when non-nil, the first Write waits for it
+	flushes int
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.block != nil {
+		<-r.block // the first write parks until released
+		r.block = nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.Write(p)
+}
+
+func (r *recorder) Flush() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.flushed = append(r.flushed, r.buf.Bytes()...)
+	r.buf.Reset()
+	r.flushes++
+	return nil
+}
+
+func (r *recorder) SetWriteDeadline(time.Time) error { return nil }
+
+func (r *recorder) events(t testing.TB) []sse.Event {
+	t.Helper()
+	r.mu.Lock()
+	data := append([]byte(nil), r.flushed...)
+	r.mu.Unlock()
+	rd := sse.NewReader(bytes.NewReader(data))
+	var out []sse.Event
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			return out
+		}
+		out = append(out, ev)
+	}
+}
+
+func (r *recorder) raw() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return string(r.flushed)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+type fixture struct {
+	t   testing.TB
+	hub *hub.Hub
+	eng *memory.Engine
+	wg  sync.WaitGroup
+}
+
+func newFixture(t testing.TB, cfg hub.Config) *fixture {
+	t.Helper()
+	eng := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 100_000}})
+	cfg.Engine = eng
+	h, err := hub.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, hub: h, eng: eng}
+	t.Cleanup(func() {
+		h.Close()
+		f.wg.Wait()
+		_ = eng.Close()
+	})
+	return f
+}
+
+func (f *fixture) matcher(kind hub.MatchKind, v string) *hub.Matcher {
+	m, err := hub.NewMatcher(kind, v, "https://hub.example/.well-known/mercure")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return m
+}
+
+// serve subscribes and serves into a recorder in the background.
+func (f *fixture) serve(ctx context.Context, o hub.SubscribeOptions, rec *recorder) (*hub.Subscriber, <-chan error) {
+	f.t.Helper()
+	s, err := f.hub.Subscribe(ctx, o)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		done <- s.Serve(ctx, rec)
+	}()
+	return s, done
+}
+
+func (f *fixture) publish(topic, id, data string, private bool) *hub.Update {
+	f.t.Helper()
+	u, err := f.hub.Publish(context.Background(), hub.Message{ID: id, Topics: []string{topic}, Data: data, Private: private})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return u
+}
+
+func ids(evs []sse.Event) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = e.ID
+	}
+	return out
+}
+
+func TestLiveDelivery(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &recorder{}
+	f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "a")}}, rec)
+	f.publish("b", "x0", "not for us", false)
+	f.publish("a", "x1", "line1\nline2", false)
+	waitFor(t, "event", func() bool { return len(rec.events(t)) == 1 })
+	ev := rec.events(t)[0]
+	if ev.ID != "x1" || ev.Data != "line1\nline2" {
+		t.Fatalf("got %+v", ev)
+	}
+}
+
+func TestGeneratedIDs(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	a := f.publish("a", "", "", false)
+	b := f.publish("a", "", "", false)
+	if a.ID == b.ID || len(a.ID) != len("urn:uuid:")+36 {
+		t.Fatalf("ids %q %q", a.ID, b.ID)
+	}
+}
+
+func TestRoutingKinds(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cases := []struct {
+		m    *hub.Matcher
+		want []string
+	}{
+		{f.matcher(hub.MatchExact, "https://example.com/books/1"), []string{"1"}},
+		{f.matcher(hub.MatchURLPattern, "https://example.com/books/:id"), []string{"1", "2"}},
+		{f.matcher(hub.MatchURLPattern, "/local/*"), []string{"4"}},
+		{f.matcher(hub.MatchSelector, "https://example.com/books/{id}"), []string{"1", "2"}},
+		{f.matcher(hub.MatchSelector, "https://example.com/authors/3"), []string{"3"}},
+		{f.matcher(hub.MatchExact, "*"), []string{"1", "2", "3", "4"}},
+	}
+	recs := make([]*recorder, len(cases))
+	for i, c := range cases {
+		recs[i] = &recorder{}
+		f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{c.m}}, recs[i])
+	}
+	f.publish("https://example.com/books/1", "1", "", false)
+	f.publish("https://example.com/books/2", "2", "", false)
+	f.publish("https://example.com/authors/3", "3", "", false)
+	f.publish("https://hub.example/local/x", "4", "", false)
+	for i, c := range cases {
+		waitFor(t, "deliveries", func() bool { return len(recs[i].events(t)) >= len(c.want) })
+		time.Sleep(20 * time.Millisecond) // let a wrong extra delivery show up
+		if got := ids(recs[i].events(t)); fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s %q: got %v, want %v", c.m.Kind(), c.m.Value(), got, c.want)
+		}
+	}
+}
+
+func TestAlternateTopicDeliveredOnce(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &recorder{}
+	f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{
+		f.matcher(hub.MatchExact, "a"), f.matcher(hub.MatchExact, "b"), f.matcher(hub.MatchExact, "*"),
+	}}, rec)
+	if _, err := f.hub.Publish(ctx, hub.Message{ID: "1", Topics: []string{"a", "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	f.publish("c", "2", "", false)
+	waitFor(t, "2 events", func() bool { return len(rec.events(t)) == 2 })
+	time.Sleep(20 * time.Millisecond)
+	if got := ids(rec.events(t)); fmt.Sprint(got) != "[1 2]" {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestPrivateUpdates(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	all := []*hub.Matcher{f.matcher(hub.MatchExact, "*")}
+	allowed := func(topics []string) bool {
+		for _, t := range topics {
+			if t == "mine" {
+				return true
+			}
+		}
+		return false
+	}
+	anon, authz := &recorder{}, &recorder{}
+	f.serve(ctx, hub.SubscribeOptions{Matchers: all}, anon)
+	f.serve(ctx, hub.SubscribeOptions{Matchers: all, CanRead: allowed}, authz)
+	f.publish("mine", "p1", "", true)
+	f.publish("other", "p2", "", true)
+	f.publish("other", "pub", "", false)
+	waitFor(t, "anon", func() bool { return len(anon.events(t)) == 1 })
+	waitFor(t, "authz", func() bool { return len(authz.events(t)) == 2 })
+	time.Sleep(20 * time.Millisecond)
+	if got := ids(anon.events(t)); fmt.Sprint(got) != "[pub]" {
+		t.Errorf("anonymous got %v", got)
+	}
+	if got := ids(authz.events(t)); fmt.Sprint(got) != "[p1 pub]" {
+		t.Errorf("authorized got %v", got)
+	}
+	// Replay applies the same rule.
+	replayed := &recorder{}
+	f.serve(ctx, hub.SubscribeOptions{Matchers: all, Resume: true, LastEventID: hub.EarliestID}, replayed)
+	waitFor(t, "replay", func() bool { return len(replayed.events(t)) == 1 })
+	if got := ids(replayed.events(t)); fmt.Sprint(got) != "[pub]" {
+		t.Errorf("anonymous replay got %v", got)
+	}
+}
+
+// TestReplayHandover resumes while publishes keep coming and checks that
+// the subscriber gets every update after its cursor exactly once, in order.
+func TestReplayHandover(t *testing.T) {
+	f := newFixture(t, hub.Config{ReplayBatch: 7})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range 200 {
+		f.publish("t", fmt.Sprint(i), "", false)
+	}
+	const more = 2000
+	var pubs sync.WaitGroup
+	pubs.Add(1)
+	go func() {
+		defer pubs.Done()
+		for i := 200; i < 200+more; i++ {
+			if _, err := f.hub.Publish(ctx, hub.Message{ID: fmt.Sprint(i), Topics: []string{"t"}}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var recs []*recorder
+	for _, from := range []string{"49", "150", hub.EarliestID} {
+		rec := &recorder{}
+		recs = append(recs, rec)
+		s, _ := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: from}, rec)
+		if s.ResumedFrom() != from {
+			t.Errorf("ResumedFrom = %q, want %q", s.ResumedFrom(), from)
+		}
+	}
+	pubs.Wait()
+	for i, start := range []int{50, 151, 0} {
+		rec := recs[i]
+		want := 200 + more - start
+		waitFor(t, "all events", func() bool { return len(rec.events(t)) >= want })
+		got := ids(rec.events(t))
+		if len(got) != want {
+			t.Fatalf("from %d: got %d events, want %d", start, len(got), want)
+		}
+		for j, id := range got {
+			if id != fmt.Sprint(start+j) {
+				t.Fatalf("from %d: event %d is %s, want %d", start, j, id, start+j)
+			}
+		}
+	}
+}
+
+func TestUnknownIDGoesLive(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	probe := &recorder{}
+	f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}, probe)
+	f.publish("t", "old", "", false)
+	waitFor(t, "old dispatched", func() bool { return len(probe.events(t)) == 1 })
+	rec := &recorder{}
+	s, _ := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: "nope"}, rec)
+	if s.ResumedFrom() != hub.EarliestID {
+		t.Fatalf("ResumedFrom = %q", s.ResumedFrom())
+	}
+	f.publish("t", "new", "", false)
+	waitFor(t, "live event", func() bool { return len(rec.events(t)) == 1 })
+	if got := ids(rec.events(t)); got[0] != "new" {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestSlowSubscriberIsDisconnected(t *testing.T) {
+	f := newFixture(t, hub.Config{QueueBytes: 4096})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	all := []*hub.Matcher{f.matcher(hub.MatchExact, "t")}
+	release := make(chan struct{})
+	stuck := &recorder{block: release}
+	prompt := &recorder{}
+	_, stuckDone := f.serve(ctx, hub.SubscribeOptions{Matchers: all}, stuck)
+	f.serve(ctx, hub.SubscribeOptions{Matchers: all}, prompt)
+	payload := string(bytes.Repeat([]byte("x"), 500))
+	for i := range 40 {
+		f.publish("t", fmt.Sprint(i), payload, false)
+		// Lockstep: the prompt reader keeps up, the stuck one cannot.
+		waitFor(t, "prompt subscriber", func() bool { return len(prompt.events(t)) == i+1 })
+	}
+	// The stuck writer is parked in Write with its first batch; the queue
+	// behind it overflowed, so once the write returns the subscription ends
+	// with what it had queued, and a resume would fetch the rest.
+	close(release)
+	select {
+	case err := <-stuckDone:
+		if !errors.Is(err, hub.ErrSlowSubscriber) {
+			t.Fatalf("Serve returned %v", err)
+		}
+		got := ids(stuck.events(t))
+		if len(got) == 0 || len(got) >= 40 {
+			t.Fatalf("stuck subscriber got %d events before the cut", len(got))
+		}
+		for i, id := range got {
+			if id != fmt.Sprint(i) {
+				t.Fatalf("event %d is %s: a cut must be a prefix", i, id)
+			}
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("slow subscriber not disconnected")
+	}
+}
+
+func TestExpiryEndsStream(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &recorder{}
+	_, done := f.serve(ctx, hub.SubscribeOptions{
+		Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")},
+		Expires:  time.Now().Add(50 * time.Millisecond),
+	}, rec)
+	select {
+	case err := <-done:
+		if !errors.Is(err, hub.ErrExpired) {
+			t.Fatalf("Serve returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream not closed at expiry")
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	f := newFixture(t, hub.Config{Heartbeat: 32 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &recorder{}
+	f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}, rec)
+	waitFor(t, "heartbeat", func() bool { return bytes.Contains([]byte(rec.raw()), sse.Heartbeat) })
+}
+
+func TestCloseEndsStreams(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, done := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}, &recorder{})
+	f.hub.EndStreams()
+	if err := <-done; !errors.Is(err, hub.ErrShutdown) {
+		t.Fatalf("Serve returned %v", err)
+	}
+	if _, err := f.hub.Subscribe(ctx, hub.SubscribeOptions{}); !errors.Is(err, hub.ErrShutdown) {
+		t.Fatalf("Subscribe after EndStreams: %v", err)
+	}
+	// Publishing still works until Close: in-flight publishes finish.
+	f.publish("t", "late", "", false)
+}

@@ -1,0 +1,493 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-hub/herald/sse"
+)
+
+// EarliestID is the reserved Last-Event-ID value that asks for the whole
+// retained history, and the resume point reported when the requested id
+// is unknown.
+const EarliestID = "earliest"
+
+// SubscribeOptions describe a new subscription.
+type SubscribeOptions struct {
+	// Matchers select the topics the subscriber listens to (routing).
+	Matchers []*Matcher
+	// CanRead reports whether the subscriber may receive a private update
+	// with these topics. Nil means it receives public updates only.
+	CanRead func(topics []string) bool
+	// Resume is true when the client sent a last event id, in LastEventID.
+	Resume      bool
+	LastEventID string
+	// Expires closes the stream at that time; zero means never.
+	Expires time.Time
+}
+
+// Stream is where a subscriber's frames go: an HTTP response in practice.
+type Stream interface {
+	io.Writer
+	// Flush sends what was written to the peer.
+	Flush() error
+	// SetWriteDeadline bounds the next writes and flush.
+	SetWriteDeadline(time.Time) error
+}
+
+type subState uint8
+
+const (
+	stateReplaying subState = iota
+	stateLive
+	stateEnded
+)
+
+// Subscriber is one subscription: its matchers, its authorization and its
+// bounded queue of frames. Serve writes it to a Stream.
+type Subscriber struct {
+	h        *Hub
+	matchers []*Matcher
+	canRead  func([]string) bool
+	expires  time.Time
+	resumed  string
+	serial   uint64
+
+	wake      chan struct{} // capacity 1: "something changed"
+	lastWrite atomic.Int64  // unix nanos of the last flush, for heartbeats
+	heapIdx   int           // position in the clock's expiry heap, -1 if none
+
+	mu     sync.Mutex
+	state  subState
+	cursor uint64    // highest Seq handed to this subscriber (queued or replayed)
+	queue  []*Update // frames waiting for the writer, shared read-only
+	queued int       // bytes in queue
+	hbDue  bool
+	reason error // why the subscription ended, once it has
+
+	spare []*Update // the writer's second buffer; only Serve touches it
+
+	unregister sync.Once
+}
+
+var serials atomic.Uint64
+
+// Subscribe registers a subscription. It resolves the resume point first:
+// a known id resumes right after it, EarliestID replays all retained
+// history, an unknown id resumes live with ResumedFrom reporting EarliestID
+// so the client knows updates may have been lost. The subscriber is in the
+// index before its replay starts, so nothing published meanwhile is missed.
+// The caller must call Serve or Close.
+func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, error) {
+	if h.draining.Load() {
+		return nil, ErrShutdown
+	}
+	s := &Subscriber{
+		h:        h,
+		matchers: o.Matchers,
+		canRead:  o.CanRead,
+		expires:  o.Expires,
+		serial:   serials.Add(1),
+		wake:     make(chan struct{}, 1),
+		heapIdx:  -1,
+	}
+	replay := false
+	var from uint64
+	if o.Resume {
+		s.resumed = EarliestID
+		if o.LastEventID == EarliestID {
+			replay = true
+		} else {
+			seq, found, err := h.engine.Lookup(ctx, o.LastEventID)
+			if err != nil {
+				return nil, err
+			}
+			if found {
+				replay, from, s.resumed = true, seq, o.LastEventID
+			}
+		}
+	}
+	s.lastWrite.Store(h.cfg.Now().UnixNano())
+	h.idx.mu.Lock()
+	if replay {
+		s.state, s.cursor = stateReplaying, from
+	} else {
+		s.state, s.cursor = stateLive, h.lastDispatched.Load()
+	}
+	h.idx.add(s)
+	h.idx.mu.Unlock()
+	h.subs.add(s)
+	if !s.expires.IsZero() {
+		h.clock.schedule(s)
+	}
+	h.m.subscribed(1)
+	if h.draining.Load() {
+		// EndStreams may have walked the registry before s was in it.
+		s.end(ErrShutdown)
+	}
+	return s, nil
+}
+
+// ResumedFrom is the value of the Mercure-Last-Event-ID response field: the
+// id the replay starts after, or EarliestID. It is empty when the client
+// asked for no resume.
+func (s *Subscriber) ResumedFrom() string { return s.resumed }
+
+// Close unregisters the subscriber. Serve calls it on return; call it
+// directly only when Serve is never called. Safe to call more than once.
+func (s *Subscriber) Close() {
+	s.unregister.Do(func() {
+		s.end(context.Canceled)
+		h := s.h
+		h.idx.mu.Lock()
+		h.idx.remove(s)
+		h.idx.mu.Unlock()
+		h.subs.remove(s)
+		h.clock.cancel(s)
+		s.mu.Lock()
+		clear(s.queue)
+		s.queue, s.queued = nil, 0
+		s.mu.Unlock()
+		h.m.subscribed(-1)
+	})
+}
+
+// end records why the subscription ends and wakes the writer. The first
+// reason wins.
+func (s *Subscriber) end(reason error) {
+	s.mu.Lock()
+	if s.reason == nil {
+		s.reason = reason
+		s.state = stateEnded
+	}
+	s.mu.Unlock()
+	s.notify()
+}
+
+func (s *Subscriber) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// offer queues u for the writer unless the subscriber has it already, may
+// not read it, is still replaying (the replay will read u from the engine)
+// or is over budget. It never blocks and never allocates but to grow the
+// queue's backing array, which is reused.
+func (s *Subscriber) offer(u *Update) {
+	s.mu.Lock()
+	if s.state != stateLive || u.Seq <= s.cursor {
+		s.mu.Unlock()
+		return
+	}
+	if u.Private && (s.canRead == nil || !s.canRead(u.Topics)) {
+		s.mu.Unlock()
+		return
+	}
+	if n := u.size(); s.queued+n > s.h.cfg.QueueBytes {
+		s.reason, s.state = ErrSlowSubscriber, stateEnded
+		s.mu.Unlock()
+		s.h.m.slowDisconnect()
+		s.notify()
+		return
+	} else {
+		s.queued += n
+	}
+	s.queue = append(s.queue, u)
+	s.cursor = u.Seq
+	s.mu.Unlock()
+	s.notify()
+}
+
+// wants reports whether a replayed update is for this subscriber.
+func (s *Subscriber) wants(u *Update) bool {
+	routed := false
+	for _, m := range s.matchers {
+		if m.MatchAny(u.Topics) {
+			routed = true
+			break
+		}
+	}
+	if !routed {
+		return false
+	}
+	return !u.Private || (s.canRead != nil && s.canRead(u.Topics))
+}
+
+// QueuedBytes returns the bytes waiting in the subscriber's queue.
+func (s *Subscriber) QueuedBytes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queued
+}
+
+// Serve writes the subscription to w until ctx ends, the token expires,
+// the subscriber falls over its budget or the hub shuts down, and returns
+// why. It first replays history from the resume point, then switches to
+// live updates with no gap and no duplicate. Every write carries the hub's
+// write deadline, so a dead peer cannot hold the goroutine.
+func (s *Subscriber) Serve(ctx context.Context, w Stream) error {
+	defer s.Close()
+	if err := s.replay(ctx, w); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-s.wake:
+		}
+		s.mu.Lock()
+		q := s.queue
+		s.queue, s.spare = s.spare[:0], nil
+		s.queued = 0
+		hb := s.hbDue
+		s.hbDue = false
+		reason := s.reason
+		s.mu.Unlock()
+
+		if len(q) > 0 || (hb && reason == nil) {
+			if err := s.write(w, q, hb); err != nil {
+				return err
+			}
+		}
+		clear(q)
+		s.spare = q
+		if reason != nil {
+			return reason
+		}
+	}
+}
+
+// write sends a batch of frames with one flush.
+func (s *Subscriber) write(w Stream, q []*Update, heartbeat bool) error {
+	cfg := &s.h.cfg
+	if err := w.SetWriteDeadline(cfg.Now().Add(cfg.WriteTimeout)); err != nil && !errors.Is(err, errNotSupported) {
+		return err
+	}
+	for _, u := range q {
+		if _, err := w.Write(u.Frame); err != nil {
+			return err
+		}
+	}
+	if len(q) == 0 && heartbeat {
+		if _, err := w.Write(sse.Heartbeat); err != nil {
+			return err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	s.lastWrite.Store(cfg.Now().UnixNano())
+	s.h.m.delivered(len(q))
+	return nil
+}
+
+// errNotSupported matches http.ErrNotSupported without importing net/http.
+var errNotSupported = errors.ErrUnsupported
+
+// replay sends history after the cursor, then hands over to live updates.
+// While it runs the dispatcher skips this subscriber; the handover checks,
+// under the subscriber's lock, that the dispatcher has not gone past what
+// the replay read, so an update is either read here or queued live, never
+// both and never neither.
+func (s *Subscriber) replay(ctx context.Context, w Stream) error {
+	s.mu.Lock()
+	replaying := s.state == stateReplaying
+	cursor := s.cursor
+	s.mu.Unlock()
+	if !replaying {
+		return nil
+	}
+	h := s.h
+	emptyReads := 0
+	for {
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		batch, err := h.engine.Read(ctx, cursor, h.cfg.ReplayBatch)
+		if err != nil {
+			return err
+		}
+		if len(batch) > 0 {
+			emptyReads = 0
+			q := batch[:0]
+			for _, u := range batch {
+				if s.wants(u) {
+					q = append(q, u)
+				}
+			}
+			cursor = batch[len(batch)-1].Seq
+			if len(q) > 0 {
+				if err := s.write(w, q, false); err != nil {
+					return err
+				}
+			}
+			s.mu.Lock()
+			reason := s.reason
+			s.cursor = cursor
+			s.mu.Unlock()
+			if reason != nil {
+				return reason
+			}
+			continue
+		}
+		s.mu.Lock()
+		if s.reason != nil {
+			reason := s.reason
+			s.mu.Unlock()
+			return reason
+		}
+		last := h.lastDispatched.Load()
+		if last <= cursor || emptyReads > 0 {
+			// Either the replay caught up with the dispatcher, or the
+			// engine no longer holds what the dispatcher went past
+			// (retention dropped it): go live from there.
+			s.cursor = max(cursor, last)
+			s.state = stateLive
+			s.mu.Unlock()
+			return nil
+		}
+		s.mu.Unlock()
+		emptyReads++
+	}
+}
+
+// index maps topics and matchers to subscribers, so that a publish touches
+// only the subscribers that can match: exact topics by map lookup, the
+// wildcard as one set, and each distinct pattern once per update whatever
+// the number of subscribers sharing it.
+type index struct {
+	mu       sync.RWMutex
+	exact    map[string]map[*Subscriber]struct{}
+	wild     map[*Subscriber]struct{}
+	patterns map[patternKey]*patternGroup
+}
+
+type patternKey struct {
+	kind  MatchKind
+	value string
+}
+
+type patternGroup struct {
+	m    *Matcher
+	subs map[*Subscriber]struct{}
+}
+
+func (x *index) init() {
+	x.exact = make(map[string]map[*Subscriber]struct{})
+	x.wild = make(map[*Subscriber]struct{})
+	x.patterns = make(map[patternKey]*patternGroup)
+}
+
+// literal reports whether m matches exactly its own value and nothing else.
+func literal(m *Matcher) bool {
+	return m.kind == MatchExact || (m.kind == MatchSelector && m.tmpl == nil)
+}
+
+func (x *index) add(s *Subscriber) {
+	for _, m := range s.matchers {
+		switch {
+		case m.any:
+			x.wild[s] = struct{}{}
+		case literal(m):
+			set := x.exact[m.value]
+			if set == nil {
+				set = make(map[*Subscriber]struct{})
+				x.exact[m.value] = set
+			}
+			set[s] = struct{}{}
+		default:
+			k := patternKey{m.kind, m.value}
+			g := x.patterns[k]
+			if g == nil {
+				g = &patternGroup{m: m, subs: make(map[*Subscriber]struct{})}
+				x.patterns[k] = g
+			}
+			g.subs[s] = struct{}{}
+		}
+	}
+}
+
+func (x *index) remove(s *Subscriber) {
+	for _, m := range s.matchers {
+		switch {
+		case m.any:
+			delete(x.wild, s)
+		case literal(m):
+			if set := x.exact[m.value]; set != nil {
+				delete(set, s)
+				if len(set) == 0 {
+					delete(x.exact, m.value)
+				}
+			}
+		default:
+			k := patternKey{m.kind, m.value}
+			if g := x.patterns[k]; g != nil {
+				delete(g.subs, s)
+				if len(g.subs) == 0 {
+					delete(x.patterns, k)
+				}
+			}
+		}
+	}
+}
+
+// registry holds every subscriber in slots, so the clock can visit one slot
+// per tick and spread heartbeats over the interval.
+type registry struct {
+	slots [registrySlots]struct {
+		mu   sync.Mutex
+		subs map[*Subscriber]struct{}
+	}
+	n atomic.Int64
+}
+
+const registrySlots = 16
+
+func (r *registry) init() {
+	for i := range r.slots {
+		r.slots[i].subs = make(map[*Subscriber]struct{})
+	}
+}
+
+func (r *registry) add(s *Subscriber) {
+	sl := &r.slots[s.serial%registrySlots]
+	sl.mu.Lock()
+	sl.subs[s] = struct{}{}
+	sl.mu.Unlock()
+	r.n.Add(1)
+}
+
+func (r *registry) remove(s *Subscriber) {
+	sl := &r.slots[s.serial%registrySlots]
+	sl.mu.Lock()
+	if _, ok := sl.subs[s]; ok {
+		delete(sl.subs, s)
+		r.n.Add(-1)
+	}
+	sl.mu.Unlock()
+}
+
+func (r *registry) len() int { return int(r.n.Load()) }
+
+// eachInSlot calls fn for the subscribers of one slot. fn must not block.
+func (r *registry) eachInSlot(i int, fn func(*Subscriber)) {
+	sl := &r.slots[i]
+	sl.mu.Lock()
+	for s := range sl.subs {
+		fn(s)
+	}
+	sl.mu.Unlock()
+}
+
+func (r *registry) each(fn func(*Subscriber)) {
+	for i := range r.slots {
+		r.eachInSlot(i, fn)
+	}
+}

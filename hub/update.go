@@ -1,0 +1,107 @@
+package hub
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+)
+
+// Update is one published update as the hub and the engines see it: its
+// routing facts and its SSE frame, encoded once and shared read-only by every
+// subscriber. An Update must not be modified after it is handed to an engine.
+type Update struct {
+	// Seq is the update's position in the log, assigned by Engine.Append:
+	// strictly increasing, never reused, starting at 1.
+	Seq uint64
+	// ID is the event id: the publisher's, or one the hub generated. It is
+	// the cursor subscribers send back as Last-Event-ID.
+	ID string
+	// Topics holds the canonical topic first, then the alternate topics.
+	Topics []string
+	// Private updates go only to subscribers authorized for one of Topics.
+	Private bool
+	// Time is when the hub accepted the update; retention by age uses it.
+	Time time.Time
+	// Frame is the complete SSE frame, ending with the blank line.
+	Frame []byte
+}
+
+// size is what the update costs in a subscriber queue.
+func (u *Update) size() int { return len(u.Frame) + 64 }
+
+// codecVersion prefixes every encoded update so that the format can evolve.
+const codecVersion = 1
+
+// ErrCorrupt reports an encoded update that cannot be decoded.
+var ErrCorrupt = errors.New("hub: corrupt update record")
+
+// MarshalBinary encodes everything but Seq, which engines store as the key.
+// Engines share this format so that a record written by one version of
+// herald is read by the next.
+func (u *Update) MarshalBinary() ([]byte, error) {
+	n := 1 + binary.MaxVarintLen64*3 + len(u.ID) + 1 + binary.MaxVarintLen64*(1+len(u.Topics)) + len(u.Frame)
+	for _, t := range u.Topics {
+		n += len(t)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, codecVersion)
+	b = binary.AppendVarint(b, u.Time.UnixNano())
+	flags := byte(0)
+	if u.Private {
+		flags = 1
+	}
+	b = append(b, flags)
+	b = appendString(b, u.ID)
+	b = binary.AppendUvarint(b, uint64(len(u.Topics)))
+	for _, t := range u.Topics {
+		b = appendString(b, t)
+	}
+	return append(b, u.Frame...), nil
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// UnmarshalBinary decodes a record written by MarshalBinary. It copies what
+// it keeps, so data may be reused by the caller afterwards.
+func (u *Update) UnmarshalBinary(data []byte) error {
+	if len(data) < 1 || data[0] != codecVersion {
+		return ErrCorrupt
+	}
+	d := data[1:]
+	ns, n := binary.Varint(d)
+	if n <= 0 || len(d) < n+1 {
+		return ErrCorrupt
+	}
+	d = d[n:]
+	u.Time = time.Unix(0, ns)
+	u.Private = d[0]&1 != 0
+	d = d[1:]
+	var err error
+	if u.ID, d, err = readString(d); err != nil {
+		return err
+	}
+	count, n := binary.Uvarint(d)
+	if n <= 0 || count > uint64(len(d)) {
+		return ErrCorrupt
+	}
+	d = d[n:]
+	u.Topics = make([]string, count)
+	for i := range u.Topics {
+		if u.Topics[i], d, err = readString(d); err != nil {
+			return err
+		}
+	}
+	u.Frame = append([]byte(nil), d...)
+	return nil
+}
+
+func readString(d []byte) (string, []byte, error) {
+	l, n := binary.Uvarint(d)
+	if n <= 0 || l > uint64(len(d)-n) {
+		return "", nil, ErrCorrupt
+	}
+	return string(d[n : n+int(l)]), d[n+int(l):], nil
+}

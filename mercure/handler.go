@@ -1,0 +1,201 @@
+// Package mercure is the Mercure protocol over HTTP: subscription,
+// publication, authorization and discovery, for draft-08 and the
+// pre-standard draft-07 at once, on one endpoint. It turns requests into
+// calls on a hub.Hub and knows nothing of listeners or processes.
+package mercure
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/herald-hub/herald/hub"
+)
+
+// Cookie names in which browsers present tokens.
+const (
+	CookieDraft8 = "__Secure-mercure_access_token"
+	CookieDraft7 = "mercureAuthorization"
+)
+
+// DefaultPath is the well-known hub path.
+const DefaultPath = "/.well-known/mercure"
+
+// Config configures a Handler. Zero values of the limits mean defaults.
+type Config struct {
+	// Hub receives publications and subscriptions. Required.
+	Hub *hub.Hub
+	// Tokens validates access tokens. Required.
+	Tokens *Validator
+	// PublicURL is the hub's URL as clients reach it: its path is where
+	// the handler answers, and it is the resource identifier and the base
+	// for relative topics and patterns. Required.
+	PublicURL *url.URL
+	// Draft7 and Draft8 turn each protocol draft's forms on.
+	Draft7, Draft8 bool
+	// Anonymous lets subscribers in without a token; they get public
+	// updates only.
+	Anonymous bool
+	// CORSOrigins lists the origins allowed to use the hub from a
+	// browser, with credentials. "*" allows any origin, without credentials.
+	CORSOrigins []string
+	// Logger receives request-level logs; nil discards them.
+	Logger *slog.Logger
+
+	// MaxBodyBytes bounds a publish or QUERY body. Default 1 MiB.
+	MaxBodyBytes int64
+	// MaxTopics bounds the topics of one update. Default 64.
+	MaxTopics int
+	// MaxMatchers bounds the matchers of one subscription. Default 64.
+	MaxMatchers int
+	// MaxFieldBytes bounds a topic, id or type. Default 2048.
+	MaxFieldBytes int
+	// MaxLifetime closes subscriptions older than this, so that revoked
+	// credentials stop working even before exp. Zero means no limit.
+	MaxLifetime time.Duration
+}
+
+// Handler serves the Mercure endpoints.
+type Handler struct {
+	cfg      Config
+	hub      *hub.Hub
+	tokens   *Validator
+	base     string
+	path     string
+	metaPath string
+	metaURL  string
+	link     string
+	log      *slog.Logger
+	origins  map[string]bool
+	anyOrig  bool
+}
+
+// New returns a Handler for cfg.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Hub == nil || cfg.Tokens == nil || cfg.PublicURL == nil {
+		return nil, errors.New("mercure: Hub, Tokens and PublicURL are required")
+	}
+	if !cfg.Draft7 && !cfg.Draft8 {
+		return nil, errors.New("mercure: no protocol draft enabled")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxTopics <= 0 {
+		cfg.MaxTopics = 64
+	}
+	if cfg.MaxMatchers <= 0 {
+		cfg.MaxMatchers = 64
+	}
+	if cfg.MaxFieldBytes <= 0 {
+		cfg.MaxFieldBytes = hub.MaxMatcherLen
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	path := cfg.PublicURL.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	meta := *cfg.PublicURL
+	meta.Path = "/.well-known/oauth-protected-resource" + strings.TrimSuffix(cfg.PublicURL.Path, "/")
+	meta.RawPath, meta.RawQuery, meta.Fragment = "", "", ""
+	h := &Handler{
+		cfg:      cfg,
+		hub:      cfg.Hub,
+		tokens:   cfg.Tokens,
+		base:     cfg.PublicURL.String(),
+		path:     path,
+		metaPath: meta.EscapedPath(),
+		metaURL:  meta.String(),
+		link:     fmt.Sprintf("<%s>; rel=\"mercure\"", cfg.PublicURL.String()),
+		log:      cfg.Logger,
+		origins:  make(map[string]bool),
+	}
+	for _, o := range cfg.CORSOrigins {
+		if o == "*" {
+			h.anyOrig = true
+			continue
+		}
+		h.origins[strings.TrimSuffix(o, "/")] = true
+	}
+	return h, nil
+}
+
+// HubPath returns the path the hub answers on.
+func (h *Handler) HubPath() string { return h.path }
+
+// MetadataPath returns the path of the protected resource metadata.
+func (h *Handler) MetadataPath() string { return h.metaPath }
+
+// ServeHTTP routes the hub URL and its metadata document.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.EscapedPath() {
+	case h.path:
+	case h.metaPath:
+		if h.cfg.Draft8 {
+			h.serveMetadata(w, r)
+			return
+		}
+		http.NotFound(w, r)
+		return
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	h.cors(w, r)
+	w.Header().Add("Link", h.link)
+	switch r.Method {
+	case http.MethodGet, "QUERY":
+		h.subscribe(w, r)
+	case http.MethodPost:
+		h.publish(w, r)
+	case http.MethodOptions:
+		h.preflight(w, r)
+	default:
+		w.Header().Set("Allow", "GET, QUERY, POST, OPTIONS")
+		plainError(w, http.StatusMethodNotAllowed, "method not allowed: use GET or QUERY to subscribe, POST to publish")
+	}
+}
+
+// plainError writes a text/plain error message.
+func plainError(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Del("Content-Length")
+	w.WriteHeader(status)
+	_, _ = fmt.Fprintln(w, msg)
+}
+
+// serveMetadata answers the OAuth 2.0 protected resource metadata (RFC 9728).
+func (h *Handler) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		plainError(w, http.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	h.cors(w, r)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_ = json.NewEncoder(w).Encode(metadata{
+		Resource:      h.base,
+		DetailTypes:   []string{"https://mercure.rocks/authorization-detail"},
+		BearerMethods: []string{"header"},
+		Cookie:        CookieDraft8,
+		MatcherTypes:  []string{"exact", "urlpattern"},
+	})
+}
+
+type metadata struct {
+	Resource      string   `json:"resource"`
+	DetailTypes   []string `json:"authorization_details_types_supported"`
+	BearerMethods []string `json:"bearer_methods_supported"`
+	Cookie        string   `json:"mercure_cookie"`
+	MatcherTypes  []string `json:"mercure_matcher_types_supported"`
+}

@@ -1,0 +1,265 @@
+package mercure
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	whatwg "github.com/nlnwa/whatwg-url/url"
+
+	"github.com/herald-hub/herald/hub"
+)
+
+// publishError is a rejected publication: its status and message.
+type publishError struct {
+	status int
+	msg    string
+}
+
+func (e *publishError) Error() string { return e.msg }
+
+func badRequest(format string, a ...any) *publishError {
+	return &publishError{http.StatusBadRequest, fmt.Sprintf(format, a...)}
+}
+
+func tooLarge(format string, a ...any) *publishError {
+	return &publishError{http.StatusRequestEntityTooLarge, fmt.Sprintf(format, a...)}
+}
+
+// publish handles POST: parse, authenticate, validate, authorize, then
+// store durably and answer the id. Nothing is stored unless every check
+// passed.
+func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
+	query, err := parseForm(r.URL.RawQuery, h.cfg.MaxMatchers*2+16)
+	if err != nil {
+		plainError(w, http.StatusBadRequest, "query string has too many parameters")
+		return
+	}
+	form, perr := h.readForm(w, r)
+	if perr != nil {
+		plainError(w, perr.status, perr.msg)
+		return
+	}
+	grant, src, ok := h.authenticate(w, r, query, ActionPublish)
+	if !ok {
+		return
+	}
+	if grant == nil {
+		h.challenge(w, http.StatusUnauthorized, "", "a publisher token is required")
+		return
+	}
+	msg, perr := h.parseUpdate(form)
+	if perr != nil {
+		plainError(w, perr.status, perr.msg)
+		return
+	}
+	if !grant.CanPublish(msg.Topics) {
+		h.challenge(w, http.StatusForbidden, "insufficient_scope", "token does not grant publish on every topic of the update")
+		return
+	}
+	if src == fromCookie && !h.sameOrigin(r) {
+		plainError(w, http.StatusForbidden, "cookie-authenticated publish needs an Origin or Referer from the hub's origin or an allowed origin")
+		return
+	}
+	u, err := h.hub.Publish(r.Context(), msg)
+	if err != nil {
+		if errors.Is(err, hub.ErrShutdown) {
+			plainError(w, http.StatusServiceUnavailable, "hub is shutting down; retry on another node or later")
+			return
+		}
+		if r.Context().Err() != nil {
+			return // the publisher left before the update was stored
+		}
+		h.log.Error("publish failed", "err", err)
+		plainError(w, http.StatusServiceUnavailable, "update could not be stored; it was not published")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = io.WriteString(w, u.ID)
+}
+
+// readForm reads a form body within the size limit.
+func (h *Handler) readForm(w http.ResponseWriter, r *http.Request) ([]field, *publishError) {
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, &publishError{http.StatusUnsupportedMediaType, "body must be application/x-www-form-urlencoded"}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge("body is larger than %d bytes", h.cfg.MaxBodyBytes)
+		}
+		return nil, badRequest("could not read body: %v", err)
+	}
+	form, err := parseForm(string(body), 4*h.cfg.MaxTopics+64)
+	if err != nil {
+		return nil, tooLarge("form has too many fields")
+	}
+	return form, nil
+}
+
+// parseUpdate turns a publish form into a hub.Message, enforcing every
+// rule of the draft's Publication section. Unknown fields are ignored.
+func (h *Handler) parseUpdate(form []field) (hub.Message, *publishError) {
+	var m hub.Message
+	var seen struct{ id, typ, retry, data bool }
+	for _, f := range form {
+		switch f.name {
+		case "topic":
+			if len(m.Topics) == h.cfg.MaxTopics {
+				return m, tooLarge("more than %d topics", h.cfg.MaxTopics)
+			}
+			if err := h.checkTopic(f.value); err != nil {
+				return m, err
+			}
+			m.Topics = append(m.Topics, f.value)
+		case "data":
+			if seen.data {
+				continue // the first value wins
+			}
+			if !utf8.ValidString(f.value) {
+				return m, badRequest("data is not valid UTF-8")
+			}
+			m.Data, seen.data = f.value, true
+		case "private":
+			m.Private = true
+		case "id":
+			if seen.id {
+				continue
+			}
+			if err := h.checkField("id", f.value); err != nil {
+				return m, err
+			}
+			switch {
+			case strings.HasPrefix(f.value, "#"):
+				return m, badRequest("id must not start with #: such ids are reserved for the hub")
+			case f.value == hub.EarliestID:
+				return m, badRequest("id must not be %q: the value is reserved", hub.EarliestID)
+			}
+			m.ID, seen.id = f.value, true
+		case "type":
+			if seen.typ {
+				continue
+			}
+			if err := h.checkField("type", f.value); err != nil {
+				return m, err
+			}
+			if f.value == "mercure" {
+				return m, badRequest(`type "mercure" is reserved for events the hub generates`)
+			}
+			m.Type, seen.typ = f.value, true
+		case "retry":
+			if seen.retry {
+				continue
+			}
+			if f.value == "" || len(f.value) > 10 || strings.Trim(f.value, "0123456789") != "" {
+				return m, badRequest("retry must be ASCII digits (milliseconds)")
+			}
+			m.Retry, seen.retry = f.value, true
+		}
+	}
+	if len(m.Topics) == 0 {
+		return m, badRequest("missing topic: an update needs at least one topic field")
+	}
+	return m, nil
+}
+
+// checkField applies the length and character rules shared by topics, ids
+// and types.
+func (h *Handler) checkField(name, v string) *publishError {
+	if len(v) > h.cfg.MaxFieldBytes {
+		return tooLarge("%s is longer than %d bytes", name, h.cfg.MaxFieldBytes)
+	}
+	if v == "" {
+		return badRequest("%s must not be empty", name)
+	}
+	if !hub.ValidText(v) {
+		return badRequest("%s contains invalid UTF-8, control characters (CR, LF, NUL...) or format characters", name)
+	}
+	return nil
+}
+
+func (h *Handler) checkTopic(t string) *publishError {
+	if err := h.checkField("topic", t); err != nil {
+		return err
+	}
+	if t == hub.Wildcard {
+		return badRequest(`topic "*" is reserved for the wildcard matcher`)
+	}
+	if h.reserved(t) {
+		return badRequest("topic %q is in the hub's reserved namespace %s", t, h.cfg.PublicURL.Path)
+	}
+	return nil
+}
+
+// reserved reports whether topic, resolved against the hub URL with the
+// WHATWG URL parser, names the hub's own path or anything below it, after
+// dot segments are removed and percent-encoded unreserved characters are
+// decoded, so that no spelling of the path slips through.
+func (h *Handler) reserved(topic string) bool {
+	u, err := whatwg.ParseRef(h.base, topic)
+	if err != nil {
+		return false
+	}
+	p := removeDots(decodeUnreserved(u.Pathname()))
+	hp := removeDots(decodeUnreserved(strings.TrimSuffix(h.cfg.PublicURL.EscapedPath(), "/")))
+	if hp == "" {
+		return true // the hub lives at the root: every path is its own
+	}
+	return p == hp || strings.HasPrefix(p, hp+"/")
+}
+
+// decodeUnreserved decodes %XX sequences that stand for unreserved
+// characters (RFC 3986: ALPHA DIGIT - . _ ~) and leaves the others.
+func decodeUnreserved(s string) string {
+	if strings.IndexByte(s, '%') < 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]) {
+			c := unhex(s[i+1])<<4 | unhex(s[i+2])
+			if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+				b = append(b, c)
+				i += 2
+				continue
+			}
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}
+
+// removeDots removes "." and ".." segments (RFC 3986 section 5.2.4).
+func removeDots(p string) string {
+	if !strings.Contains(p, ".") {
+		return p
+	}
+	segs := strings.Split(p, "/")
+	out := make([]string, 0, len(segs))
+	for i, s := range segs {
+		switch s {
+		case ".":
+			if i == len(segs)-1 {
+				out = append(out, "")
+			}
+		case "..":
+			if len(out) > 1 {
+				out = out[:len(out)-1]
+			}
+			if i == len(segs)-1 {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, "/")
+}

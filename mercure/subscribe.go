@@ -1,0 +1,225 @@
+package mercure
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/herald-hub/herald/hub"
+	"github.com/herald-hub/herald/sse"
+)
+
+// subscription is a parsed subscribe request.
+type subscription struct {
+	matchers []*hub.Matcher
+	lastID   string
+	resume   bool
+}
+
+// subscribe handles GET and QUERY: parse the matchers and the resume
+// point, authenticate, register with the hub, then stream until the client
+// leaves, the token expires, the subscriber falls behind or the hub stops.
+func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
+	query, err := parseForm(r.URL.RawQuery, 2*h.cfg.MaxMatchers+16)
+	if err != nil {
+		plainError(w, http.StatusBadRequest, "too many query parameters")
+		return
+	}
+	params := query
+	if r.Method == "QUERY" {
+		body, perr := h.readQueryBody(w, r)
+		if perr != nil {
+			plainError(w, perr.status, perr.msg)
+			return
+		}
+		params = append(params[:len(params):len(params)], body...)
+	}
+	sp, perr := h.parseSubscription(r, query, params)
+	if perr != nil {
+		plainError(w, perr.status, perr.msg)
+		return
+	}
+	grant, _, ok := h.authenticate(w, r, query, ActionSubscribe)
+	if !ok {
+		return
+	}
+	if grant == nil && !h.cfg.Anonymous {
+		h.challenge(w, http.StatusUnauthorized, "", "a subscriber token is required")
+		return
+	}
+	opts := hub.SubscribeOptions{Matchers: sp.matchers, Resume: sp.resume, LastEventID: sp.lastID}
+	if grant != nil {
+		opts.CanRead = grant.CanRead
+		opts.Expires = grant.Expires
+	}
+	if h.cfg.MaxLifetime > 0 {
+		if limit := time.Now().Add(h.cfg.MaxLifetime); opts.Expires.IsZero() || limit.Before(opts.Expires) {
+			opts.Expires = limit
+		}
+	}
+	if !opts.Expires.IsZero() && !opts.Expires.After(time.Now()) {
+		h.challenge(w, http.StatusUnauthorized, "invalid_token", "token expired")
+		return
+	}
+	sub, err := h.hub.Subscribe(r.Context(), opts)
+	if err != nil {
+		if errors.Is(err, hub.ErrShutdown) {
+			plainError(w, http.StatusServiceUnavailable, "hub is shutting down; reconnect shortly")
+			return
+		}
+		if r.Context().Err() == nil {
+			h.log.Error("subscribe failed", "err", err)
+			plainError(w, http.StatusServiceUnavailable, "history is unavailable; retry shortly")
+		}
+		return
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", "text/event-stream")
+	hd.Set("Cache-Control", "private, no-cache, no-store, must-revalidate, max-age=0")
+	hd.Set("X-Accel-Buffering", "no")
+	if sp.resume {
+		if h.cfg.Draft8 {
+			hd.Set("Mercure-Last-Event-ID", sub.ResumedFrom())
+		}
+		if h.cfg.Draft7 {
+			hd.Set("Last-Event-ID", sub.ResumedFrom())
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	st := &stream{w: w, rc: http.NewResponseController(w)}
+	if err := st.Flush(); err != nil {
+		sub.Close()
+		return
+	}
+	reason := sub.Serve(r.Context(), st)
+	switch {
+	case errors.Is(reason, hub.ErrSlowSubscriber), errors.Is(reason, hub.ErrExpired), errors.Is(reason, hub.ErrShutdown):
+		// Say why before closing; the client reconnects and resumes.
+		_ = st.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = w.Write(sse.AppendComment(nil, "closed: "+reason.Error()))
+		_ = st.Flush()
+		h.log.Debug("stream closed", "reason", reason)
+	}
+}
+
+// stream adapts an HTTP response to hub.Stream.
+type stream struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (s *stream) Write(p []byte) (int, error) { return s.w.Write(p) }
+func (s *stream) Flush() error                { return s.rc.Flush() }
+func (s *stream) SetWriteDeadline(t time.Time) error {
+	if err := s.rc.SetWriteDeadline(t); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
+// readQueryBody reads the form body of a QUERY request.
+func (h *Handler) readQueryBody(w http.ResponseWriter, r *http.Request) ([]field, *publishError) {
+	if r.ContentLength == 0 && r.Header.Get("Content-Type") == "" {
+		return nil, nil
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, &publishError{http.StatusUnsupportedMediaType, "QUERY body must be application/x-www-form-urlencoded"}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge("body is larger than %d bytes", h.cfg.MaxBodyBytes)
+		}
+		return nil, badRequest("could not read body: %v", err)
+	}
+	f, err := parseForm(string(body), 2*h.cfg.MaxMatchers+16)
+	if err != nil {
+		return nil, badRequest("too many parameters in the body")
+	}
+	return f, nil
+}
+
+// parseSubscription reads matchers and the resume point. query is the URL's
+// parameters alone; params is the union with a QUERY body.
+func (h *Handler) parseSubscription(r *http.Request, query, params []field) (subscription, *publishError) {
+	var sp subscription
+	seen := make(map[hub.MatchKind]map[string]bool)
+	add := func(kind hub.MatchKind, value string) *publishError {
+		if seen[kind][value] {
+			return nil // identical matchers are one subscription
+		}
+		if len(sp.matchers) == h.cfg.MaxMatchers {
+			return badRequest("more than %d topic matchers", h.cfg.MaxMatchers)
+		}
+		m, err := hub.NewMatcher(kind, value, h.base)
+		if err != nil {
+			return badRequest("invalid %s matcher %q: %v", kind, value, err)
+		}
+		if seen[kind] == nil {
+			seen[kind] = make(map[string]bool)
+		}
+		seen[kind][value] = true
+		sp.matchers = append(sp.matchers, m)
+		return nil
+	}
+	for _, f := range params {
+		var err *publishError
+		switch {
+		case h.cfg.Draft7 && f.name == "topic":
+			err = add(hub.MatchSelector, f.value)
+		case h.cfg.Draft8 && (f.name == "match" || f.name == "match_exact"):
+			err = add(hub.MatchExact, f.value)
+		case h.cfg.Draft8 && f.name == "match_urlpattern":
+			err = add(hub.MatchURLPattern, f.value)
+		case h.cfg.Draft8 && len(f.name) >= 5 && strings.EqualFold(f.name[:5], "match"):
+			err = badRequest("unknown matcher parameter %q: this hub supports match, match_exact and match_urlpattern", f.name)
+		}
+		if err != nil {
+			return sp, err
+		}
+	}
+	if len(sp.matchers) == 0 {
+		switch {
+		case h.cfg.Draft8 && h.cfg.Draft7:
+			return sp, badRequest("missing topic matcher: add match=<topic> (or topic=<selector> for draft-07 clients)")
+		case h.cfg.Draft8:
+			return sp, badRequest("missing topic matcher: add match=<topic>")
+		default:
+			return sp, badRequest("missing topic selector: add topic=<selector>")
+		}
+	}
+	// Resume point: the Last-Event-ID header wins, then the query
+	// component, then a QUERY body.
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		sp.lastID, sp.resume = v, true
+	} else if v, ok := h.lastEventParam(query); ok {
+		sp.lastID, sp.resume = v, true
+	} else if v, ok := h.lastEventParam(params[len(query):]); ok {
+		sp.lastID, sp.resume = v, true
+	}
+	if sp.resume {
+		if len(sp.lastID) > h.cfg.MaxFieldBytes {
+			return sp, badRequest("last event id is longer than %d bytes", h.cfg.MaxFieldBytes)
+		}
+		if sp.lastID == "" || !hub.ValidText(sp.lastID) {
+			return sp, badRequest("last event id is empty or contains invalid UTF-8, control or format characters")
+		}
+	}
+	return sp, nil
+}
+
+func (h *Handler) lastEventParam(fs []field) (string, bool) {
+	for _, f := range fs {
+		if (h.cfg.Draft8 && f.name == "last_event_id") || (h.cfg.Draft7 && f.name == "lastEventID") {
+			return f.value, true
+		}
+	}
+	return "", false
+}
+
+var _ hub.Stream = (*stream)(nil)
