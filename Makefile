@@ -1,0 +1,46 @@
+# herald's one test command is `make test`: it installs what a fresh
+# machine lacks (Chromium for the browser test), then runs vet, the race
+# detector over every package, a short run of every fuzz target, and a
+# pure-Go build of the binaries.
+
+GO        ?= go
+FUZZTIME  ?= 5s
+PKGS      := ./...
+
+.PHONY: test deps vet build race fuzz lint tidy bench
+
+test: deps vet build race fuzz
+
+deps:
+	@./scripts/install-test-deps.sh
+
+vet:
+	$(GO) vet $(PKGS)
+
+build:
+	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/...
+
+race:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+# Each fuzz target runs briefly; the seed corpus already runs in `race`.
+fuzz:
+	@set -e; for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs grep -ho '^func Fuzz[A-Za-z0-9_]*' /dev/null | sort -u | sed 's/^func //'); do \
+		pkg=$$(grep -rl --include='*_test.go' "^func $$spec(" . | head -1 | xargs dirname); \
+		echo "fuzz $$pkg $$spec"; \
+		$(GO) test -run='^$$' -fuzz="^$$spec$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+lint: vet tidy
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+
+# tidy fails when `go mod tidy` would change go.mod or go.sum.
+tidy:
+	@cp go.mod /tmp/herald-go.mod.bak; cp go.sum /tmp/herald-go.sum.bak; \
+	$(GO) mod tidy; \
+	if ! cmp -s go.mod /tmp/herald-go.mod.bak || ! cmp -s go.sum /tmp/herald-go.sum.bak; then \
+		cp /tmp/herald-go.mod.bak go.mod; cp /tmp/herald-go.sum.bak go.sum; \
+		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./sse/ ./hub/ ./engine/...
