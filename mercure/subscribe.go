@@ -149,12 +149,13 @@ func (h *Handler) readQueryBody(w http.ResponseWriter, r *http.Request) ([]field
 func (h *Handler) parseSubscription(r *http.Request, query, params []field) (subscription, *publishError) {
 	var sp subscription
 	seen := make(map[hub.MatchKind]map[string]bool)
+	count := 0
 	add := func(kind hub.MatchKind, value string) *publishError {
+		if count++; count > h.cfg.MaxMatchers {
+			return badRequest("more than %d topic matchers", h.cfg.MaxMatchers)
+		}
 		if seen[kind][value] {
 			return nil // identical matchers are one subscription
-		}
-		if len(sp.matchers) == h.cfg.MaxMatchers {
-			return badRequest("more than %d topic matchers", h.cfg.MaxMatchers)
 		}
 		m, err := hub.NewMatcher(kind, value, h.base)
 		if err != nil {
