@@ -1,0 +1,312 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/herald-hub/herald/engine/memory"
+	"github.com/herald-hub/herald/hub"
+	"github.com/herald-hub/herald/mercure"
+	"github.com/herald-hub/herald/server"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type running struct {
+	srv    *server.Server
+	base   string
+	hub    *hub.Hub
+	cancel context.CancelFunc
+	done   chan error
+	token  string
+	client *http.Client
+}
+
+type opts struct {
+	tls, h2c bool
+	admin    bool
+}
+
+func start(t *testing.T, o opts) *running {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme := "http"
+	cfg := server.Config{Listener: ln, H2C: o.h2c, Registry: prometheus.NewRegistry()}
+	if o.tls {
+		scheme = "https"
+		cfg.TLSCert, cfg.TLSKey = selfSigned(t)
+	}
+	if o.admin {
+		cfg.AdminAddr = "127.0.0.1:0"
+	}
+	base := fmt.Sprintf("%s://%s", scheme, ln.Addr())
+	public, _ := url.Parse(base + mercure.DefaultPath)
+	eng := memory.New(memory.Options{})
+	h, err := hub.New(hub.Config{Engine: eng, Metrics: hub.NewMetrics(cfg.Registry)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := mercure.ParseKey("a-secret-key-of-thirty-two-bytes!!", nil)
+	v, err := mercure.NewValidator(mercure.TokenConfig{PublisherKey: key, SubscriberKey: key, Issuer: "herald", Audience: public.String(), Draft7: true, Draft8: true, Base: public.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler, err := mercure.New(mercure.Config{Hub: h, Tokens: v, PublicURL: public, Draft7: true, Draft8: true, Anonymous: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Handler, cfg.Hub = handler, h
+	cfg.ShutdownTimeout = 5 * time.Second
+	srv, err := server.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := mercure.Mint(mercure.MintOptions{Key: key, Publish: []string{"*"}, TTL: time.Hour, Issuer: "herald", Audience: public.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{srv: srv, base: base, hub: h, cancel: cancel, done: make(chan error, 1), token: tok}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // self-signed test certificate
+	var protos http.Protocols
+	protos.SetHTTP1(!o.h2c)
+	protos.SetHTTP2(o.tls)
+	protos.SetUnencryptedHTTP2(o.h2c)
+	tr.Protocols = &protos
+	tr.ForceAttemptHTTP2 = o.tls
+	r.client = &http.Client{Transport: tr}
+	go func() { r.done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		r.stop(t)
+		tr.CloseIdleConnections()
+		_ = eng.Close()
+	})
+	return r
+}
+
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err, ok := <-r.done:
+		if ok && err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		close(r.done)
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not stop")
+	}
+}
+
+func selfSigned(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(k)
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	return certFile, keyFile
+}
+
+func (r *running) get(t *testing.T, path string) (int, string, *http.Response) {
+	t.Helper()
+	resp, err := r.client.Get(r.base + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp
+}
+
+func (r *running) publish(t *testing.T, topic string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, r.base+mercure.DefaultPath, strings.NewReader("topic="+url.QueryEscape(topic)))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+r.token)
+	resp, err := r.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("publish: %d", resp.StatusCode)
+	}
+}
+
+func TestProtocols(t *testing.T) {
+	for name, o := range map[string]opts{"http1": {}, "tls-h2": {tls: true}, "h2c": {h2c: true}} {
+		t.Run(name, func(t *testing.T) {
+			r := start(t, o)
+			code, _, resp := r.get(t, "/healthz")
+			if code != 200 {
+				t.Fatalf("healthz %d", code)
+			}
+			want := 1
+			if o.tls || o.h2c {
+				want = 2
+			}
+			if resp.ProtoMajor != want {
+				t.Fatalf("served HTTP/%d, want HTTP/%d", resp.ProtoMajor, want)
+			}
+		})
+	}
+}
+
+func TestHealthReadinessMetrics(t *testing.T) {
+	r := start(t, opts{admin: true})
+	if code, body, _ := r.get(t, "/readyz"); code != 200 || body != "ready\n" {
+		t.Fatalf("readyz %d %q", code, body)
+	}
+	r.publish(t, "a")
+	code, body, _ := r.get(t, "/metrics")
+	if code != 200 {
+		t.Fatalf("metrics %d", code)
+	}
+	for _, m := range []string{"herald_connections", "herald_subscribers", "herald_updates_published_total 1",
+		"herald_deliveries_total", "herald_slow_subscriber_disconnects_total", "herald_queue_bytes",
+		"herald_publish_duration_seconds_bucket", "herald_history_updates 1"} {
+		if !strings.Contains(body, m) {
+			t.Errorf("metrics lack %q", m)
+		}
+	}
+	// pprof only on the admin address.
+	if code, _, _ := r.get(t, "/debug/pprof/"); code != 404 {
+		t.Errorf("pprof on the public listener: %d", code)
+	}
+	resp, err := http.Get("http://" + r.srv.AdminAddr().String() + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("admin pprof: %d", resp.StatusCode)
+	}
+}
+
+// TestGracefulShutdown: streams end so clients reconnect, readiness turns
+// false, and the server stops well within its grace period.
+func TestGracefulShutdown(t *testing.T) {
+	for name, o := range map[string]opts{"http1": {}, "tls-h2": {tls: true}} {
+		t.Run(name, func(t *testing.T) {
+			r := start(t, o)
+			resp, err := r.client.Get(r.base + mercure.DefaultPath + "?match=a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			r.publish(t, "a")
+			br := bufio.NewReader(resp.Body)
+			if line, _ := br.ReadString('\n'); !strings.HasPrefix(line, "id: ") {
+				t.Fatalf("first line %q", line)
+			}
+			begin := time.Now()
+			r.cancel()
+			// The stream must end (EOF), with the closing comment.
+			rest, _ := io.ReadAll(br)
+			if !strings.Contains(string(rest), "closed: hub shutting down") {
+				t.Errorf("stream ended without saying why: %q", rest)
+			}
+			select {
+			case err := <-r.done:
+				if err != nil {
+					t.Fatalf("Serve: %v", err)
+				}
+				r.done <- nil
+			case <-time.After(5 * time.Second):
+				t.Fatal("server did not stop")
+			}
+			if d := time.Since(begin); d > 3*time.Second {
+				t.Errorf("shutdown took %v with one idle stream", d)
+			}
+		})
+	}
+}
+
+// TestShutdownFinishesPublishes starts shutdown while a publish body is
+// still being sent: the publish completes with 200.
+func TestShutdownFinishesPublishes(t *testing.T) {
+	r := start(t, opts{})
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, r.base+mercure.DefaultPath, pr)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+r.token)
+	type result struct {
+		code int
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := r.client.Do(req)
+		if err != nil {
+			res <- result{0, err}
+			return
+		}
+		resp.Body.Close()
+		res <- result{resp.StatusCode, nil}
+	}()
+	_, _ = pw.Write([]byte("topic=a&data="))
+	waitFor(t, func() bool { return r.hub != nil }) // request in flight
+	time.Sleep(50 * time.Millisecond)
+	r.cancel()
+	time.Sleep(50 * time.Millisecond)
+	_, _ = pw.Write([]byte("late"))
+	pw.Close()
+	got := <-res
+	if got.err != nil || got.code != 200 {
+		t.Fatalf("in-flight publish: %d %v", got.code, got.err)
+	}
+	if err := <-r.done; err != nil {
+		t.Fatal(err)
+	}
+	r.done <- nil
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
