@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-hub/herald/mercure"
+)
+
+// TestConfigSources checks that each serve flag can come from the command
+// line, HERALD_<FLAG> or the --config file, in that order of precedence.
+func TestConfigSources(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "herald.conf")
+	conf := "# herald configuration\naddr 127.0.0.1:4000\nhistory-size 42\njwt-issuer from-file\nheartbeat 3s\ncors-origins https://a.example,https://b.example\n"
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HERALD_HISTORY_SIZE", "7")
+	t.Setenv("HERALD_DATA_DIR", "/from/env")
+	t.Setenv("HERALD_HISTORY_MAX_AGE", "90m")
+	c, err := parseServe([]string{"--config", file, "--jwt-issuer", "from-flag"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"addr from file", c.addr, "127.0.0.1:4000"},
+		{"history-size: env over file", c.historySize, 7},
+		{"data-dir from env", c.dataDir, "/from/env"},
+		{"history-max-age from env", c.historyMaxAge, 90 * time.Minute},
+		{"jwt-issuer: flag over file", c.jwtIssuer, "from-flag"},
+		{"heartbeat from file", c.heartbeat, 3 * time.Second},
+		{"cors-origins from file", c.corsOrigins, "https://a.example,https://b.example"},
+		{"engine default", c.engine, "bolt"},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s: got %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+}
+
+func TestEveryServeFlagHasAnEnvName(t *testing.T) {
+	c := &serveConfig{}
+	fs := serveFlags(c)
+	for name := range strings.SplitSeq("addr data-dir engine jwt-key publisher-jwt-key subscriber-jwt-key jwt-alg jwt-issuer public-url anonymous cors-origins heartbeat history-size history-max-age tls-cert tls-key log-format protocols", " ") {
+		if fs.Lookup(name) == nil {
+			t.Errorf("missing flag --%s", name)
+		}
+	}
+	// An env var sets every flag, e.g. a bool.
+	t.Setenv("HERALD_ANONYMOUS", "true")
+	got, err := parseServe(nil, io.Discard)
+	if err != nil || !got.anonymous {
+		t.Fatalf("HERALD_ANONYMOUS: %v %v", got, err)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	for _, args := range [][]string{
+		{"--history-size", "many"},
+		{"--no-such-flag"},
+		{"--config", "/does/not/exist"},
+		{"extra-argument"},
+	} {
+		if _, err := parseServe(args, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	for _, p := range []string{"", "9", "7,x"} {
+		if _, _, err := parseProtocols(p); err == nil {
+			t.Errorf("--protocols %q accepted", p)
+		}
+	}
+}
+
+func TestTokenCommand(t *testing.T) {
+	var out, errb bytes.Buffer
+	const aud = "http://localhost:3000/.well-known/mercure"
+	if err := run(t.Context(), []string{"token", "--key", "a-secret-of-at-least-thirty-two-bytes", "--publish", "*", "--subscribe", "urlpattern:https://example.com/:id"}, &out, &errb); err != nil {
+		t.Fatal(err, errb.String())
+	}
+	key, _ := mercure.ParseKey("a-secret-of-at-least-thirty-two-bytes", nil)
+	v, err := mercure.NewValidator(mercure.TokenConfig{PublisherKey: key, SubscriberKey: key, Issuer: "herald", Audience: aud, Draft8: true, Base: aud})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := v.Validate(strings.TrimSpace(out.String()), mercure.ActionPublish)
+	if err != nil {
+		t.Fatalf("serve would refuse the printed token: %v", err)
+	}
+	if !g.CanPublish([]string{"anything"}) || !g.CanRead([]string{"https://example.com/7"}) || g.CanRead([]string{"https://other.example/7"}) {
+		t.Fatalf("grant %+v", g)
+	}
+	// --legacy prints a draft-07 token that a draft-07 hub accepts.
+	out.Reset()
+	if err := run(t.Context(), []string{"token", "--key", "a-secret-of-at-least-thirty-two-bytes", "--legacy", "--publish", "https://example.com/{id}"}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	v7, _ := mercure.NewValidator(mercure.TokenConfig{PublisherKey: key, Draft7: true})
+	g, err = v7.Validate(strings.TrimSpace(out.String()), mercure.ActionPublish)
+	if err != nil || !g.Legacy || !g.CanPublish([]string{"https://example.com/1"}) {
+		t.Fatalf("legacy token: %+v %v", g, err)
+	}
+	if err := run(t.Context(), []string{"token"}, io.Discard, io.Discard); err == nil {
+		t.Fatal("token without --key accepted")
+	}
+}
+
+func TestVersionAndUnknownCommand(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"version"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "herald ") {
+		t.Fatalf("version: %q %v", out.String(), err)
+	}
+	if err := run(t.Context(), []string{"frobnicate"}, io.Discard, io.Discard); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+}
