@@ -126,3 +126,50 @@ func BenchmarkMatch(b *testing.B) {
 	}
 }
 
+// BenchmarkFanoutBaseline is the plain broadcaster herald is measured
+// against: every subscriber's matcher is tested, the frame is encoded per
+// subscriber, and a copy goes down a channel per subscriber.
+func BenchmarkFanoutBaseline(b *testing.B) {
+	const n = 10_000
+	run := func(b *testing.B, matcher func(i int) *Matcher, topic string) {
+		type sub struct {
+			m  *Matcher
+			ch chan []byte
+		}
+		subs := make([]sub, n)
+		for i := range subs {
+			subs[i] = sub{matcher(i), make(chan []byte, 512)}
+		}
+		ev := sse.Event{ID: "x", Data: "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"}
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			for _, s := range subs {
+				if !s.m.Match(topic) {
+					continue
+				}
+				frame, _ := sse.Encode(&ev)
+				select {
+				case s.ch <- frame:
+				default:
+				}
+			}
+			if i%256 == 255 {
+				b.StopTimer()
+				for _, s := range subs {
+					for len(s.ch) > 0 {
+						<-s.ch
+					}
+				}
+				b.StartTimer()
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/subscriber")
+	}
+	b.Run("exact/10000", func(b *testing.B) {
+		m := mustMatcher(MatchExact, "https://example.com/t")
+		run(b, func(int) *Matcher { return m }, "https://example.com/t")
+	})
+	b.Run("exact-1-of-10000-topics", func(b *testing.B) {
+		run(b, func(i int) *Matcher { return mustMatcher(MatchExact, fmt.Sprint("https://example.com/", i)) }, "https://example.com/7")
+	})
+}

@@ -2,6 +2,7 @@ package sse_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -150,5 +151,25 @@ func BenchmarkEncodeMultiline(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = sse.AppendEvent(buf[:0], &ev)
+	}
+}
+
+// BenchmarkEncodeBaseline is the obvious encoder: fmt for the fields and
+// strings.Split for the data lines.
+func BenchmarkEncodeBaseline(b *testing.B) {
+	ev := sse.Event{ID: "urn:uuid:e1ee88e2-532a-4d6f-ba70-f0f8bd584022", Data: strings.Repeat("x", 100)}
+	var sb strings.Builder
+	b.ReportAllocs()
+	for b.Loop() {
+		sb.Reset()
+		if ev.Type != "" {
+			fmt.Fprintf(&sb, "event: %s\n", ev.Type)
+		}
+		fmt.Fprintf(&sb, "id: %s\n", ev.ID)
+		for _, l := range strings.Split(ev.Data, "\n") {
+			fmt.Fprintf(&sb, "data: %s\n", l)
+		}
+		sb.WriteString("\n")
+		_ = []byte(sb.String())
 	}
 }
