@@ -30,15 +30,15 @@ import (
 // serveConfig holds every serve flag. Each flag also reads HERALD_<FLAG>
 // from the environment and a "flag value" line from the --config file.
 type serveConfig struct {
-	addr, adminAddr, dataDir, engine                    string
+	addr, adminAddr, dataDir, engine                     string
 	jwtKey, pubKey, subKey, jwtAlg, jwtIssuer, publicURL string
-	anonymous, h2c                                      bool
-	corsOrigins, protocols                              string
-	heartbeat, historyMaxAge, writeTimeout, shutdown    time.Duration
-	maxLifetime                                         time.Duration
-	historySize, queueBytes                             int
-	maxBody                                             int64
-	tlsCert, tlsKey, logFormat, logLevel                string
+	anonymous, h2c                                       bool
+	corsOrigins, protocols                               string
+	heartbeat, historyMaxAge, writeTimeout, shutdown     time.Duration
+	maxLifetime                                          time.Duration
+	historySize, queueBytes                              int
+	maxBody                                              int64
+	tlsCert, tlsKey, logFormat, logLevel                 string
 }
 
 func serveFlags(c *serveConfig) *flag.FlagSet {

@@ -1,0 +1,174 @@
+package bolt
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+	"go.uber.org/goleak"
+
+	"github.com/herald-hub/herald/engine/enginetest"
+	"github.com/herald-hub/herald/hub"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// open is the engine every conformance test runs against: durable, with
+// fsync, as in production.
+func open(t testing.TB, dir string, r hub.Retention) hub.Engine {
+	t.Helper()
+	e, err := Open(filepath.Join(dir, "herald.db"), Options{Retention: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+func TestConformance(t *testing.T) {
+	enginetest.Run(t, open, enginetest.Options{Durable: true})
+}
+
+func TestCrash(t *testing.T) {
+	enginetest.RunCrash(t, open)
+}
+
+func TestLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "herald.db")
+	e, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	_, err = Open(path, Options{LockTimeout: 50 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "locked by another process") {
+		t.Fatalf("second Open = %v, want a lock error", err)
+	}
+}
+
+func TestBadID(t *testing.T) {
+	e := open(t, t.TempDir(), hub.Retention{}).(*Engine)
+	for _, id := range []string{"a\x00b", strings.Repeat("x", MaxIDLen+1)} {
+		u := enginetest.NewUpdate("ok")
+		u.ID = id
+		if err := e.Append(t.Context(), u); err == nil {
+			t.Errorf("Append with id of %d bytes containing NUL %v: no error", len(id), strings.Contains(id, "\x00"))
+		}
+	}
+	// The longest id is stored and found.
+	u := enginetest.NewUpdate("ok")
+	u.ID = strings.Repeat("x", MaxIDLen)
+	if err := e.Append(t.Context(), u); err != nil {
+		t.Fatal(err)
+	}
+	if seq, ok, err := e.Lookup(t.Context(), u.ID); err != nil || !ok || seq != 1 {
+		t.Fatalf("Lookup = %d, %v, %v; want 1", seq, ok, err)
+	}
+}
+
+// TestTrimBacklog reopens a large history with a retention that drops all of
+// it: the writer trims it in bounded steps while appends go on.
+func TestTrimBacklog(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "herald.db")
+	e, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5_000
+	var wg sync.WaitGroup
+	for w := range 50 {
+		wg.Go(func() {
+			for i := range n / 50 {
+				u := enginetest.NewUpdate(fmt.Sprintf("old-%d-%d", w, i))
+				u.Time = time.Now().Add(-time.Hour)
+				if err := e.Append(t.Context(), u); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// One trim step deletes its budget and says there is more.
+	checkTrimStep(t, path, n)
+
+	e, err = Open(path, Options{Retention: hub.Retention{MaxAge: time.Minute}, MaxBatch: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	u := enginetest.NewUpdate("new")
+	if err := e.Append(t.Context(), u); err != nil {
+		t.Fatal(err)
+	}
+	if u.Seq != n+1 {
+		t.Fatalf("Seq %d, want %d", u.Seq, n+1)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.HistoryLen() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("HistoryLen() = %d after 10s, want 1", e.HistoryLen())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	us, err := e.Read(t.Context(), 0, 10)
+	if err != nil || len(us) != 1 || us[0].ID != "new" {
+		t.Fatalf("Read = %v, %v; want the new update only", us, err)
+	}
+	if _, ok, _ := e.Lookup(t.Context(), "old-0-0"); ok {
+		t.Fatal("expired update still found")
+	}
+}
+
+func TestReadClosed(t *testing.T) {
+	e := open(t, t.TempDir(), hub.Retention{}).(*Engine)
+	_ = e.Close()
+	if _, err := e.Read(t.Context(), 0, 1); !errors.Is(err, hub.ErrClosed) {
+		t.Fatalf("Read after Close = %v, want hub.ErrClosed", err)
+	}
+	if _, _, err := e.Lookup(t.Context(), "x"); !errors.Is(err, hub.ErrClosed) {
+		t.Fatalf("Lookup after Close = %v, want hub.ErrClosed", err)
+	}
+}
+
+func checkTrimStep(t *testing.T, path string, n int64) {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	e := &Engine{db: db, maxAge: time.Minute, logger: slog.New(slog.DiscardHandler)}
+	if err := db.Update(e.load); err != nil {
+		t.Fatal(err)
+	}
+	if e.n != n {
+		t.Fatalf("restored count %d, want %d", e.n, n)
+	}
+	tx, err := db.Begin(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	left := e.n
+	res, err := e.trim(tx, time.Now(), 128, &left)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := tx.Bucket(bucketLog).Cursor().First()
+	if !res.more || left != n-128 || binary.BigEndian.Uint64(k) != 129 {
+		t.Fatalf("trim step: more=%v, count %d, front %x; want more, %d, 129", res.more, left, k, n-128)
+	}
+}

@@ -1,0 +1,704 @@
+// Package enginetest is the conformance suite every hub.Engine passes: the
+// executable form of the contract written on hub.Engine. An engine package
+// calls Run from one test, and RunCrash from another if it is durable.
+package enginetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herald-hub/herald/hub"
+)
+
+// Factory opens (or reopens) an engine whose files live in dir with the
+// given retention. The suite calls Listen and Close itself; a Factory may
+// also register Close with t.Cleanup, since Close is safe to call twice.
+type Factory func(t testing.TB, dir string, r hub.Retention) hub.Engine
+
+// Options describes the engine under test.
+type Options struct {
+	// Durable engines keep their history when closed and reopened on the
+	// same dir. They must implement hub.Closer.
+	Durable bool
+	// Timeout bounds every wait for something the engine does in its own
+	// time (the feed, eviction by age). Zero means 10 seconds. It is a
+	// deadline against hangs, never a speed requirement.
+	Timeout time.Duration
+}
+
+// Run runs the conformance suite against the engines open returns.
+func Run(t *testing.T, open Factory, opts Options) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	s := &suite{open: open, opts: opts}
+	t.Run("Sequence", s.testSequence)
+	t.Run("ConcurrentAppend", s.testConcurrentAppend)
+	t.Run("Read", s.testRead)
+	t.Run("Lookup", s.testLookup)
+	t.Run("DuplicateIDs", s.testDuplicateIDs)
+	t.Run("RetentionCount", s.testRetentionCount)
+	t.Run("RetentionAge", s.testRetentionAge)
+	t.Run("ContextDone", s.testContextDone)
+	t.Run("Closed", s.testClosed)
+	t.Run("CloseWhileBusy", s.testCloseWhileBusy)
+	t.Run("Reopen", s.testReopen)
+	t.Run("ReopenAfterEviction", s.testReopenAfterEviction)
+}
+
+type suite struct {
+	open Factory
+	opts Options
+}
+
+// instance is an engine under test with a recording feed.
+type instance struct {
+	t    testing.TB
+	s    *suite
+	e    hub.Engine
+	feed *recorder
+}
+
+// start opens an engine in dir, registers a recording feed and arranges
+// for it to be closed when the test ends.
+func (s *suite) start(t testing.TB, dir string, r hub.Retention) *instance {
+	t.Helper()
+	e := s.open(t, dir, r)
+	rec := &recorder{}
+	e.Listen(rec.feed)
+	in := &instance{t: t, s: s, e: e, feed: rec}
+	t.Cleanup(func() {
+		in.close()
+		rec.check(t)
+	})
+	return in
+}
+
+func (in *instance) close() {
+	in.t.Helper()
+	if c, ok := in.e.(hub.Closer); ok {
+		if err := c.Close(); err != nil {
+			in.t.Errorf("Close: %v", err)
+		}
+	}
+}
+
+func (in *instance) append(u *hub.Update) *hub.Update {
+	in.t.Helper()
+	if err := in.e.Append(in.t.Context(), u); err != nil {
+		in.t.Fatalf("Append(%q): %v", u.ID, err)
+	}
+	return u
+}
+
+// appendIDs appends NewUpdate(id) for each id and returns the updates.
+func (in *instance) appendIDs(ids ...string) []*hub.Update {
+	in.t.Helper()
+	out := make([]*hub.Update, len(ids))
+	for i, id := range ids {
+		out[i] = in.append(NewUpdate(id))
+	}
+	return out
+}
+
+func (in *instance) lookup(id string) (uint64, bool) {
+	in.t.Helper()
+	seq, ok, err := in.e.Lookup(in.t.Context(), id)
+	if err != nil {
+		in.t.Fatalf("Lookup(%q): %v", id, err)
+	}
+	return seq, ok
+}
+
+func (in *instance) read(after uint64, limit int) []*hub.Update {
+	in.t.Helper()
+	us, err := in.e.Read(in.t.Context(), after, limit)
+	if err != nil {
+		in.t.Fatalf("Read(%d, %d): %v", after, limit, err)
+	}
+	if len(us) > limit {
+		in.t.Fatalf("Read(%d, %d) returned %d updates", after, limit, len(us))
+	}
+	return us
+}
+
+// readAll reads every retained update after after, checking the order.
+func (in *instance) readAll(after uint64) []*hub.Update {
+	in.t.Helper()
+	var all []*hub.Update
+	for {
+		us := in.read(after, 1000)
+		if len(us) == 0 {
+			return all
+		}
+		for _, u := range us {
+			if u.Seq <= after {
+				in.t.Fatalf("Read returned Seq %d after %d", u.Seq, after)
+			}
+			after = u.Seq
+		}
+		all = append(all, us...)
+	}
+}
+
+// eventually polls cond until it returns nil or the suite's timeout ends.
+func (in *instance) eventually(what string, cond func() error) {
+	in.t.Helper()
+	deadline := time.Now().Add(in.s.opts.Timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			in.t.Fatalf("%s: still not true after %v: %v", what, in.s.opts.Timeout, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// retained checks that exactly want is retained: Read from every position
+// returns the right suffix, Lookup finds each id, and HistoryLen agrees.
+func (in *instance) retained(want []*hub.Update) error {
+	ctx := in.t.Context()
+	got, err := in.e.Read(ctx, 0, len(want)+10)
+	if err != nil {
+		return err
+	}
+	if len(got) != len(want) {
+		return fmt.Errorf("Read(0) returned %d updates, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if d := diff(got[i], want[i]); d != "" {
+			return fmt.Errorf("Read(0)[%d]: %s", i, d)
+		}
+	}
+	if st, ok := in.e.(hub.Stats); ok {
+		if n := st.HistoryLen(); n != len(want) {
+			return fmt.Errorf("HistoryLen() = %d, want %d", n, len(want))
+		}
+	}
+	return nil
+}
+
+// recorder is a feed that records what it gets and notices overlapping
+// calls and disorder.
+type recorder struct {
+	busy atomic.Int32
+	mu   sync.Mutex
+	got  []*hub.Update
+	errs []string
+}
+
+func (r *recorder) feed(us []*hub.Update) {
+	if r.busy.Add(1) != 1 {
+		r.fail("feed calls overlap")
+	}
+	defer r.busy.Add(-1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, u := range us {
+		if n := len(r.got); n > 0 && u.Seq <= r.got[n-1].Seq {
+			r.errs = append(r.errs, fmt.Sprintf("feed: Seq %d after %d", u.Seq, r.got[n-1].Seq))
+		}
+		r.got = append(r.got, u)
+	}
+}
+
+func (r *recorder) fail(msg string) {
+	r.mu.Lock()
+	r.errs = append(r.errs, msg)
+	r.mu.Unlock()
+}
+
+func (r *recorder) updates() []*hub.Update {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*hub.Update(nil), r.got...)
+}
+
+func (r *recorder) check(t testing.TB) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.errs {
+		t.Error(e)
+	}
+}
+
+// fed waits until the feed has delivered exactly want, in order.
+func (in *instance) fed(want []*hub.Update) {
+	in.t.Helper()
+	in.eventually("feed delivers every update", func() error {
+		got := in.feed.updates()
+		if len(got) < len(want) {
+			return fmt.Errorf("feed delivered %d updates, want %d", len(got), len(want))
+		}
+		return nil
+	})
+	got := in.feed.updates()
+	if len(got) != len(want) {
+		in.t.Fatalf("feed delivered %d updates, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if d := diff(got[i], want[i]); d != "" {
+			in.t.Fatalf("feed[%d]: %s", i, d)
+		}
+	}
+}
+
+func (s *suite) testSequence(t *testing.T) {
+	in := s.start(t, t.TempDir(), hub.Retention{})
+	const n = 200
+	var all []*hub.Update
+	for i := range n {
+		u := NewUpdate(fmt.Sprintf("seq-%d", i))
+		if u.Seq != 0 {
+			t.Fatal("NewUpdate set Seq")
+		}
+		in.append(u)
+		// Seq starts at 1 and takes every position: hub compares Seqs to
+		// detect what retention dropped, so a gap would look like a loss.
+		if want := uint64(i + 1); u.Seq != want {
+			t.Fatalf("update %d got Seq %d, want %d", i, u.Seq, want)
+		}
+		all = append(all, u)
+	}
+	in.fed(all)
+	if err := in.retained(all); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *suite) testConcurrentAppend(t *testing.T) {
+	in := s.start(t, t.TempDir(), hub.Retention{})
+	const workers, each = 8, 500
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	perWorker := make([][]*hub.Update, workers)
+	for w := range workers {
+		wg.Go(func() {
+			var last uint64
+			for i := range each {
+				u := NewUpdate(fmt.Sprintf("w%d-%d", w, i))
+				if err := in.e.Append(t.Context(), u); err != nil {
+					errs <- fmt.Errorf("worker %d: Append: %w", w, err)
+					return
+				}
+				// A worker's own appends are ordered by their calls.
+				if u.Seq <= last {
+					errs <- fmt.Errorf("worker %d: Seq %d after %d", w, u.Seq, last)
+					return
+				}
+				last = u.Seq
+				perWorker[w] = append(perWorker[w], u)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	const total = workers * each
+	bySeq := make([]*hub.Update, total)
+	for _, us := range perWorker {
+		for _, u := range us {
+			if u.Seq < 1 || u.Seq > total {
+				t.Fatalf("Seq %d out of 1..%d", u.Seq, total)
+			}
+			if bySeq[u.Seq-1] != nil {
+				t.Fatalf("Seq %d given to %q and %q", u.Seq, bySeq[u.Seq-1].ID, u.ID)
+			}
+			bySeq[u.Seq-1] = u
+		}
+	}
+	in.fed(bySeq)
+	if err := in.retained(bySeq); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *suite) testRead(t *testing.T) {
+	in := s.start(t, t.TempDir(), hub.Retention{})
+	const n = 50
+	var all []*hub.Update
+	base := time.Now().Add(-time.Minute)
+	for i := range n {
+		u := NewUpdate(fmt.Sprintf("read-%d", i))
+		u.Time = base.Add(time.Duration(i) * time.Millisecond)
+		u.Private = i%3 == 0
+		all = append(all, in.append(u))
+	}
+	for after := 0; after <= n+1; after++ {
+		for _, limit := range []int{1, 3, n, n + 10} {
+			got := in.read(uint64(after), limit)
+			want := all[min(after, n):]
+			want = want[:min(limit, len(want))]
+			if len(got) != len(want) {
+				t.Fatalf("Read(%d, %d) returned %d updates, want %d", after, limit, len(got), len(want))
+			}
+			for i := range want {
+				if d := diff(got[i], want[i]); d != "" {
+					t.Fatalf("Read(%d, %d)[%d]: %s", after, limit, i, d)
+				}
+			}
+		}
+	}
+	if got := in.read(1<<63, 10); len(got) != 0 {
+		t.Fatalf("Read far past the end returned %d updates", len(got))
+	}
+}
+
+func (s *suite) testLookup(t *testing.T) {
+	in := s.start(t, t.TempDir(), hub.Retention{})
+	ids := []string{"a", "ab", "b", "urn:uuid:6f0e3c9a-1b2c-4d5e-8f90-123456789abc", "été ✓", "a/b?c=d#e", "A"}
+	us := in.appendIDs(ids...)
+	for _, u := range us {
+		seq, ok := in.lookup(u.ID)
+		if !ok || seq != u.Seq {
+			t.Errorf("Lookup(%q) = %d, %v; want %d, true", u.ID, seq, ok, u.Seq)
+		}
+	}
+	// Prefixes, extensions and case variants of stored ids are other ids.
+	for _, id := range []string{"", "c", "a/", "abc", "été", "a/b?c=d#e ", "urn:uuid:", "\x00"} {
+		if seq, ok := in.lookup(id); ok {
+			t.Errorf("Lookup(%q) = %d, true; want not found", id, seq)
+		}
+	}
+}
+
+func (s *suite) testDuplicateIDs(t *testing.T) {
+	in := s.start(t, t.TempDir(), hub.Retention{MaxCount: 3})
+	expect := func(step string, want map[string]uint64) {
+		t.Helper()
+		in.eventually(step, func() error {
+			for id, seq := range want {
+				got, ok, err := in.e.Lookup(t.Context(), id)
+				if err != nil {
+					return err
+				}
+				if seq == 0 && ok {
+					return fmt.Errorf("Lookup(%q) = %d, want not found", id, got)
+				}
+				if seq != 0 && (!ok || got != seq) {
+					return fmt.Errorf("Lookup(%q) = %d, %v; want %d", id, got, ok, seq)
+				}
+			}
+			return nil
+		})
+	}
+	in.appendIDs("a", "b", "a") // 1 2 3
+	expect("earliest occurrence", map[string]uint64{"a": 1, "b": 2})
+	in.appendIDs("c") // evicts 1
+	expect("after evicting the first a", map[string]uint64{"a": 3, "b": 2, "c": 4})
+	in.appendIDs("a") // evicts 2
+	expect("after evicting b", map[string]uint64{"a": 3, "b": 0, "c": 4})
+	in.appendIDs("d") // evicts 3
+	expect("after evicting the second a", map[string]uint64{"a": 5, "c": 4, "d": 6})
+	in.appendIDs("e", "f") // evicts 4, 5
+	expect("after evicting every a", map[string]uint64{"a": 0, "c": 0, "d": 6, "e": 7, "f": 8})
+	in.appendIDs("f", "f", "f") // evicts 6, 7, 8
+	expect("a run of one id", map[string]uint64{"d": 0, "e": 0, "f": 9})
+}
+
+func (s *suite) testRetentionCount(t *testing.T) {
+	const max, n = 10, 25
+	in := s.start(t, t.TempDir(), hub.Retention{MaxCount: max})
+	var all []*hub.Update
+	for i := range n {
+		all = append(all, in.append(NewUpdate(fmt.Sprintf("count-%d", i))))
+	}
+	kept := all[n-max:]
+	in.eventually("exactly MaxCount retained", func() error { return in.retained(kept) })
+	for _, u := range all[:n-max] {
+		if seq, ok := in.lookup(u.ID); ok {
+			t.Errorf("Lookup(%q) of a dropped update = %d, true", u.ID, seq)
+		}
+	}
+	for _, u := range kept {
+		if seq, ok := in.lookup(u.ID); !ok || seq != u.Seq {
+			t.Errorf("Lookup(%q) = %d, %v; want %d", u.ID, seq, ok, u.Seq)
+		}
+	}
+	// Reading after a dropped position skips to the oldest retained.
+	for after := uint64(0); after < kept[0].Seq; after++ {
+		got := in.read(after, 3)
+		if len(got) != 3 || got[0].Seq != kept[0].Seq {
+			t.Fatalf("Read(%d, 3) = %d updates from Seq %v, want 3 from %d", after, len(got), seqs(got), kept[0].Seq)
+		}
+	}
+	in.fed(all)
+}
+
+func (s *suite) testRetentionAge(t *testing.T) {
+	const maxAge = 50 * time.Millisecond
+	in := s.start(t, t.TempDir(), hub.Retention{MaxAge: maxAge})
+	var old, fresh []*hub.Update
+	for i := range 5 {
+		u := NewUpdate(fmt.Sprintf("old-%d", i))
+		u.Time = time.Now().Add(-time.Hour)
+		old = append(old, in.append(u))
+	}
+	// Updates from the future stay however slow the test machine is.
+	for i := range 5 {
+		u := NewUpdate(fmt.Sprintf("fresh-%d", i))
+		u.Time = time.Now().Add(time.Hour)
+		fresh = append(fresh, in.append(u))
+	}
+	in.eventually("old updates dropped", func() error { return in.retained(fresh) })
+	for _, u := range old {
+		if seq, ok := in.lookup(u.ID); ok {
+			t.Errorf("Lookup(%q) of an expired update = %d, true", u.ID, seq)
+		}
+	}
+	if got := in.read(1, 10); len(got) == 0 || got[0].Seq != fresh[0].Seq {
+		t.Errorf("Read(1) starts at Seq %v, want %d", seqs(got), fresh[0].Seq)
+	}
+
+	// Without any append, recent updates expire in their own time.
+	in2 := s.start(t, t.TempDir(), hub.Retention{MaxAge: maxAge})
+	us := in2.appendIDs("soon-1", "soon-2", "soon-3")
+	in2.eventually("idle history expires", func() error { return in2.retained(nil) })
+	for _, u := range us {
+		if seq, ok := in2.lookup(u.ID); ok {
+			t.Errorf("Lookup(%q) of an expired update = %d, true", u.ID, seq)
+		}
+	}
+	if u := in2.append(NewUpdate("after")); u.Seq != 4 {
+		t.Errorf("Append after expiry got Seq %d, want 4: positions are never reused", u.Seq)
+	}
+	in.fed(append(old, fresh...))
+}
+
+func (s *suite) testContextDone(t *testing.T) {
+	in := s.start(t, t.TempDir(), hub.Retention{})
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	u := NewUpdate("canceled")
+	var want []*hub.Update
+	if err := in.e.Append(ctx, u); err != nil {
+		// On error nothing is stored and no position is taken.
+		if u.Seq != 0 {
+			t.Errorf("failed Append set Seq %d", u.Seq)
+		}
+		if _, ok := in.lookup(u.ID); ok {
+			t.Error("failed Append is found by Lookup")
+		}
+	} else {
+		want = append(want, u)
+	}
+	next := in.append(NewUpdate("next"))
+	want = append(want, next)
+	if next.Seq != uint64(len(want)) {
+		t.Errorf("Append after a failed one got Seq %d, want %d", next.Seq, len(want))
+	}
+	if err := in.retained(want); err != nil {
+		t.Error(err)
+	}
+	in.fed(want)
+}
+
+func (s *suite) testClosed(t *testing.T) {
+	in := s.start(t, t.TempDir(), hub.Retention{})
+	c, ok := in.e.(hub.Closer)
+	if !ok {
+		t.Skip("engine does not implement hub.Closer")
+	}
+	in.appendIDs("before")
+	for range 2 {
+		if err := c.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+	u := NewUpdate("after")
+	if err := in.e.Append(t.Context(), u); !errors.Is(err, hub.ErrClosed) {
+		t.Fatalf("Append after Close = %v, want hub.ErrClosed", err)
+	}
+	if u.Seq != 0 {
+		t.Errorf("Append after Close set Seq %d", u.Seq)
+	}
+	// Reading a closed engine may work or fail with ErrClosed, never panic.
+	if _, err := in.e.Read(t.Context(), 0, 10); err != nil && !errors.Is(err, hub.ErrClosed) {
+		t.Errorf("Read after Close = %v, want nil or hub.ErrClosed", err)
+	}
+	if _, _, err := in.e.Lookup(t.Context(), "before"); err != nil && !errors.Is(err, hub.ErrClosed) {
+		t.Errorf("Lookup after Close = %v, want nil or hub.ErrClosed", err)
+	}
+	if st, ok := in.e.(hub.Stats); ok {
+		_ = st.HistoryLen()
+	}
+}
+
+func (s *suite) testCloseWhileBusy(t *testing.T) {
+	in := s.start(t, t.TempDir(), hub.Retention{MaxCount: 100})
+	c, ok := in.e.(hub.Closer)
+	if !ok {
+		t.Skip("engine does not implement hub.Closer")
+	}
+	ctx := t.Context()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		errs  []error
+		acked atomic.Int64
+		// closeDone tells readers that Close has returned: reading a
+		// closed engine may go on working, so they stop on it.
+		closeDone atomic.Bool
+	)
+	report := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				err := in.e.Append(ctx, NewUpdate(fmt.Sprintf("busy-%d-%d", w, i)))
+				if errors.Is(err, hub.ErrClosed) {
+					return
+				}
+				if err != nil {
+					report(fmt.Errorf("Append: %w", err))
+					return
+				}
+				acked.Add(1)
+			}
+		})
+	}
+	for r := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				_, err := in.e.Read(ctx, uint64(i%50), 10)
+				if err == nil {
+					_, _, err = in.e.Lookup(ctx, fmt.Sprintf("busy-%d-%d", r, i%50))
+				}
+				if errors.Is(err, hub.ErrClosed) {
+					return
+				}
+				if err != nil {
+					report(fmt.Errorf("Read or Lookup: %w", err))
+					return
+				}
+				if closeDone.Load() {
+					return
+				}
+				// Spinning readers would keep woken appenders off the
+				// CPUs until preemption.
+				runtime.Gosched()
+			}
+		})
+	}
+	in.eventually("appends under way", func() error {
+		if n := acked.Load(); n < 200 {
+			return fmt.Errorf("%d appends acknowledged", n)
+		}
+		return nil
+	})
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(s.opts.Timeout):
+		t.Fatal("Close did not return while appends and reads were live")
+	}
+	closeDone.Store(true)
+	ended := make(chan struct{})
+	go func() { wg.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(s.opts.Timeout):
+		t.Fatal("appenders or readers still running after Close")
+	}
+	for _, err := range errs {
+		t.Error(err)
+	}
+}
+
+func (s *suite) testReopen(t *testing.T) {
+	if !s.opts.Durable {
+		t.Skip("engine is not durable")
+	}
+	dir := t.TempDir()
+	in := s.start(t, dir, hub.Retention{})
+	if _, ok := in.e.(hub.Closer); !ok {
+		t.Fatal("a durable engine must implement hub.Closer")
+	}
+	var all []*hub.Update
+	for i := range 30 {
+		u := NewUpdate(fmt.Sprintf("reopen-%d", i))
+		u.Time = time.Now().Add(time.Duration(i) * time.Second)
+		u.Private = i%4 == 0
+		all = append(all, in.append(u))
+	}
+	all = append(all, in.appendIDs("reopen-0")...) // a duplicate id survives too
+	in.close()
+
+	in = s.start(t, dir, hub.Retention{})
+	if err := in.retained(all); err != nil {
+		t.Fatalf("after reopen: %v", err)
+	}
+	for _, u := range all[:30] {
+		if seq, ok := in.lookup(u.ID); !ok || seq != u.Seq {
+			t.Errorf("after reopen, Lookup(%q) = %d, %v; want %d", u.ID, seq, ok, u.Seq)
+		}
+	}
+	next := in.append(NewUpdate("reopen-next"))
+	if want := uint64(len(all) + 1); next.Seq != want {
+		t.Errorf("after reopen, Append got Seq %d, want %d", next.Seq, want)
+	}
+	// The feed of a reopened engine carries only what is appended to it.
+	in.fed([]*hub.Update{next})
+	all = append(all, next)
+	in.close()
+
+	// Reopening with a tighter retention applies it without an append.
+	const max = 10
+	in = s.start(t, dir, hub.Retention{MaxCount: max})
+	in.eventually("tighter retention applied on reopen", func() error {
+		return in.retained(all[len(all)-max:])
+	})
+	if next := in.append(NewUpdate("reopen-last")); next.Seq != all[len(all)-1].Seq+1 {
+		t.Errorf("after reopen, Append got Seq %d, want %d", next.Seq, all[len(all)-1].Seq+1)
+	}
+}
+
+func (s *suite) testReopenAfterEviction(t *testing.T) {
+	if !s.opts.Durable {
+		t.Skip("engine is not durable")
+	}
+	dir := t.TempDir()
+	r := hub.Retention{MaxAge: 50 * time.Millisecond}
+	in := s.start(t, dir, r)
+	for i := range 3 {
+		u := NewUpdate(fmt.Sprintf("gone-%d", i))
+		u.Time = time.Now().Add(-time.Hour)
+		in.append(u)
+	}
+	in.eventually("history expired", func() error { return in.retained(nil) })
+	in.close()
+
+	// Positions are never reused, even when nothing is left to show the
+	// last one.
+	in = s.start(t, dir, r)
+	if u := in.append(NewUpdate("back")); u.Seq != 4 {
+		t.Errorf("after reopening an empty history, Append got Seq %d, want 4", u.Seq)
+	}
+}
+
+func seqs(us []*hub.Update) []uint64 {
+	out := make([]uint64, len(us))
+	for i, u := range us {
+		out[i] = u.Seq
+	}
+	return out
+}
