@@ -37,8 +37,8 @@ type Engine interface {
 	// dropped by retention).
 	Lookup(ctx context.Context, id string) (seq uint64, found bool, err error)
 
-	// Read returns, in order, up to limit retained updates whose Seq is
-	// greater than after. An empty result means the caller has read
+	// Read returns, in order, up to limit (which must be positive) retained
+	// updates whose Seq is greater than after. An empty result means the caller has read
 	// everything appended so far. Updates dropped by retention are skipped
 	// silently: callers compare Seq to detect a gap. Read is safe for
 	// concurrent use with Append and never blocks appends for long.
@@ -47,7 +47,8 @@ type Engine interface {
 
 // Closer is implemented by engines that hold resources. Close ends the live
 // feed, waits for in-flight appends and releases files or connections. After
-// Close, Append returns ErrClosed. Close is safe to call more than once.
+// Close, Append, Read and Lookup return ErrClosed. Close is safe to call more
+// than once.
 type Closer interface {
 	Close() error
 }
@@ -62,7 +63,9 @@ type Stats interface {
 var ErrClosed = errors.New("hub: engine closed")
 
 // Retention bounds an engine's history. Zero values mean no bound of that
-// kind; engines apply their own defaults when both are zero.
+// kind; engines apply their own defaults when both are zero. Retention drops
+// updates from the oldest end only: an update with an old Time behind a
+// newer one stays until the newer one goes.
 type Retention struct {
 	// MaxCount is the number of most recent updates kept.
 	MaxCount int

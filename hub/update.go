@@ -11,10 +11,13 @@ import (
 // subscriber. An Update must not be modified after it is handed to an engine.
 type Update struct {
 	// Seq is the update's position in the log, assigned by Engine.Append:
-	// strictly increasing, never reused, starting at 1.
+	// starting at 1, each successful append takes the last Seq plus one (a
+	// failed append takes none), and a Seq is never reused, even once
+	// retention has emptied the log.
 	Seq uint64
 	// ID is the event id: the publisher's, or one the hub generated. It is
-	// the cursor subscribers send back as Last-Event-ID.
+	// the cursor subscribers send back as Last-Event-ID. It never contains
+	// NUL and is at most a few KiB long (the mercure layer enforces both).
 	ID string
 	// Topics holds the canonical topic first, then the alternate topics.
 	Topics []string
