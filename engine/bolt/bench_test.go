@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -124,4 +125,46 @@ func BenchmarkLookup(b *testing.B) {
 
 func benchID(i int) string {
 	return fmt.Sprintf("urn:uuid:%08x-0000-4000-8000-%012x", i*2654435761%(1<<32), i)
+}
+
+// BenchmarkAppendBaseline is durability without group commit: each publish
+// is its own bbolt transaction and fsync, as a store that commits per
+// update does. Compare with BenchmarkAppend at the same concurrency.
+func BenchmarkAppendBaseline(b *testing.B) {
+	for _, conc := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("conc=%d", conc), func(b *testing.B) {
+			db, err := bbolt.Open(filepath.Join(b.TempDir(), "baseline.db"), 0o600, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			proto := enginetest.NewUpdate("urn:uuid:6f0e3c9a-1b2c-4d5e-8f90-123456789abc")
+			rec, _ := proto.MarshalBinary()
+			var seq, next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for range conc {
+				wg.Go(func() {
+					for next.Add(1) <= int64(b.N) {
+						err := db.Update(func(tx *bbolt.Tx) error {
+							bk, err := tx.CreateBucketIfNotExists([]byte("log"))
+							if err != nil {
+								return err
+							}
+							var k [8]byte
+							binary.BigEndian.PutUint64(k[:], uint64(seq.Add(1)))
+							return bk.Put(k[:], rec)
+						})
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "publishes/s")
+		})
+	}
 }
