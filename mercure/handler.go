@@ -49,6 +49,8 @@ type Config struct {
 
 	// MaxBodyBytes bounds a publish or QUERY body. Default 1 MiB.
 	MaxBodyBytes int64
+	// BodyTimeout bounds the time to receive a body. Default 30s.
+	BodyTimeout time.Duration
 	// MaxTopics bounds the topics of one update. Default 64.
 	MaxTopics int
 	// MaxMatchers bounds the matchers of one subscription. Default 64.
@@ -85,6 +87,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = 30 * time.Second
 	}
 	if cfg.MaxTopics <= 0 {
 		cfg.MaxTopics = 64

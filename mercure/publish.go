@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	whatwg "github.com/nlnwa/whatwg-url/url"
@@ -90,19 +92,38 @@ func (h *Handler) readForm(w http.ResponseWriter, r *http.Request) ([]field, *pu
 	if err != nil || mt != "application/x-www-form-urlencoded" {
 		return nil, &publishError{http.StatusUnsupportedMediaType, "body must be application/x-www-form-urlencoded"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, tooLarge("body is larger than %d bytes", h.cfg.MaxBodyBytes)
-		}
-		return nil, badRequest("could not read body: %v", err)
+	body, perr := h.readBody(w, r)
+	if perr != nil {
+		return nil, perr
 	}
 	form, err := parseForm(string(body), 4*h.cfg.MaxTopics+64)
 	if err != nil {
 		return nil, tooLarge("form has too many fields")
 	}
 	return form, nil
+}
+
+// readBody reads a request body within the size limit and BodyTimeout, so
+// a client trickling bytes cannot hold a handler. The read deadline is
+// lifted afterwards: a QUERY subscription goes on streaming on the same
+// connection.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *publishError) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	_ = rc.SetReadDeadline(time.Time{})
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge("body is larger than %d bytes", h.cfg.MaxBodyBytes)
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, &publishError{http.StatusRequestTimeout, "body not received in time"}
+		}
+		return nil, badRequest("could not read body: %v", err)
+	}
+	return body, nil
 }
 
 // parseUpdate turns a publish form into a hub.Message, enforcing every

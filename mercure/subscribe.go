@@ -2,7 +2,6 @@ package mercure
 
 import (
 	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"strings"
@@ -129,13 +128,9 @@ func (h *Handler) readQueryBody(w http.ResponseWriter, r *http.Request) ([]field
 	if err != nil || mt != "application/x-www-form-urlencoded" {
 		return nil, &publishError{http.StatusUnsupportedMediaType, "QUERY body must be application/x-www-form-urlencoded"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, tooLarge("body is larger than %d bytes", h.cfg.MaxBodyBytes)
-		}
-		return nil, badRequest("could not read body: %v", err)
+	body, perr := h.readBody(w, r)
+	if perr != nil {
+		return nil, perr
 	}
 	f, err := parseForm(string(body), 2*h.cfg.MaxMatchers+16)
 	if err != nil {
