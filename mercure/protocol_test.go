@@ -537,3 +537,14 @@ func TestMethodNotAllowed(t *testing.T) {
 		t.Fatalf("%d %v", r.status, r.header)
 	}
 }
+
+// TestSubscribeWhileDraining: a browser must not be told 503, after which
+// EventSource never reconnects; it gets an empty stream with a retry hint.
+func TestSubscribeWhileDraining(t *testing.T) {
+	th := newHub(t, http1, options{draft7: true, draft8: true, anonymous: true})
+	th.hub.EndStreams()
+	r := th.do(http.MethodGet, th.url+"?"+q("match", "a"), "", nil)
+	if r.status != 200 || r.header.Get("Content-Type") != "text/event-stream" || !strings.Contains(r.body, "retry: 1000\n") {
+		t.Fatalf("%d %q %q", r.status, r.header.Get("Content-Type"), r.body)
+	}
+}

@@ -2,6 +2,7 @@ package mercure
 
 import (
 	"errors"
+	"io"
 	"mime"
 	"net/http"
 	"strings"
@@ -66,7 +67,12 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	sub, err := h.hub.Subscribe(r.Context(), opts)
 	if err != nil {
 		if errors.Is(err, hub.ErrShutdown) {
-			plainError(w, http.StatusServiceUnavailable, "hub is shutting down; reconnect shortly")
+			// EventSource gives up for good on any status but 200, so a
+			// stream that ends at once with a short retry is what makes
+			// browsers come back and resume.
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Header().Set("Cache-Control", "no-store")
+			_, _ = io.WriteString(w, ": hub shutting down, reconnect\nretry: 1000\n\n")
 			return
 		}
 		if r.Context().Err() == nil {

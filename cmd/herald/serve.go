@@ -356,15 +356,12 @@ func printDevBanner(w io.Writer, c *serveConfig, key *mercure.Key, public *url.U
 	return err
 }
 
-// devKey returns the development key, kept in the data directory when the
-// history is there too, so that the printed token outlives a restart.
+// devKey returns the development key, kept in the data directory so that
+// tokens minted with it outlive a restart.
 func devKey(c *serveConfig) (string, error) {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	fresh := hex.EncodeToString(b[:])
-	if c.engine == "memory" {
-		return fresh, nil
-	}
 	if err := os.MkdirAll(c.dataDir, 0o750); err != nil {
 		return "", fmt.Errorf("create data directory: %w", err)
 	}
