@@ -142,14 +142,14 @@ type response struct {
 	body   string
 }
 
-// do sends a request and reads the whole response.
-func (th *testHub) do(method, target string, body string, hdr map[string]string) response {
+// send sends a request, a form body when body is not empty.
+func (th *testHub) send(ctx context.Context, method, target, body string, hdr map[string]string) *http.Response {
 	th.t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, target, rd)
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
 	if err != nil {
 		th.t.Fatal(err)
 	}
@@ -163,6 +163,13 @@ func (th *testHub) do(method, target string, body string, hdr map[string]string)
 	if err != nil {
 		th.t.Fatal(err)
 	}
+	return resp
+}
+
+// do sends a request and reads the whole response.
+func (th *testHub) do(method, target string, body string, hdr map[string]string) response {
+	th.t.Helper()
+	resp := th.send(context.Background(), method, target, body, hdr)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return response{resp.StatusCode, resp.Header, string(b)}
@@ -208,26 +215,8 @@ func (th *testHub) subscribe(query string, hdr map[string]string) *stream {
 func (th *testHub) trySubscribe(method, query, body string, hdr map[string]string) (*stream, response) {
 	th.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, th.url+"?"+query, rd)
-	if err != nil {
-		cancel()
-		th.t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := th.client.Do(req)
-	if err != nil {
-		cancel()
-		th.t.Fatal(err)
-	}
+	th.t.Cleanup(cancel)
+	resp := th.send(ctx, method, th.url+"?"+query, body, hdr)
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()

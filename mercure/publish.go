@@ -41,7 +41,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		plainError(w, http.StatusBadRequest, "query string has too many parameters")
 		return
 	}
-	form, perr := h.readForm(w, r)
+	form, perr := h.readForm(w, r, 4*h.cfg.MaxTopics+64, tooLarge("form has too many fields"))
 	if perr != nil {
 		plainError(w, perr.status, perr.msg)
 		return
@@ -85,10 +85,11 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, u.ID)
 }
 
-// readForm reads a form body within the size limit.
-func (h *Handler) readForm(w http.ResponseWriter, r *http.Request) ([]field, *publishError) {
-	ct := r.Header.Get("Content-Type")
-	mt, _, err := mime.ParseMediaType(ct)
+// readForm reads an application/x-www-form-urlencoded body of at most
+// maxFields pairs, within the size and time limits; tooMany is the answer
+// when there are more.
+func (h *Handler) readForm(w http.ResponseWriter, r *http.Request, maxFields int, tooMany *publishError) ([]field, *publishError) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/x-www-form-urlencoded" {
 		return nil, &publishError{http.StatusUnsupportedMediaType, "body must be application/x-www-form-urlencoded"}
 	}
@@ -96,9 +97,9 @@ func (h *Handler) readForm(w http.ResponseWriter, r *http.Request) ([]field, *pu
 	if perr != nil {
 		return nil, perr
 	}
-	form, err := parseForm(string(body), 4*h.cfg.MaxTopics+64)
+	form, err := parseForm(string(body), maxFields)
 	if err != nil {
-		return nil, tooLarge("form has too many fields")
+		return nil, tooMany
 	}
 	return form, nil
 }

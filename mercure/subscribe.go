@@ -3,7 +3,6 @@ package mercure
 import (
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -30,7 +29,11 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	}
 	params := query
 	if r.Method == "QUERY" {
-		body, perr := h.readQueryBody(w, r)
+		var body []field
+		var perr *publishError
+		if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
+			body, perr = h.readForm(w, r, 2*h.cfg.MaxMatchers+16, badRequest("too many parameters in the body"))
+		}
 		if perr != nil {
 			plainError(w, perr.status, perr.msg)
 			return
@@ -123,26 +126,6 @@ func (s *stream) SetWriteDeadline(t time.Time) error {
 		return err
 	}
 	return nil
-}
-
-// readQueryBody reads the form body of a QUERY request.
-func (h *Handler) readQueryBody(w http.ResponseWriter, r *http.Request) ([]field, *publishError) {
-	if r.ContentLength == 0 && r.Header.Get("Content-Type") == "" {
-		return nil, nil
-	}
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/x-www-form-urlencoded" {
-		return nil, &publishError{http.StatusUnsupportedMediaType, "QUERY body must be application/x-www-form-urlencoded"}
-	}
-	body, perr := h.readBody(w, r)
-	if perr != nil {
-		return nil, perr
-	}
-	f, err := parseForm(string(body), 2*h.cfg.MaxMatchers+16)
-	if err != nil {
-		return nil, badRequest("too many parameters in the body")
-	}
-	return f, nil
 }
 
 // parseSubscription reads matchers and the resume point. query is the URL's
