@@ -87,7 +87,11 @@ func NewMatcher(kind MatchKind, value, base string) (*Matcher, error) {
 	case MatchSelector:
 		// A selector that is not a valid template still matches itself.
 		if t, err := uritemplate.New(value); err == nil && len(t.Varnames()) > 0 {
-			m.tmpl = t.Regexp()
+			re, err := templateRegexp(t)
+			if err != nil {
+				return nil, fmt.Errorf("invalid URI template: %w", err)
+			}
+			m.tmpl = re
 		}
 	default:
 		return nil, fmt.Errorf("unknown matcher kind %d", kind)
@@ -104,6 +108,18 @@ func compileURLPattern(value, base string) (p *urlpattern.URLPattern, err error)
 		}
 	}()
 	return urlpattern.New(value, base, nil)
+}
+
+// templateRegexp guards Template.Regexp, which panics (regexp.MustCompile)
+// on templates whose expansion exceeds RE2's repeat limit, such as one
+// expression with more than a thousand variables.
+func templateRegexp(t *uritemplate.Template) (re *regexp.Regexp, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			re, err = nil, fmt.Errorf("template too complex")
+		}
+	}()
+	return t.Regexp(), nil
 }
 
 // Kind returns the matcher's kind.

@@ -283,6 +283,12 @@ func (s *Subscriber) write(w Stream, q []*Update, heartbeat bool) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
+	// Lift the deadline: it bounds this batch only. Left armed, it would
+	// fire on an idle stream (HTTP/2 resets the stream when a write
+	// deadline passes, even with nothing being written).
+	if err := w.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, errNotSupported) {
+		return err
+	}
 	s.lastWrite.Store(cfg.Now().UnixNano())
 	s.h.m.delivered(len(q))
 	return nil

@@ -10,12 +10,16 @@ import (
 // "*" any origin may read, without credentials, as the Fetch standard
 // requires. Arbitrary origins are never reflected.
 func (h *Handler) cors(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	if len(h.origins) > 0 || h.anyOrig {
+		// Always, so that a shared cache never serves a response made
+		// for one origin (or for none) to another.
+		hd.Add("Vary", "Origin")
+	}
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return
 	}
-	hd := w.Header()
-	hd.Add("Vary", "Origin")
 	switch {
 	case h.origins[origin]:
 		hd.Set("Access-Control-Allow-Origin", origin)

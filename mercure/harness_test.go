@@ -50,6 +50,9 @@ type options struct {
 	anonymous      bool
 	cors           []string
 	maxLifetime    time.Duration
+	heartbeat      time.Duration // hub heartbeat; zero means off
+	writeTimeout   time.Duration
+	path           string // hub path; default the well-known one
 }
 
 func defaults() options { return options{draft7: true, draft8: true} }
@@ -73,10 +76,18 @@ func newHub(t *testing.T, m mode, o options) *testHub {
 	if m == http2 {
 		scheme = "https"
 	}
-	hubURL := fmt.Sprintf("%s://%s%s", scheme, srv.Listener.Addr(), mercure.DefaultPath)
+	path := o.path
+	if path == "" {
+		path = mercure.DefaultPath
+	}
+	hubURL := fmt.Sprintf("%s://%s%s", scheme, srv.Listener.Addr(), path)
 	public, _ := url.Parse(hubURL)
 	eng := memory.New(memory.Options{})
-	h, err := hub.New(hub.Config{Engine: eng, Heartbeat: -1})
+	heartbeat := o.heartbeat
+	if heartbeat == 0 {
+		heartbeat = -1
+	}
+	h, err := hub.New(hub.Config{Engine: eng, Heartbeat: heartbeat, WriteTimeout: o.writeTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

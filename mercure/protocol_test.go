@@ -548,3 +548,47 @@ func TestSubscribeWhileDraining(t *testing.T) {
 		t.Fatalf("%d %q %q", r.status, r.header.Get("Content-Type"), r.body)
 	}
 }
+
+// TestIdleStreamOutlivesWriteTimeout: a write deadline bounds one batch
+// only. An idle stream, kept open by heartbeats spaced wider than the
+// write timeout, must survive (HTTP/2 resets a stream whose write
+// deadline passes, even when idle).
+func TestIdleStreamOutlivesWriteTimeout(t *testing.T) {
+	run(t, func(t *testing.T, m mode) {
+		th := newHub(t, m, options{draft7: true, draft8: true, anonymous: true, heartbeat: 300 * time.Millisecond, writeTimeout: 100 * time.Millisecond})
+		s := th.subscribe(q("match", "a"), nil)
+		th.mustPublish(q("topic", "a", "id", "1"))
+		if ev := s.next(t); ev.ID != "1" {
+			t.Fatal(ev)
+		}
+		time.Sleep(900 * time.Millisecond) // idle, with heartbeats
+		th.mustPublish(q("topic", "a", "id", "2"))
+		if ev := s.next(t); ev.ID != "2" {
+			t.Fatal(ev)
+		}
+	})
+}
+
+func TestHugeTemplateIsRefused(t *testing.T) {
+	th := newHub(t, http1, options{draft7: true, draft8: true, anonymous: true})
+	vars := strings.Repeat("a,", 1001) + "a"
+	if s, r := th.trySubscribe(http.MethodGet, q("topic", "https://example.com/{"+vars+"}"), "", nil); s != nil || r.status != 400 {
+		t.Fatalf("huge template: %d %s", r.status, r.body)
+	}
+}
+
+// TestHubAtRoot: a hub whose URL path is "/" reserves "/" and "//..."
+// only, as the draft's rule reads, not every topic.
+func TestHubAtRoot(t *testing.T) {
+	th := newHub(t, http1, options{draft7: true, draft8: true, path: "/"})
+	for _, topic := range []string{"https://example.com/books/1", "urn:isbn:1", "books/1"} {
+		if r := th.publish(q("topic", topic)); r.status != 200 {
+			t.Errorf("%s: %d %s", topic, r.status, r.body)
+		}
+	}
+	for _, topic := range []string{"/", "//x", th.url} {
+		if r := th.publish(q("topic", topic)); r.status != 400 {
+			t.Errorf("%s: %d, want 400", topic, r.status)
+		}
+	}
+}

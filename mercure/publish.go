@@ -231,10 +231,15 @@ func (h *Handler) reserved(topic string) bool {
 		return false
 	}
 	p := removeDots(decodeUnreserved(u.Pathname()))
-	hp := removeDots(decodeUnreserved(strings.TrimSuffix(h.cfg.PublicURL.EscapedPath(), "/")))
+	hp := removeDots(decodeUnreserved(h.cfg.PublicURL.EscapedPath()))
 	if hp == "" {
-		return true // the hub lives at the root: every path is its own
+		hp = "/"
 	}
+	if hp != "/" {
+		hp = strings.TrimSuffix(hp, "/")
+	}
+	// The draft's rule, literally: the hub path itself, or that path
+	// followed by "/" (for a hub at the root: "/" and "//...").
 	return p == hp || strings.HasPrefix(p, hp+"/")
 }
 

@@ -30,7 +30,8 @@ type Config struct {
 	// Listener, when set, is used instead of listening on Addr.
 	Listener net.Listener
 	// AdminAddr, when set, serves pprof, metrics and health on a second
-	// listener that should not be exposed publicly.
+	// listener that should not be exposed publicly; /metrics then leaves
+	// the main listener.
 	AdminAddr string
 	// TLSCert and TLSKey enable HTTPS with HTTP/2.
 	TLSCert, TLSKey string
@@ -94,7 +95,11 @@ func New(cfg Config) (*Server, error) {
 
 	mux := http.NewServeMux()
 	s.health(mux)
-	mux.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	if cfg.AdminAddr == "" {
+		// Without a private listener, metrics are served beside the hub;
+		// with one, only there.
+		mux.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	}
 	mux.Handle("/", cfg.Handler)
 
 	s.http = &http.Server{

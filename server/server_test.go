@@ -197,7 +197,17 @@ func TestHealthReadinessMetrics(t *testing.T) {
 		t.Fatalf("readyz %d %q", code, body)
 	}
 	r.publish(t, "a")
-	code, body, _ := r.get(t, "/metrics")
+	// With an admin listener, metrics are served there only.
+	if code, _, _ := r.get(t, "/metrics"); code != 404 {
+		t.Errorf("metrics on the public listener: %d", code)
+	}
+	mresp, err := http.Get("http://" + r.srv.AdminAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	code, body := mresp.StatusCode, string(mb)
 	if code != 200 {
 		t.Fatalf("metrics %d", code)
 	}
