@@ -4,6 +4,7 @@
 //
 //	herald [serve] [flags]   run the hub (the default)
 //	herald token [flags]     print an access token the hub accepts
+//	herald bench SCENARIO    measure a Mercure hub (herald or any other)
 //	herald version           print the version
 package main
 
@@ -41,6 +42,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args, stdout, stderr)
 	case "token":
 		return token(args, stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "herald", version())
 		return nil
@@ -58,6 +61,7 @@ const usage = `usage: herald [command] [flags]
 commands:
   serve     run the hub (default); herald serve -h lists its flags
   token     print an access token the hub accepts; herald token -h
+  bench     measure any Mercure hub: herald bench -h
   version   print the version
 `
 
