@@ -64,9 +64,17 @@ func (c *clock) expire(now time.Time) time.Duration {
 // idle streams are spread over the interval instead of bunched.
 func (h *Hub) clockLoop() {
 	defer h.wg.Done()
+	// One slot per tick: every subscriber is visited once per period, the
+	// shorter of the heartbeat and liveness intervals.
 	var tick <-chan time.Time
-	if h.cfg.Heartbeat > 0 {
-		t := time.NewTicker(h.cfg.Heartbeat / registrySlots)
+	period := time.Duration(0)
+	for _, d := range []time.Duration{h.cfg.Heartbeat, h.cfg.Liveness} {
+		if d > 0 && (period == 0 || d < period) {
+			period = d
+		}
+	}
+	if period > 0 {
+		t := time.NewTicker(period / registrySlots)
 		defer t.Stop()
 		tick = t.C
 	}
@@ -86,7 +94,7 @@ func (h *Hub) clockLoop() {
 		case <-h.done:
 			return
 		case <-tick:
-			h.heartbeatSlot(slot)
+			h.visitSlot(slot)
 			slot = (slot + 1) % registrySlots
 		case <-timer.C:
 			arm()
@@ -96,16 +104,35 @@ func (h *Hub) clockLoop() {
 	}
 }
 
-func (h *Hub) heartbeatSlot(slot int) {
-	idle := h.cfg.Now().Add(-h.cfg.Heartbeat).UnixNano()
+// visitSlot asks idle subscribers of one slot for a heartbeat and probes
+// the streams that can be probed. Probes run outside the registry lock.
+func (h *Hub) visitSlot(slot int) {
+	var idle int64
+	if h.cfg.Heartbeat > 0 {
+		idle = h.cfg.Now().Add(-h.cfg.Heartbeat).UnixNano()
+	}
+	probe := h.probeBuf[:0]
 	h.subs.eachInSlot(slot, func(s *Subscriber) {
-		if s.lastWrite.Load() <= idle {
-			s.mu.Lock()
+		s.mu.Lock()
+		if idle != 0 && s.lastWrite.Load() <= idle {
 			s.hbDue = true
-			s.mu.Unlock()
 			s.notify()
 		}
+		if h.cfg.Liveness > 0 && s.prober != nil {
+			probe = append(probe, s)
+		}
+		s.mu.Unlock()
 	})
+	for _, s := range probe {
+		s.mu.Lock()
+		p := s.prober
+		s.mu.Unlock()
+		if !p.Alive() {
+			s.end(ErrGone)
+		}
+	}
+	clear(probe)
+	h.probeBuf = probe
 }
 
 // expiryHeap orders subscribers by token expiry.

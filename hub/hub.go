@@ -39,6 +39,9 @@ type Config struct {
 	Heartbeat time.Duration
 	// WriteTimeout bounds every write and flush to a subscriber. Default 10s.
 	WriteTimeout time.Duration
+	// Liveness is how often streams that can be probed (Prober) are
+	// checked for a departed client. Default 2s; negative disables.
+	Liveness time.Duration
 	// ReplayBatch is how many updates a replay reads from the engine at a
 	// time. Default 1024.
 	ReplayBatch int
@@ -62,6 +65,9 @@ func (c *Config) fill() {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
+	if c.Liveness == 0 {
+		c.Liveness = 2 * time.Second
+	}
 	if c.ReplayBatch <= 0 {
 		c.ReplayBatch = 1024
 	}
@@ -75,6 +81,7 @@ var (
 	ErrSlowSubscriber = errors.New("subscriber queue over budget")
 	ErrExpired        = errors.New("subscriber token expired")
 	ErrShutdown       = errors.New("hub shutting down")
+	ErrGone           = errors.New("subscriber went away")
 )
 
 // Hub fans updates out to subscribers. It is safe for concurrent use.
@@ -92,6 +99,7 @@ type Hub struct {
 	lastDispatched atomic.Uint64
 	subs           registry
 	clock          clock
+	probeBuf       []*Subscriber // reused by the clock goroutine only
 
 	closeOnce sync.Once
 	draining  atomic.Bool // no new subscriptions

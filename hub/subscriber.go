@@ -39,6 +39,15 @@ type Stream interface {
 	SetWriteDeadline(time.Time) error
 }
 
+// Prober is implemented by streams that can tell, without blocking,
+// whether their peer is still there. The hub's clock probes them every
+// Config.Liveness and ends the subscription of a departed peer, so a
+// stream that nobody reads still notices a closed connection promptly.
+// Alive may be called concurrently with Write and Flush.
+type Prober interface {
+	Alive() bool
+}
+
 type subState uint8
 
 const (
@@ -70,6 +79,8 @@ type Subscriber struct {
 	reason error // why the subscription ended, once it has
 
 	spare []*Update // the writer's second buffer; only Serve touches it
+
+	prober Prober // set by Serve under mu when the stream can be probed
 
 	unregister sync.Once
 }
@@ -233,6 +244,11 @@ func (s *Subscriber) QueuedBytes() int {
 // write deadline, so a dead peer cannot hold the goroutine.
 func (s *Subscriber) Serve(ctx context.Context, w Stream) error {
 	defer s.Close()
+	if p, ok := w.(Prober); ok {
+		s.mu.Lock()
+		s.prober = p
+		s.mu.Unlock()
+	}
 	if err := s.replay(ctx, w); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/herald-hub/herald/hub"
@@ -60,6 +61,13 @@ type Config struct {
 	// MaxLifetime closes subscriptions older than this, so that revoked
 	// credentials stop working even before exp. Zero means no limit.
 	MaxLifetime time.Duration
+	// NoHijack keeps HTTP/1.1 streams inside net/http instead of taking
+	// their connections (which makes an idle stream far cheaper).
+	NoHijack bool
+	// HijackedClosed, when set, is called when a connection taken from
+	// net/http is closed, for connection metrics (net/http stops
+	// tracking a connection once it is hijacked).
+	HijackedClosed func()
 }
 
 // Handler serves the Mercure endpoints.
@@ -75,6 +83,7 @@ type Handler struct {
 	log      *slog.Logger
 	origins  map[string]bool
 	anyOrig  bool
+	streams  sync.WaitGroup // streams served outside net/http
 }
 
 // New returns a Handler for cfg.

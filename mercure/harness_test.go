@@ -125,6 +125,11 @@ func newHub(t *testing.T, m mode, o options) *testHub {
 	t.Cleanup(func() {
 		h.EndStreams()
 		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := handler.WaitStreams(ctx); err != nil {
+			t.Errorf("streams still running: %v", err)
+		}
 		h.Close()
 		_ = eng.Close()
 	})

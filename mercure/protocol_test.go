@@ -592,3 +592,24 @@ func TestHubAtRoot(t *testing.T) {
 		}
 	}
 }
+
+// TestDepartedClientIsNoticed: over HTTP/1.1 the stream's connection is
+// taken from net/http and nobody reads it; the hub's liveness probe must
+// still end the subscription soon after the client closes it.
+func TestDepartedClientIsNoticed(t *testing.T) {
+	run(t, func(t *testing.T, m mode) {
+		th := newHub(t, m, options{draft7: true, draft8: true, anonymous: true})
+		s := th.subscribe(q("match", "a"), nil)
+		if th.hub.Subscribers() != 1 {
+			t.Fatal("not registered")
+		}
+		s.close()
+		deadline := time.Now().Add(10 * time.Second)
+		for th.hub.Subscribers() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("subscriber still registered 10s after the client left")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package mercure
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -96,21 +97,71 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 			hd.Set("Last-Event-ID", sub.ResumedFrom())
 		}
 	}
+	if r.ProtoMajor == 1 && !h.cfg.NoHijack {
+		if rs, ok := hijackStream(w, http.StatusOK); ok {
+			// The stream leaves net/http: this handler returns, which
+			// frees everything net/http keeps for the connection (its
+			// buffers, the request, the deep stack of its goroutine), and
+			// a fresh goroutine owned by the Handler writes the stream.
+			// The hub ends it (client gone, expiry, shutdown), so it needs
+			// no cancellation from the request, only its values.
+			ctx := context.WithoutCancel(r.Context())
+			h.streams.Add(1)
+			go func() {
+				defer h.streams.Done()
+				if h.cfg.HijackedClosed != nil {
+					defer h.cfg.HijackedClosed()
+				}
+				h.stream(ctx, sub, rs)
+			}()
+			return
+		}
+	}
 	w.WriteHeader(http.StatusOK)
-	st := &stream{w: w, rc: http.NewResponseController(w)}
+	h.stream(r.Context(), sub, &stream{w: w, rc: http.NewResponseController(w)})
+}
+
+// stream sends the response head, then serves the subscription on st
+// until it ends, says why when the client should know, and releases st.
+func (h *Handler) stream(ctx context.Context, sub *hub.Subscriber, st streamCloser) {
+	defer st.Close()
 	if err := st.Flush(); err != nil {
 		sub.Close()
 		return
 	}
-	reason := sub.Serve(r.Context(), st)
+	reason := sub.Serve(ctx, st)
 	switch {
 	case errors.Is(reason, hub.ErrSlowSubscriber), errors.Is(reason, hub.ErrExpired), errors.Is(reason, hub.ErrShutdown):
 		// Say why before closing; the client reconnects and resumes.
 		_ = st.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = w.Write(sse.AppendComment(nil, "closed: "+reason.Error()))
+		_, _ = st.Write(sse.AppendComment(nil, "closed: "+reason.Error()))
 		_ = st.Flush()
 		h.log.Debug("stream closed", "reason", reason)
 	}
+}
+
+// WaitStreams waits for the streams running outside net/http (HTTP/1.1
+// streams, whose connections the handler takes over) to end, or for ctx.
+// Call it after hub.EndStreams at shutdown: http.Server.Shutdown does not
+// know these connections.
+func (h *Handler) WaitStreams(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		h.streams.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// streamCloser is a hub.Stream the handler releases when the stream ends.
+type streamCloser interface {
+	hub.Stream
+	Close() error
 }
 
 // stream adapts an HTTP response to hub.Stream.
@@ -120,6 +171,7 @@ type stream struct {
 }
 
 func (s *stream) Write(p []byte) (int, error) { return s.w.Write(p) }
+func (s *stream) Close() error                { return nil }
 func (s *stream) Flush() error                { return s.rc.Flush() }
 func (s *stream) SetWriteDeadline(t time.Time) error {
 	if err := s.rc.SetWriteDeadline(t); err != nil && !errors.Is(err, http.ErrNotSupported) {

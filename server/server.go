@@ -53,6 +53,12 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 }
 
+// streamWaiter is a handler that serves streams outside net/http and can
+// wait for them to end.
+type streamWaiter interface {
+	WaitStreams(ctx context.Context) error
+}
+
 // Server is a running herald HTTP server.
 type Server struct {
 	cfg   Config
@@ -190,10 +196,14 @@ func (s *Server) connState(_ net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateNew:
 		s.conns.Inc()
-	case http.StateClosed, http.StateHijacked:
+	case http.StateClosed:
 		s.conns.Dec()
 	}
 }
+
+// HijackedClosed accounts for a connection the handler took from net/http
+// (StateHijacked) and has now closed: give it to mercure.Config.
+func (s *Server) HijackedClosed() { s.conns.Dec() }
 
 // Addr returns the main listener's address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
@@ -260,6 +270,13 @@ func (s *Server) shutdown(parent context.Context) error {
 	// by themselves: end them, so only publishes remain to wait for.
 	s.cfg.Hub.EndStreams()
 	err := <-done
+	// Streams the handler took out of net/http are not waited for by
+	// Shutdown; they were ended above and only need to finish.
+	if sw, ok := s.cfg.Handler.(streamWaiter); ok {
+		if werr := sw.WaitStreams(ctx); werr != nil && err == nil {
+			err = werr
+		}
+	}
 	if err != nil {
 		err = fmt.Errorf("shutdown: %w", context.Cause(ctx))
 		_ = s.http.Close()

@@ -193,22 +193,24 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer h.Close()
+	var srv *server.Server
 	handler, err := mercure.New(mercure.Config{
-		Hub:          h,
-		Tokens:       tokens,
-		PublicURL:    public,
-		Draft7:       draft7,
-		Draft8:       draft8,
-		Anonymous:    c.anonymous,
-		CORSOrigins:  splitList(c.corsOrigins),
-		Logger:       log.WithGroup("mercure"),
-		MaxBodyBytes: c.maxBody,
-		MaxLifetime:  c.maxLifetime,
+		HijackedClosed: func() { srv.HijackedClosed() },
+		Hub:            h,
+		Tokens:         tokens,
+		PublicURL:      public,
+		Draft7:         draft7,
+		Draft8:         draft8,
+		Anonymous:      c.anonymous,
+		CORSOrigins:    splitList(c.corsOrigins),
+		Logger:         log.WithGroup("mercure"),
+		MaxBodyBytes:   c.maxBody,
+		MaxLifetime:    c.maxLifetime,
 	})
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{
+	srv, err = server.New(server.Config{
 		Listener:        ln,
 		AdminAddr:       c.adminAddr,
 		TLSCert:         c.tlsCert,
