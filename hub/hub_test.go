@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -408,4 +409,34 @@ func TestCloseEndsStreams(t *testing.T) {
 	}
 	// Publishing still works until Close: in-flight publishes finish.
 	f.publish("t", "late", "", false)
+}
+
+// probed is a recorder whose peer can be made to leave.
+type probed struct {
+	recorder
+	gone atomic.Bool
+}
+
+func (p *probed) Alive() bool { return !p.gone.Load() }
+
+func TestProbeEndsDepartedSubscriber(t *testing.T) {
+	f := newFixture(t, hub.Config{Liveness: 32 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := &probed{}
+	_, done := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}, p)
+	select {
+	case err := <-done:
+		t.Fatalf("ended while alive: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	p.gone.Store(true)
+	select {
+	case err := <-done:
+		if !errors.Is(err, hub.ErrGone) {
+			t.Fatalf("Serve returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("departed subscriber not noticed")
+	}
 }
