@@ -116,7 +116,7 @@ func (f *fixture) matcher(kind hub.MatchKind, v string) *hub.Matcher {
 }
 
 // serve subscribes and serves into a recorder in the background.
-func (f *fixture) serve(ctx context.Context, o hub.SubscribeOptions, rec *recorder) (*hub.Subscriber, <-chan error) {
+func (f *fixture) serve(ctx context.Context, o hub.SubscribeOptions, rec hub.Stream) (*hub.Subscriber, <-chan error) {
 	f.t.Helper()
 	s, err := f.hub.Subscribe(ctx, o)
 	if err != nil {
