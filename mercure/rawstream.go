@@ -103,7 +103,16 @@ func (s *rawStream) Flush() error {
 	return err
 }
 
-func (s *rawStream) SetWriteDeadline(t time.Time) error { return s.conn.SetWriteDeadline(t) }
+// SetWriteDeadline arms the connection's write deadline. Lifting it (the
+// zero time) is skipped: on a plain connection a passed deadline only
+// affects writes, and the hub arms a fresh one before every batch, so the
+// second timer operation per batch would buy nothing.
+func (s *rawStream) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() {
+		return nil
+	}
+	return s.conn.SetWriteDeadline(t)
+}
 
 // Alive reports whether the peer may still be there: false once it closed
 // or reset the connection. It never blocks.
