@@ -546,6 +546,10 @@ func TestSubscribeWhileDraining(t *testing.T) {
 	r := th.do(http.MethodGet, th.url+"?"+q("match", "a"), "", nil)
 	if r.status != 200 || r.header.Get("Content-Type") != "text/event-stream" || !strings.Contains(r.body, "retry: 1000\n") {
 		t.Fatalf("%d %q %q", r.status, r.header.Get("Content-Type"), r.body)
+	}	// A resuming client is told its cursor stands: nothing was lost.
+	r = th.do(http.MethodGet, th.url+"?"+q("match", "a"), "", map[string]string{"Last-Event-ID": "x1"})
+	if r.header.Get("Mercure-Last-Event-ID") != "x1" {
+		t.Fatalf("Mercure-Last-Event-ID %q while draining", r.header.Get("Mercure-Last-Event-ID"))
 	}
 }
 

@@ -76,6 +76,16 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 			// browsers come back and resume.
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.Header().Set("Cache-Control", "no-store")
+			if sp.resume {
+				// Nothing is sent, so the cursor stands where the client
+				// left it: no loss to report.
+				if h.cfg.Draft8 {
+					w.Header().Set("Mercure-Last-Event-ID", sp.lastID)
+				}
+				if h.cfg.Draft7 {
+					w.Header().Set("Last-Event-ID", sp.lastID)
+				}
+			}
 			_, _ = io.WriteString(w, ": hub shutting down, reconnect\nretry: 1000\n\n")
 			return
 		}

@@ -22,6 +22,7 @@ var ErrLineTooLong = errors.New("sse: line too long")
 type Reader struct {
 	r       *bufio.Reader
 	lastID  string
+	reconn  string // the reconnection time in effect, from the last valid retry field
 	started bool
 	pendCR  bool // the previous line ended with CR: skip one LF
 	data    strings.Builder
@@ -39,6 +40,12 @@ func NewReader(r io.Reader) *Reader {
 // LastEventID returns the last event id buffer: the id a client sends as
 // Last-Event-ID when it reconnects.
 func (r *Reader) LastEventID() string { return r.lastID }
+
+// Retry returns the reconnection time in milliseconds set by the last
+// valid retry field, or "" if none came. Like EventSource, it takes effect
+// as soon as the line is read, even if no event follows (a hub that closes
+// a stream with only a retry line still sets it).
+func (r *Reader) Retry() string { return r.reconn }
 
 // Next returns the next dispatched event. Event.ID is the last event id at
 // dispatch time. Event.Retry is the last retry field seen since the
@@ -86,6 +93,7 @@ func (r *Reader) Next() (Event, error) {
 		case "retry":
 			if len(value) > 0 && isDigits(value) {
 				r.retry = string(value)
+				r.reconn = r.retry
 			}
 		}
 	}

@@ -173,3 +173,13 @@ func BenchmarkEncodeBaseline(b *testing.B) {
 		_ = []byte(sb.String())
 	}
 }
+
+func TestRetryWithoutEvent(t *testing.T) {
+	r := sse.NewReader(strings.NewReader(": bye\nretry: 1000\n\n"))
+	if _, err := r.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("got %v", err)
+	}
+	if r.Retry() != "1000" {
+		t.Fatalf("Retry() = %q", r.Retry())
+	}
+}
