@@ -1,0 +1,224 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+func init() {
+	Register(Scenario{
+		Name:    "fanout",
+		Summary: "N subscribers over K topics, publishers at rate R: publish→deliver latency, loss, order (--find-max ramps R)",
+		Defaults: func(c *Config) {
+			// Each publisher waits for one answer before its next publish,
+			// so that its updates reach the hub in order; four keep the rate
+			// when a loaded hub answers in tens of milliseconds.
+			setDefault(&c.Publishers, 4)
+			if c.FindMax {
+				setDefault(&c.Duration, 5*time.Second) // per step
+			}
+		},
+		Budget: func(c *Config) time.Duration {
+			one := c.ConnectTimeout + c.Duration + c.Drain + 30*time.Second
+			if c.FindMax {
+				return time.Duration(c.MaxSteps) * one
+			}
+			return one
+		},
+		Run: func(ctx context.Context, e *Env) (*Result, error) {
+			if e.Cfg.FindMax {
+				return findMax(ctx, e)
+			}
+			return fanoutOnce(ctx, e, e.Cfg.Rate, "fanout")
+		},
+	})
+}
+
+// fanoutOnce runs one fanout at rate: open the subscribers, publish for
+// Cfg.Duration once all are connected, wait until every delivery arrived
+// or Cfg.Drain passed, and count.
+func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result, error) {
+	cfg := e.Cfg
+	topics := e.Topics(name, cfg.Topics)
+	fleet := e.NewFleet(FleetSpec{Subscribers: cfg.Subscribers, Topics: topics})
+	defer fleet.Close()
+	var published atomic.Int64
+	mon := e.StartMonitor(name, func() Counters {
+		st := fleet.Stats()
+		return Counters{Open: st.Open, Delivered: st.Delivered, Published: published.Load(), P99: time.Duration(st.P99Us) * time.Microsecond}
+	})
+	defer mon.Stop()
+
+	mon.SetPhase("connecting")
+	if err := fleet.Open(ctx); err != nil {
+		return nil, fmt.Errorf("open subscribers: %w", err)
+	}
+	opened := fleet.Stats()
+
+	mon.SetPhase("publishing")
+	fleet.Start()
+	start := time.Now()
+	out := publish(ctx, e.pubs, pacing{
+		Publishers: cfg.Publishers,
+		Rate:       rate,
+		Duration:   cfg.Duration,
+		Topics:     topics,
+		Payload:    cfg.Payload,
+	}, &published)
+
+	// Drain: wait for what is still on its way, no longer than Drain.
+	mon.SetPhase("draining")
+	var expected int64
+	for _, sl := range out.Log.Streams {
+		if sl.Stream.Topic < len(opened.OpenByTopic) {
+			expected += (int64(sl.Last) - int64(len(sl.Failed))) * opened.OpenByTopic[sl.Stream.Topic]
+		}
+	}
+	drainStart := time.Now()
+	drainUntil := drainStart.Add(cfg.Drain)
+	poll := time.NewTicker(10 * time.Millisecond)
+	for ctx.Err() == nil && time.Now().Before(drainUntil) && fleet.Stats().Unique < expected {
+		select {
+		case <-ctx.Done():
+		case <-poll.C:
+		}
+	}
+	poll.Stop()
+	drained := time.Since(drainStart)
+
+	// Count even when interrupted: what arrived so far is still worth showing.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 90*time.Second)
+	defer cancel()
+	fr, err := fleet.Finish(fctx, out.Log)
+	timeline := mon.Stop()
+	if err != nil {
+		return nil, fmt.Errorf("collect subscribers: %w", err)
+	}
+
+	r := &Result{
+		Subscribers:    cfg.Subscribers,
+		Topics:         cfg.Topics,
+		Publishers:     cfg.Publishers,
+		Rate:           rate,
+		PayloadBytes:   max(cfg.Payload, len(appendPayload(nil, Stream{}, 1, start.UnixNano(), 0))),
+		DurationS:      out.Elapsed.Seconds(),
+		DrainS:         drained.Seconds(),
+		Latency:        percentiles(fr.hist),
+		PublishLatency: ptr(percentiles(out.Latency)),
+		Published:      out.Published,
+		PublishErrors:  out.Errors,
+		Delivered:      fr.Stats.Delivered,
+		Expected:       fr.Expected,
+		Lost:           fr.Lost,
+		Duplicates:     fr.Duplicates,
+		OutOfOrder:     fr.OutOfOrder,
+		Unparsed:       fr.Unparsed,
+		Reconnects:     fr.Stats.Reconnects,
+		PossibleLoss:   fr.Stats.PossibleLoss,
+		ConnectErrors:  opened.ConnectErrors,
+		Distribution:   distribution(fr.hist),
+		Timeline:       timeline,
+	}
+	if out.Elapsed > 0 {
+		r.PublishesPerS = float64(out.Published) / out.Elapsed.Seconds()
+	}
+	if fr.LastDelivery > 0 {
+		if span := time.Duration(fr.LastDelivery - start.UnixNano()); span > 0 {
+			r.DeliveriesPerS = float64(fr.Stats.Delivered) / span.Seconds()
+		}
+	}
+	if out.FirstErr != nil {
+		r.Notes = append(r.Notes, "first publish error: "+out.FirstErr.Error())
+	}
+	for _, msg := range fr.Errors {
+		r.Notes = append(r.Notes, msg)
+	}
+	if rate > 0 && r.PublishesPerS < 0.95*rate && ctx.Err() == nil {
+		r.Notes = append(r.Notes, fmt.Sprintf("publishers reached %.0f/s of the %.0f/s asked: the hub (or this machine) could not take more; add --publishers", r.PublishesPerS, rate))
+	}
+	if opened.Opened < int64(cfg.Subscribers) {
+		r.Notes = append(r.Notes, fmt.Sprintf("only %d of %d subscribers connected", opened.Opened, cfg.Subscribers))
+	}
+	if out.Published == 0 && out.FirstErr != nil && ctx.Err() == nil {
+		return r, fmt.Errorf("no publish succeeded: %w", out.FirstErr)
+	}
+	return r, ctx.Err()
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// findMax ramps the rate by RampFactor per step, each step a short fanout
+// with fresh subscribers and topics, until P99 exceeds the bound, anything
+// is lost, duplicated or reordered, or the publishers cannot keep the rate.
+// The Result is the last step that passed, with every step listed.
+func findMax(ctx context.Context, e *Env) (*Result, error) {
+	cfg := e.Cfg
+	bound := float64(cfg.P99Bound) / float64(time.Millisecond)
+	var steps []Step
+	var best, last *Result
+	rate := cfg.Rate
+	var err error
+	for i := 0; i < cfg.MaxSteps && ctx.Err() == nil; i++ {
+		var r *Result
+		r, err = fanoutOnce(ctx, e, rate, fmt.Sprintf("fanout-step%d", i))
+		if r == nil {
+			break
+		}
+		last = r
+		st := Step{
+			Rate: rate, PublishesPerS: r.PublishesPerS, DeliveriesPerS: r.DeliveriesPerS,
+			P99Ms: r.Latency.P99, Lost: r.Lost, Duplicates: r.Duplicates, OutOfOrder: r.OutOfOrder,
+		}
+		switch {
+		case err != nil:
+			st.Why = "interrupted"
+		case r.Lost > 0 || r.Duplicates > 0 || r.OutOfOrder > 0:
+			st.Why = "deliveries lost, duplicated or out of order"
+		case r.Latency.P99 > bound:
+			st.Why = fmt.Sprintf("p99 %.1f ms over %.1f ms", r.Latency.P99, bound)
+		case r.PublishErrors > 0:
+			st.Why = "publish errors"
+		case r.PublishesPerS < 0.95*rate:
+			st.Why = fmt.Sprintf("publishers reached only %.0f/s", r.PublishesPerS)
+		default:
+			st.OK = true
+		}
+		steps = append(steps, st)
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "\r\033[Kstep %d: rate %.0f/s p99 %.1f ms lost %d %s\n", i, rate, r.Latency.P99, r.Lost, okWord(st))
+		}
+		if !st.OK {
+			break
+		}
+		best = r
+		rate *= cfg.RampFactor
+	}
+	res := best
+	if res == nil {
+		res = last
+	}
+	if res == nil {
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	}
+	res.Steps = steps
+	res.P99BoundMs = bound
+	if best != nil {
+		res.MaxRate = best.Rate
+	}
+	if len(steps) == cfg.MaxSteps && steps[len(steps)-1].OK {
+		res.Notes = append(res.Notes, "every step passed: the maximum is higher; raise --max-steps or --rate")
+	}
+	return res, err
+}
+
+func okWord(s Step) string {
+	if s.OK {
+		return "ok"
+	}
+	return "FAIL: " + s.Why
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/herald-hub/herald/bench"
+	"github.com/herald-hub/herald/mercure"
+)
+
+const benchUsage = `usage: herald bench SCENARIO --hub URL [flags]
+
+Measures a Mercure hub, herald or any other. Tokens come from
+--publisher-token/--subscriber-token or are minted from --key.
+Only loopback hubs unless --allow-remote.
+
+scenarios:
+`
+
+// benchCmd runs `herald bench`. Its hidden worker mode (`herald bench
+// --worker`) holds a share of the subscribers for a parent run, speaking
+// JSON over stdin and stdout.
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "--worker" {
+		return bench.Worker(ctx, os.Stdin, stdout)
+	}
+	var scenario string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		scenario, args = args[0], args[1:]
+	}
+
+	var c bench.Config
+	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, benchUsage)
+		for _, s := range bench.Scenarios() {
+			fmt.Fprintf(stderr, "  %-8s %s\n", s.Name, s.Summary)
+		}
+		fmt.Fprint(stderr, "\nflags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.Hub, "hub", "", "hub URL, e.g. http://127.0.0.1:3000/.well-known/mercure (required)")
+	fs.StringVar(&c.PublisherToken, "publisher-token", "", "publisher bearer token (default: minted from --key)")
+	fs.StringVar(&c.SubscriberToken, "subscriber-token", "", "subscriber bearer token (default: minted from --key; none for anonymous hubs)")
+	key := fs.String("key", "", "signing key to mint tokens with: the hub's secret, a PEM private key, or @file")
+	alg := fs.String("alg", "", "signing algorithm for minted tokens (default from the key type)")
+	aud := fs.String("aud", "", "audience of minted tokens: the hub's public URL (default --hub)")
+	iss := fs.String("iss", "herald", "issuer of minted tokens: the hub's --jwt-issuer")
+	fs.BoolVar(&c.Draft7, "legacy", false, "draft-07 hub: legacy tokens and the pre-standard protocol")
+	fs.BoolVar(&c.AllowRemote, "allow-remote", false, "allow a hub that is not on loopback")
+	fs.BoolVar(&c.Insecure, "insecure", false, "skip TLS certificate verification")
+	fs.BoolVar(&c.HTTP2, "http2", false, "use HTTP/2 (TLS, or h2c prior knowledge for http://) instead of HTTP/1.1")
+	fs.IntVar(&c.SourceAddrs, "source-addrs", 8, "spread connections over 127.0.0.1..N (1: no binding)")
+	fs.IntVar(&c.Subscribers, "subscribers", 100, "subscriber streams (fanout)")
+	fs.IntVar(&c.Topics, "topics", 1, "topics the subscribers (and publishes) spread over")
+	fs.IntVar(&c.Publishers, "publishers", 0, "concurrent publishers (default: fanout 4, publish 8, resume 64)")
+	fs.Float64Var(&c.Rate, "rate", 100, "fanout: total publish rate, updates/s (the first step of --find-max)")
+	fs.IntVar(&c.Payload, "payload", 100, "bytes of data per update")
+	fs.DurationVar(&c.Duration, "duration", 0, "measured phase: publishing (fanout, publish), each phase (resume) (default 10s; 5s per --find-max step; 30s for resume)")
+	fs.DurationVar(&c.Drain, "drain", 3*time.Second, "fanout: longest wait for deliveries after the last publish; resume: longest stall of a replay")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 60*time.Second, "bound on opening all subscribers")
+	fs.IntVar(&c.ConnectConcurrency, "connect-concurrency", 64, "subscriptions opened at once, per process")
+	fs.BoolVar(&c.FindMax, "find-max", false, "fanout: ramp --rate by 1.5x per step up to the highest with p99 under --p99-bound and zero loss")
+	fs.DurationVar(&c.P99Bound, "p99-bound", 100*time.Millisecond, "find-max latency bound")
+	fs.IntVar(&c.MaxSteps, "max-steps", 12, "find-max: most steps")
+	fs.IntVar(&c.History, "history", 10_000, "resume: updates published before resuming")
+	fs.IntVar(&c.Workers, "workers", 0, "hold the subscribers in this many worker processes (0: as the open-files limit requires, and one from 1,000 subscribers; -1: none)")
+	fs.BoolVar(&c.JSON, "json", false, "print one JSON object instead of the table")
+	fs.StringVar(&c.Report, "report", "", "write a self-contained HTML report to this file")
+	verbose := fs.Bool("v", false, "log the client's reconnections and errors to stderr")
+	cpuProfile := fs.String("cpuprofile", "", "write this process's CPU profile to the file (is the load tool the bottleneck?)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if scenario == "" && fs.NArg() > 0 {
+		scenario = fs.Arg(0)
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return err
+		}
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if scenario == "" {
+		fs.Usage()
+		return errors.New("bench: name a scenario")
+	}
+	if c.Hub == "" {
+		fs.Usage()
+		return errors.New("bench: --hub is required")
+	}
+	if *key != "" {
+		if err := mintBenchTokens(&c, *key, *alg, *aud, *iss); err != nil {
+			return err
+		}
+	}
+	if isTerminal(stderr) && !c.JSON {
+		c.Progress = stderr
+	}
+	if *verbose {
+		c.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	_, err := bench.Run(ctx, scenario, c, stdout)
+	return err
+}
+
+// mintBenchTokens mints what --publisher-token and --subscriber-token did
+// not give: a publisher token for every topic and a subscriber token for
+// every topic (harmless on anonymous hubs, needed on the others).
+func mintBenchTokens(c *bench.Config, key, alg, aud, iss string) error {
+	var algs []string
+	if alg != "" {
+		algs = []string{alg}
+	}
+	k, err := mercure.ParseKey(key, algs)
+	if err != nil {
+		return fmt.Errorf("--key: %w", err)
+	}
+	if aud == "" {
+		aud = c.Hub
+		if u, err := url.Parse(aud); err == nil && (u.Path == "" || u.Path == "/") {
+			u.Path = mercure.DefaultPath
+			aud = u.String()
+		}
+	}
+	o := mercure.MintOptions{Key: k, Alg: alg, TTL: 24 * time.Hour, Issuer: iss, Audience: aud, Subject: "herald-bench", Legacy: c.Draft7}
+	if c.PublisherToken == "" {
+		p := o
+		p.Publish = []string{"*"}
+		if c.PublisherToken, err = mercure.Mint(p); err != nil {
+			return fmt.Errorf("mint publisher token: %w", err)
+		}
+	}
+	if c.SubscriberToken == "" {
+		s := o
+		s.Subscribe = []string{"*"}
+		if c.SubscriberToken, err = mercure.Mint(s); err != nil {
+			return fmt.Errorf("mint subscriber token: %w", err)
+		}
+	}
+	return nil
+}
+
+// isTerminal reports whether w is a character device (a terminal), where
+// a progress line that rewrites itself makes sense.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
