@@ -45,6 +45,10 @@ type Config struct {
 	// ReplayBatch is how many updates a replay reads from the engine at a
 	// time. Default 1024.
 	ReplayBatch int
+	// RandomIDs makes generated ids random (UUIDv4) instead of
+	// time-ordered (UUIDv7): they then reveal nothing, at a cost in
+	// durable publish throughput (see NewID).
+	RandomIDs bool
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 }
@@ -166,7 +170,11 @@ func (h *Hub) Publish(ctx context.Context, m Message) (*Update, error) {
 		return nil, errors.New("hub: update has no topic")
 	}
 	if m.ID == "" {
-		m.ID = NewID()
+		if h.cfg.RandomIDs {
+			m.ID = NewRandomID()
+		} else {
+			m.ID = NewID()
+		}
 	}
 	frame, err := sse.Encode(&sse.Event{ID: m.ID, Type: m.Type, Data: m.Data, Retry: m.Retry})
 	if err != nil {

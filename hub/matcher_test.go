@@ -3,6 +3,7 @@ package hub_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-hub/herald/hub"
 )
@@ -102,4 +103,18 @@ func FuzzMatcher(f *testing.F) {
 			t.Fatal("wildcard did not match")
 		}
 	})
+}
+
+func TestGeneratedIDForms(t *testing.T) {
+	a, b := hub.NewID(), hub.NewID()
+	if a == b || len(a) != 45 || a[23] != '7' || !strings.HasPrefix(a, "urn:uuid:") {
+		t.Fatalf("NewID: %q %q", a, b)
+	}
+	time.Sleep(2 * time.Millisecond)
+	if c := hub.NewID(); c[:22] <= a[:22] {
+		t.Fatalf("NewID not time-ordered: %q then %q", a, c)
+	}
+	if r := hub.NewRandomID(); len(r) != 45 || r[23] != '4' {
+		t.Fatalf("NewRandomID: %q", r)
+	}
 }

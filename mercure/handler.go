@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	whatwg "github.com/nlnwa/whatwg-url/url"
+
 	"github.com/herald-hub/herald/hub"
 )
 
@@ -84,6 +86,8 @@ type Handler struct {
 	origins  map[string]bool
 	anyOrig  bool
 	streams  sync.WaitGroup // streams served outside net/http
+	baseURL  *whatwg.Url    // the hub URL, parsed once for topic resolution
+	hubSeg   string         // last segment of the hub path, for reserved()
 }
 
 // New returns a Handler for cfg.
@@ -119,6 +123,7 @@ func New(cfg Config) (*Handler, error) {
 	meta := *cfg.PublicURL
 	meta.Path = "/.well-known/oauth-protected-resource" + strings.TrimSuffix(cfg.PublicURL.Path, "/")
 	meta.RawPath, meta.RawQuery, meta.Fragment = "", "", ""
+	var err error
 	h := &Handler{
 		cfg:      cfg,
 		hub:      cfg.Hub,
@@ -131,6 +136,11 @@ func New(cfg Config) (*Handler, error) {
 		log:      cfg.Logger,
 		origins:  make(map[string]bool),
 	}
+	if h.baseURL, err = whatwg.Parse(h.base); err != nil {
+		return nil, fmt.Errorf("mercure: public URL: %w", err)
+	}
+	segs := strings.Split(strings.Trim(cfg.PublicURL.Path, "/"), "/")
+	h.hubSeg = segs[len(segs)-1]
 	for _, o := range cfg.CORSOrigins {
 		if o == "*" {
 			h.anyOrig = true

@@ -60,6 +60,12 @@ func TestPublishResponse(t *testing.T) {
 		if r := th.publish(q("topic", "x", "future", "1")); r.status != 200 {
 			t.Fatalf("unknown field: %d %s", r.status, r.body)
 		}
+		// Near misses of the reserved namespace are ordinary topics.
+		for _, topic := range []string{"https://example.com/mercure-news", "/.well-known/mercure-other", "urn:mercure:x", "mercure/x/../../y"} {
+			if r := th.publish(q("topic", topic)); r.status != 200 {
+				t.Fatalf("%s: %d %s", topic, r.status, r.body)
+			}
+		}
 	})
 }
 
@@ -83,6 +89,9 @@ func TestPublishRejects(t *testing.T) {
 			{"reserved encoded", q("topic", "/.well-known/%6Dercure/x"), 400},
 			{"reserved dots", q("topic", "/x/../.well-known/mercure/y"), 400},
 			{"reserved alternate", q("topic", "ok", "topic", "/.well-known/mercure/subscriptions"), 400},
+			{"reserved query-only reference", q("topic", "?x=1"), 400},
+			{"reserved fragment-only reference", q("topic", "#f"), 400},
+			{"reserved backslashes", q("topic", "https://h.example\\.well-known\\mercure\\x"), 400},
 			{"topic with LF", q("topic", "a\nb"), 400},
 			{"topic with NUL", q("topic", "a\x00b"), 400},
 			{"topic with format char", q("topic", "a\u202Eb"), 400},
@@ -546,7 +555,7 @@ func TestSubscribeWhileDraining(t *testing.T) {
 	r := th.do(http.MethodGet, th.url+"?"+q("match", "a"), "", nil)
 	if r.status != 200 || r.header.Get("Content-Type") != "text/event-stream" || !strings.Contains(r.body, "retry: 1000\n") {
 		t.Fatalf("%d %q %q", r.status, r.header.Get("Content-Type"), r.body)
-	}	// A resuming client is told its cursor stands: nothing was lost.
+	} // A resuming client is told its cursor stands: nothing was lost.
 	r = th.do(http.MethodGet, th.url+"?"+q("match", "a"), "", map[string]string{"Last-Event-ID": "x1"})
 	if r.header.Get("Mercure-Last-Event-ID") != "x1" {
 		t.Fatalf("Mercure-Last-Event-ID %q while draining", r.header.Get("Mercure-Last-Event-ID"))

@@ -11,8 +11,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	whatwg "github.com/nlnwa/whatwg-url/url"
-
 	"github.com/herald-hub/herald/hub"
 )
 
@@ -226,7 +224,15 @@ func (h *Handler) checkTopic(t string) *publishError {
 // dot segments are removed and percent-encoded unreserved characters are
 // decoded, so that no spelling of the path slips through.
 func (h *Handler) reserved(topic string) bool {
-	u, err := whatwg.ParseRef(h.base, topic)
+	// Fast path: parsing cannot make up letters. A topic that holds no
+	// percent-escape and not the last segment of the hub path cannot
+	// resolve into that path, unless it is a reference that keeps the
+	// base path whole (one that starts with "?" or "#").
+	if h.hubSeg != "" && topic[0] != '?' && topic[0] != '#' &&
+		!strings.Contains(topic, h.hubSeg) && strings.IndexByte(topic, '%') < 0 {
+		return false
+	}
+	u, err := h.baseURL.Parse(topic)
 	if err != nil {
 		return false
 	}

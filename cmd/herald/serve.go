@@ -32,7 +32,7 @@ import (
 type serveConfig struct {
 	addr, adminAddr, dataDir, engine                     string
 	jwtKey, pubKey, subKey, jwtAlg, jwtIssuer, publicURL string
-	anonymous, h2c                                       bool
+	anonymous, h2c, randomIDs                            bool
 	corsOrigins, protocols                               string
 	heartbeat, historyMaxAge, writeTimeout, shutdown     time.Duration
 	maxLifetime                                          time.Duration
@@ -67,6 +67,7 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (enables HTTPS and HTTP/2)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS key file")
 	fs.BoolVar(&c.h2c, "h2c", false, "also accept cleartext HTTP/2 (prior knowledge)")
+	fs.BoolVar(&c.randomIDs, "random-ids", false, "generate random update ids (UUIDv4) that reveal nothing, instead of time-ordered ones (UUIDv7); durable publishing is slower")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.String("config", "", "config file: one \"flag value\" per line")
@@ -188,6 +189,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		QueueBytes:   c.queueBytes,
 		Heartbeat:    heartbeat,
 		WriteTimeout: c.writeTimeout,
+		RandomIDs:    c.randomIDs,
 	})
 	if err != nil {
 		return err
