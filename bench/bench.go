@@ -94,6 +94,25 @@ type Config struct {
 	// History is the number of updates resume publishes first (default 10000).
 	History int `json:"history,omitempty"`
 
+	// ServerPID is the hub's process, sampled from /proc by idle, churn
+	// and slow (0: none).
+	ServerPID int `json:"server_pid,omitempty"`
+	// MetricsURL is the hub's Prometheus text endpoint for goroutines,
+	// heap and connections; "" means the hub's origin + /metrics, used
+	// only when it answers; "off" reads none.
+	MetricsURL string `json:"metrics_url,omitempty"`
+	// ChurnRate is churn's new connections per second (default 100).
+	ChurnRate float64 `json:"churn_rate,omitempty"`
+	// Settle is how long churn watches the server return to its baseline
+	// (default 60s), and idle waits for it after closing (default 10s).
+	Settle time.Duration `json:"settle,omitempty"`
+	// SlowFraction of slow's subscribers read slowly (default 0.1), as
+	// SlowMode says: "stall" never reads, "slow" pauses SlowDelay (default
+	// 100ms) after every event.
+	SlowFraction float64       `json:"slow_fraction,omitempty"`
+	SlowMode     string        `json:"slow_mode,omitempty"`
+	SlowDelay    time.Duration `json:"slow_delay,omitempty"`
+
 	// Workers puts the subscribers in this many child processes. 0
 	// decides: as many as the open-files limit requires, and one from
 	// 1,000 subscribers so that they do not disturb the publishers'

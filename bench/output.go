@@ -32,33 +32,40 @@ func writeTable(w io.Writer, r *Result) error {
 		}
 		row("subscribers", "%s", s)
 	}
-	pub := fmt.Sprintf("%d", r.Publishers)
-	if r.Rate > 0 {
-		pub += fmt.Sprintf(" at %s/s in all", num(r.Rate))
+	// idle and churn publish nothing: no publisher, delivery or loss rows.
+	quiet := r.Scenario == "idle" || r.Scenario == "churn"
+	if !quiet {
+		pub := fmt.Sprintf("%d", r.Publishers)
+		if r.Rate > 0 {
+			pub += fmt.Sprintf(" at %s/s in all", num(r.Rate))
+		}
+		if r.PayloadBytes > 0 {
+			pub += fmt.Sprintf(", %d-byte payloads", r.PayloadBytes)
+		}
+		row("publishers", "%s", pub)
 	}
-	if r.PayloadBytes > 0 {
-		pub += fmt.Sprintf(", %d-byte payloads", r.PayloadBytes)
-	}
-	row("publishers", "%s", pub)
 	d := fmt.Sprintf("%.1f s", r.DurationS)
 	if r.DrainS > 0 {
 		d += fmt.Sprintf(" + %.2f s drain", r.DrainS)
 	}
 	row("duration", "%s", d)
-	row("published", "%s (%s/s), %d errors", num(float64(r.Published)), num(r.PublishesPerS), r.PublishErrors)
+	if !quiet {
+		row("published", "%s (%s/s), %d errors", num(float64(r.Published)), num(r.PublishesPerS), r.PublishErrors)
+	}
 	if r.PublishLatency != nil && r.Scenario != "publish" {
 		row("publish latency", "%s", pcts(*r.PublishLatency))
 	}
-	switch r.Scenario {
-	case "publish":
+	switch {
+	case quiet:
+	case r.Scenario == "publish":
 		row("publish latency", "%s", pcts(r.Latency))
-	case "resume":
+	case r.Scenario == "resume":
 		writeResume(tw, r)
 	default:
 		row("delivered", "%s of %s expected (%s/s)", num(float64(r.Delivered)), num(float64(r.Expected)), num(r.DeliveriesPerS))
 		row("latency", "%s", pcts(r.Latency))
 	}
-	if r.Scenario != "publish" {
+	if r.Scenario != "publish" && !quiet {
 		row("lost", "%d", r.Lost)
 		row("duplicates", "%d", r.Duplicates)
 		row("out of order", "%d", r.OutOfOrder)
@@ -66,6 +73,9 @@ func writeTable(w io.Writer, r *Result) error {
 			row("unparsed", "%d", r.Unparsed)
 		}
 		row("reconnects", "%d (possible loss reported %d)", r.Reconnects, r.PossibleLoss)
+	}
+	if quiet {
+		row("reconnects", "%d", r.Reconnects)
 	}
 	if r.ServerRSSPerConnKB > 0 {
 		row("server RSS/conn", "%.1f KB", r.ServerRSSPerConnKB)

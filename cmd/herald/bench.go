@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/herald-hub/herald/bench"
+	"github.com/herald-hub/herald/bench/baseline"
 	"github.com/herald-hub/herald/mercure"
 )
 
@@ -22,6 +23,9 @@ const benchUsage = `usage: herald bench SCENARIO --hub URL [flags]
 Measures a Mercure hub, herald or any other. Tokens come from
 --publisher-token/--subscriber-token or are minted from --key.
 Only loopback hubs unless --allow-remote.
+
+  herald bench serve-baseline --addr ADDR   runs the plain net/http SSE
+                                            broadcaster herald is compared with
 
 scenarios:
 `
@@ -32,6 +36,10 @@ scenarios:
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "--worker" {
 		return bench.Worker(ctx, os.Stdin, stdout)
+	}
+	if len(args) > 0 && args[0] == "serve-baseline" {
+		// The plain net/http broadcaster every figure is compared with.
+		return baseline.ServeCommand(ctx, args[1:], stdout, stderr)
 	}
 	var scenario string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -61,12 +69,12 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&c.Insecure, "insecure", false, "skip TLS certificate verification")
 	fs.BoolVar(&c.HTTP2, "http2", false, "use HTTP/2 (TLS, or h2c prior knowledge for http://) instead of HTTP/1.1")
 	fs.IntVar(&c.SourceAddrs, "source-addrs", 8, "spread connections over 127.0.0.1..N (1: no binding)")
-	fs.IntVar(&c.Subscribers, "subscribers", 100, "subscriber streams (fanout)")
+	fs.IntVar(&c.Subscribers, "subscribers", 100, "subscriber streams (fanout, idle, slow: prompt and slow together)")
 	fs.IntVar(&c.Topics, "topics", 1, "topics the subscribers (and publishes) spread over")
 	fs.IntVar(&c.Publishers, "publishers", 0, "concurrent publishers (default: fanout 4, publish 8, resume 64)")
 	fs.Float64Var(&c.Rate, "rate", 100, "fanout: total publish rate, updates/s (the first step of --find-max)")
 	fs.IntVar(&c.Payload, "payload", 100, "bytes of data per update")
-	fs.DurationVar(&c.Duration, "duration", 0, "measured phase: publishing (fanout, publish), each phase (resume) (default 10s; 5s per --find-max step; 30s for resume)")
+	fs.DurationVar(&c.Duration, "duration", 0, "measured phase: publishing (fanout, publish, slow: each of its two runs), each phase (resume), the hold (idle), the churn (default 10s; 5s per --find-max step; 30s for resume)")
 	fs.DurationVar(&c.Drain, "drain", 3*time.Second, "fanout: longest wait for deliveries after the last publish; resume: longest stall of a replay")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 60*time.Second, "bound on opening all subscribers")
 	fs.IntVar(&c.ConnectConcurrency, "connect-concurrency", 64, "subscriptions opened at once, per process")
@@ -74,6 +82,13 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&c.P99Bound, "p99-bound", 100*time.Millisecond, "find-max latency bound")
 	fs.IntVar(&c.MaxSteps, "max-steps", 12, "find-max: most steps")
 	fs.IntVar(&c.History, "history", 10_000, "resume: updates published before resuming")
+	fs.IntVar(&c.ServerPID, "server-pid", 0, "idle, churn, slow: the hub's process id, to sample its RSS, CPU and open fds from /proc")
+	fs.StringVar(&c.MetricsURL, "metrics-url", "", "idle, churn, slow: the hub's Prometheus endpoint for goroutines, heap and connections (default: the hub's origin + /metrics, if it answers; off: none)")
+	fs.Float64Var(&c.ChurnRate, "churn-rate", 100, "churn: new subscribers per second (half leave cleanly, half reset the socket)")
+	fs.DurationVar(&c.Settle, "settle", 0, "churn: longest wait for the server to return to baseline (default 60s); idle: for its connections to go (default 10s)")
+	fs.Float64Var(&c.SlowFraction, "slow-fraction", 0.1, "slow: fraction of --subscribers that read slowly or not at all")
+	fs.StringVar(&c.SlowMode, "slow-mode", "stall", "slow: stall (never read) or slow (one event per --slow-delay)")
+	fs.DurationVar(&c.SlowDelay, "slow-delay", 100*time.Millisecond, "slow: pause after each event in --slow-mode slow")
 	fs.IntVar(&c.Workers, "workers", 0, "hold the subscribers in this many worker processes (0: as the open-files limit requires, and one from 1,000 subscribers; -1: none)")
 	fs.BoolVar(&c.JSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&c.Report, "report", "", "write a self-contained HTML report to this file")

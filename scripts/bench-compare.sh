@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Runs herald bench scenarios against herald and against the plain net/http
+# broadcaster (bench/baseline), one after the other on this machine, each
+# hub in its own process, and writes one JSON result per run into OUT.
+#
+#   scripts/bench-compare.sh OUT-DIR [scenario...]
+#
+# Scenarios: idle10k idle18k fanout fanout-max publish resume churn slow.
+# Everything runs on loopback; every run is bounded by --duration.
+set -euo pipefail
+
+out=${1:?usage: bench-compare.sh OUT-DIR [scenario...]}
+shift
+mkdir -p "$out"
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(idle10k idle18k fanout fanout-max publish resume churn slow)
+
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+herald="$work/herald"
+go build -o "$herald" ./cmd/herald
+key=bench-compare-secret-bench-compare-secret
+port=4100
+
+start_hub() { # kind extra-args...
+	local kind=$1
+	shift
+	port=$((port + 1))
+	hub="http://127.0.0.1:$port/.well-known/mercure"
+	if [ "$kind" = herald ]; then
+		rm -rf "$work/data"
+		"$herald" serve --addr "127.0.0.1:$port" --data-dir "$work/data" --jwt-key "$key" \
+			--anonymous --log-level warn "$@" >"$work/hub.log" 2>&1 &
+	else
+		"$herald" bench serve-baseline --addr "127.0.0.1:$port" >"$work/hub.log" 2>&1 &
+	fi
+	pid=$!
+	for _ in $(seq 100); do
+		curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && return 0
+		curl -s -o /dev/null -X POST "http://127.0.0.1:$port/.well-known/mercure" && return 0
+		sleep 0.1
+	done
+	echo "hub did not start" >&2
+	cat "$work/hub.log" >&2
+	return 1
+}
+
+stop_hub() {
+	kill -INT "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+bench() { # name kind scenario args...
+	local name=$1 kind=$2 scen=$3
+	shift 3
+	echo "== $name ($kind)" >&2
+	"$herald" bench "$scen" --hub "$hub" --key "$key" --server-pid "$pid" --json "$@" \
+		>"$out/$name-$kind.json" 2>"$out/$name-$kind.log" || echo "   (bench exited $?)" >&2
+}
+
+pair() { # name scenario herald-serve-args -- bench-args
+	local name=$1 scen=$2
+	shift 2
+	local serve=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do serve+=("$1"); shift; done
+	shift
+	for kind in herald baseline; do
+		start_hub "$kind" "${serve[@]}"
+		bench "$name" "$kind" "$scen" "$@"
+		stop_hub
+	done
+}
+
+for s in "${scenarios[@]}"; do
+	case $s in
+	idle10k) pair idle10k idle -- --subscribers 10000 --duration 20s ;;
+	idle18k) pair idle18k idle -- --subscribers 18000 --duration 20s ;;
+	fanout) pair fanout fanout -- --subscribers 2500 --topics 1 --rate 80 --payload 100 --duration 20s ;;
+	fanout-max) pair fanout-max fanout -- --subscribers 5000 --topics 1 --payload 100 --find-max --p99-bound 1s --duration 5s ;;
+	publish) pair publish publish -- --publishers 64 --duration 15s ;;
+	resume) # herald only: the baseline keeps no history
+		start_hub herald --history-size 1000000 --history-max-age 0
+		bench resume herald resume --history 1000000 --publishers 64 --duration 120s
+		stop_hub
+		start_hub herald --history-size 1000000 --history-max-age 0
+		bench resume-200k herald resume --history 200000 --publishers 64 --duration 60s
+		stop_hub ;;
+	churn) pair churn churn -- --subscribers 10000 --churn-rate 1000 --duration 10s --settle 60s ;;
+	slow) pair slow slow -- --subscribers 5000 --slow-fraction 0.1 --rate 50 --payload 100 --duration 15s ;;
+	*) echo "unknown scenario $s" >&2 ;;
+	esac
+done
+echo "results in $out" >&2
