@@ -58,6 +58,7 @@ func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result
 	opened := fleet.Stats()
 
 	mon.SetPhase("publishing")
+	cpu := startServerCPU(ctx, cfg.ServerPID)
 	fleet.Start()
 	start := time.Now()
 	out := publish(ctx, e.pubs, pacing{
@@ -87,6 +88,7 @@ func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result
 	}
 	poll.Stop()
 	drained := time.Since(drainStart)
+	serverCPU := cpu.stop(ctx)
 
 	// Count even when interrupted: what arrived so far is still worth showing.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 90*time.Second)
@@ -124,6 +126,7 @@ func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result
 	if out.Elapsed > 0 {
 		r.PublishesPerS = float64(out.Published) / out.Elapsed.Seconds()
 	}
+	serverCPU.report(r, fr.Stats.Delivered, "delivery")
 	if fr.LastDelivery > 0 {
 		if span := time.Duration(fr.LastDelivery - start.UnixNano()); span > 0 {
 			r.DeliveriesPerS = float64(fr.Stats.Delivered) / span.Seconds()
@@ -221,4 +224,59 @@ func okWord(s Step) string {
 		return "ok"
 	}
 	return "FAIL: " + s.Why
+}
+
+// serverCPU measures the CPU time a server process (--server-pid) spends
+// during a measured phase, so that cost per delivery or per publish can be
+// compared between hubs. A zero pid measures nothing.
+type serverCPU struct {
+	pid   int
+	start time.Time
+	cpu0  float64
+	ok    bool
+	secs  float64
+	wall  time.Duration
+}
+
+func startServerCPU(ctx context.Context, pid int) *serverCPU {
+	c := &serverCPU{pid: pid, start: time.Now()}
+	if pid <= 0 {
+		return c
+	}
+	if st, err := SampleServer(ctx, pid, ""); err == nil {
+		c.cpu0, c.ok = st.CPUSeconds, true
+	}
+	return c
+}
+
+func (c *serverCPU) stop(ctx context.Context) *serverCPU {
+	c.wall = time.Since(c.start)
+	if !c.ok {
+		return c
+	}
+	st, err := SampleServer(context.WithoutCancel(ctx), c.pid, "")
+	if err != nil {
+		c.ok = false
+		return c
+	}
+	c.secs = st.CPUSeconds - c.cpu0
+	return c
+}
+
+// report adds server_cpu_s, server_cpu_percent and
+// server_cpu_us_per_<unit> to r.Extra.
+func (c *serverCPU) report(r *Result, n int64, unit string) {
+	if !c.ok {
+		return
+	}
+	if r.Extra == nil {
+		r.Extra = map[string]any{}
+	}
+	r.Extra["server_cpu_s"] = round2(c.secs)
+	if c.wall > 0 {
+		r.Extra["server_cpu_percent"] = round2(100 * c.secs / c.wall.Seconds())
+	}
+	if n > 0 {
+		r.Extra["server_cpu_us_per_"+unit] = round2(1e6 * c.secs / float64(n))
+	}
 }

@@ -26,6 +26,7 @@ func runPublish(ctx context.Context, e *Env) (*Result, error) {
 	var published atomic.Int64
 	mon := e.StartMonitor("publish", func() Counters { return Counters{Published: published.Load()} })
 	mon.SetPhase("publishing")
+	cpu := startServerCPU(ctx, cfg.ServerPID)
 	out := publish(ctx, e.pubs, pacing{
 		Publishers: cfg.Publishers,
 		Duration:   cfg.Duration,
@@ -33,6 +34,7 @@ func runPublish(ctx context.Context, e *Env) (*Result, error) {
 		Payload:    cfg.Payload,
 	}, &published)
 	timeline := mon.Stop()
+	serverCPU := cpu.stop(ctx)
 	lat := percentiles(out.Latency)
 	r := &Result{
 		Topics:         cfg.Topics,
@@ -55,5 +57,6 @@ func runPublish(ctx context.Context, e *Env) (*Result, error) {
 	if out.Published == 0 && out.FirstErr != nil && ctx.Err() == nil {
 		return r, errors.New("no publish succeeded: " + out.FirstErr.Error())
 	}
+	serverCPU.report(r, out.Published, "publish")
 	return r, ctx.Err()
 }
