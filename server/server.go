@@ -245,11 +245,18 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
+	memCtx, stopMem := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.releaseMemory(memCtx, 5*time.Second)
+	}()
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	stopMem()
 	err := s.shutdown(ctx)
 	wg.Wait()
 	if serveErr != nil {
