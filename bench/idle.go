@@ -315,7 +315,9 @@ type serverSample struct {
 func (e *Env) newServerProbe(ctx context.Context) (*serverProbe, error) {
 	cfg := e.Cfg
 	p := &serverProbe{pid: cfg.ServerPID, http: &http.Client{
-		Transport: &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: 5 * time.Minute},
+		// No gzip: compressing the page costs the server a flate writer
+		// per scrape, which would show up in the very figures measured.
+		Transport: &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: 5 * time.Minute, DisableCompression: true},
 		Timeout:   10 * time.Second,
 	}}
 	if p.pid < 0 {
