@@ -85,7 +85,8 @@ type Handler struct {
 	log      *slog.Logger
 	origins  map[string]bool
 	anyOrig  bool
-	streams  sync.WaitGroup // streams served outside net/http
+	streams  sync.WaitGroup // streams served outside net/http, and the hang-up watcher
+	hangups  hangups        // reports clients that left those streams
 	baseURL  *whatwg.Url    // the hub URL, parsed once for topic resolution
 	hubSeg   string         // last segment of the hub path, for reserved()
 }
@@ -136,6 +137,7 @@ func New(cfg Config) (*Handler, error) {
 		log:      cfg.Logger,
 		origins:  make(map[string]bool),
 	}
+	h.hangups.owner = &h.streams
 	if h.baseURL, err = whatwg.Parse(h.base); err != nil {
 		return nil, fmt.Errorf("mercure: public URL: %w", err)
 	}

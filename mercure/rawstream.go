@@ -17,12 +17,15 @@ import (
 //
 // Nobody reads the connection any more, so the hub's clock probes it
 // (Alive) to notice a client that went away without waiting for a write
-// to fail.
+// to fail: on Linux by reading a flag the kernel's hang-up report sets
+// (hangups), elsewhere by a non-blocking peek.
 type rawStream struct {
 	conn  net.Conn
 	probe func() bool // nil: no probe on this platform or connection
 	buf   *[]byte
 	armed time.Time // the write deadline set on conn
+	// unwatch stops the hang-up watch; it must run before conn closes.
+	unwatch func()
 }
 
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
@@ -35,12 +38,19 @@ const rawFlushAt = 32 << 10
 // handles, so no chunked encoding is needed. It returns nil, false when
 // the connection cannot be taken, and the caller then streams through
 // net/http.
-func hijackStream(w http.ResponseWriter, status int) (*rawStream, bool) {
+func hijackStream(w http.ResponseWriter, status int, hu *hangups) (*rawStream, bool) {
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return nil, false
 	}
-	s := &rawStream{conn: conn, probe: newProbe(conn)}
+	s := &rawStream{conn: conn}
+	if gone, stop, ok := hu.watch(conn); ok {
+		// The kernel tells when the client leaves; Alive only reads it.
+		s.probe = func() bool { return !gone.Load() }
+		s.unwatch = stop
+	} else {
+		s.probe = newProbe(conn)
+	}
 	// The request had no body (GET) or it was read whole (QUERY); bytes
 	// still buffered would be a pipelined request, which this connection
 	// will never answer since it closes after the stream.
@@ -133,6 +143,9 @@ func (s *rawStream) Alive() bool {
 }
 
 func (s *rawStream) Close() error {
+	if s.unwatch != nil {
+		s.unwatch()
+	}
 	if s.buf != nil {
 		*s.buf = (*s.buf)[:0]
 		writeBufs.Put(s.buf)

@@ -108,7 +108,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if r.ProtoMajor == 1 && !h.cfg.NoHijack {
-		if rs, ok := hijackStream(w, http.StatusOK); ok {
+		if rs, ok := hijackStream(w, http.StatusOK, &h.hangups); ok {
 			// The stream leaves net/http: this handler returns, which
 			// frees everything net/http keeps for the connection (its
 			// buffers, the request, the deep stack of its goroutine), and
