@@ -99,45 +99,9 @@ func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result
 		return nil, fmt.Errorf("collect subscribers: %w", err)
 	}
 
-	r := &Result{
-		Subscribers:    cfg.Subscribers,
-		Topics:         cfg.Topics,
-		Publishers:     cfg.Publishers,
-		Rate:           rate,
-		PayloadBytes:   max(cfg.Payload, len(appendPayload(nil, Stream{}, 1, start.UnixNano(), 0))),
-		DurationS:      out.Elapsed.Seconds(),
-		DrainS:         drained.Seconds(),
-		Latency:        percentiles(fr.hist),
-		PublishLatency: ptr(percentiles(out.Latency)),
-		Published:      out.Published,
-		PublishErrors:  out.Errors,
-		Delivered:      fr.Stats.Delivered,
-		Expected:       fr.Expected,
-		Lost:           fr.Lost,
-		Duplicates:     fr.Duplicates,
-		OutOfOrder:     fr.OutOfOrder,
-		Unparsed:       fr.Unparsed,
-		Reconnects:     fr.Stats.Reconnects,
-		PossibleLoss:   fr.Stats.PossibleLoss,
-		ConnectErrors:  opened.ConnectErrors,
-		Distribution:   distribution(fr.hist),
-		Timeline:       timeline,
-	}
-	if out.Elapsed > 0 {
-		r.PublishesPerS = float64(out.Published) / out.Elapsed.Seconds()
-	}
+	r := deliveryResult(cfg, rate, cfg.Subscribers, start, drained, out, fr, opened)
+	r.Timeline = timeline
 	serverCPU.report(r, fr.Stats.Delivered, "delivery")
-	if fr.LastDelivery > 0 {
-		if span := time.Duration(fr.LastDelivery - start.UnixNano()); span > 0 {
-			r.DeliveriesPerS = float64(fr.Stats.Delivered) / span.Seconds()
-		}
-	}
-	if out.FirstErr != nil {
-		r.Notes = append(r.Notes, "first publish error: "+out.FirstErr.Error())
-	}
-	for _, msg := range fr.Errors {
-		r.Notes = append(r.Notes, msg)
-	}
 	if rate > 0 && r.PublishesPerS < 0.95*rate && ctx.Err() == nil {
 		r.Notes = append(r.Notes, fmt.Sprintf("publishers reached %.0f/s of the %.0f/s asked: the hub (or this machine) could not take more; add --publishers", r.PublishesPerS, rate))
 	}
@@ -279,4 +243,46 @@ func (c *serverCPU) report(r *Result, n int64, unit string) {
 	if n > 0 {
 		r.Extra["server_cpu_us_per_"+unit] = round2(1e6 * c.secs / float64(n))
 	}
+}
+
+// deliveryResult fills what every scenario that measures deliveries
+// reports from one publish run and its fleet's counts.
+func deliveryResult(cfg Config, rate float64, subscribers int, start time.Time, drained time.Duration,
+	pub publishOutcome, fr *FleetResult, opened FleetStats) *Result {
+	r := &Result{
+		Subscribers:    subscribers,
+		Topics:         cfg.Topics,
+		Publishers:     cfg.Publishers,
+		Rate:           rate,
+		PayloadBytes:   max(cfg.Payload, len(appendPayload(nil, Stream{}, 1, start.UnixNano(), 0))),
+		DurationS:      pub.Elapsed.Seconds(),
+		DrainS:         drained.Seconds(),
+		Latency:        percentiles(fr.hist),
+		PublishLatency: ptr(percentiles(pub.Latency)),
+		Published:      pub.Published,
+		PublishErrors:  pub.Errors,
+		Delivered:      fr.Stats.Delivered,
+		Expected:       fr.Expected,
+		Lost:           fr.Lost,
+		Duplicates:     fr.Duplicates,
+		OutOfOrder:     fr.OutOfOrder,
+		Unparsed:       fr.Unparsed,
+		Reconnects:     fr.Stats.Reconnects,
+		PossibleLoss:   fr.Stats.PossibleLoss,
+		ConnectErrors:  opened.ConnectErrors,
+		Distribution:   distribution(fr.hist),
+	}
+	if pub.Elapsed > 0 {
+		r.PublishesPerS = float64(pub.Published) / pub.Elapsed.Seconds()
+	}
+	if fr.LastDelivery > 0 {
+		if span := time.Duration(fr.LastDelivery - start.UnixNano()); span > 0 {
+			r.DeliveriesPerS = float64(fr.Stats.Delivered) / span.Seconds()
+		}
+	}
+	if pub.FirstErr != nil {
+		r.Notes = append(r.Notes, "first publish error: "+pub.FirstErr.Error())
+	}
+	r.Notes = append(r.Notes, fr.Errors...)
+	return r
 }

@@ -1,20 +1,15 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"net/url"
 	"slices"
 	"time"
-
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 func init() {
@@ -395,51 +390,19 @@ func (p *serverProbe) sample(ctx context.Context) (serverSample, error) {
 func (p *serverProbe) readMetrics(ctx context.Context, s *serverSample) error {
 	ctx, cancel := context.WithTimeout(ctx, procMetricsTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.metrics, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", string(expfmt.FmtText))
-	resp, err := p.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, procMetricsMaxBytes))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", p.metrics, resp.Status)
-	}
-	if err := procParseMetrics(bytes.NewReader(body), &s.ServerStats); err != nil {
-		return err
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	families, err := procFetchMetrics(ctx, p.http, p.metrics)
 	if err != nil {
 		return err
 	}
 	if len(families) == 0 {
 		return errors.New("no metrics")
 	}
+	procFillStats(families, &s.ServerStats)
 	value := func(name string) float64 {
-		mf, ok := families[name]
-		if !ok || len(mf.GetMetric()) == 0 {
-			return -1
+		if v, ok := families.value(name); ok {
+			return v
 		}
-		sum := 0.0
-		for _, m := range mf.GetMetric() {
-			switch {
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetUntyped() != nil:
-				sum += m.GetUntyped().GetValue()
-			}
-		}
-		return sum
+		return -1
 	}
 	s.Subscribers = int(value("herald_subscribers"))
 	s.SlowDisconnects = value("herald_slow_subscriber_disconnects_total")

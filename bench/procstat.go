@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -169,6 +170,16 @@ func procParseStatus(b []byte) (rss uint64, threads int, err error) {
 // procSampleMetrics fetches the text exposition at url and fills the
 // metrics part of st.
 func procSampleMetrics(ctx context.Context, url string, st *ServerStats) error {
+	families, err := procFetchMetrics(ctx, http.DefaultClient, url)
+	if err != nil {
+		return err
+	}
+	procFillStats(families, st)
+	return nil
+}
+
+// procFetchMetrics fetches and parses the text exposition at url.
+func procFetchMetrics(ctx context.Context, c *http.Client, url string) (procFamilies, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, procMetricsTimeout)
@@ -176,59 +187,78 @@ func procSampleMetrics(ctx context.Context, url string, st *ServerStats) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Ask for the classic text format, not protobuf or OpenMetrics.
 	req.Header.Set("Accept", string(expfmt.FmtText))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return procParseMetrics(io.LimitReader(resp.Body, procMetricsMaxBytes), st)
+	return procParseFamilies(io.LimitReader(resp.Body, procMetricsMaxBytes))
 }
 
-// procParseMetrics reads go_goroutines, go_memstats_heap_inuse_bytes and
-// herald_connections from a text exposition into st. A metric with several
-// label sets is summed; an absent one leaves its field as it was.
-func procParseMetrics(r io.Reader, st *ServerStats) error {
+// procFamilies is a parsed text exposition.
+type procFamilies map[string]*dto.MetricFamily
+
+func procParseFamilies(r io.Reader) (procFamilies, error) {
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	value := func(name string) (float64, bool) {
-		mf, ok := families[name]
-		if !ok || len(mf.GetMetric()) == 0 {
-			return 0, false
-		}
-		sum := 0.0
-		for _, m := range mf.GetMetric() {
-			switch {
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetUntyped() != nil:
-				sum += m.GetUntyped().GetValue()
-			default:
-				return 0, false // a histogram or summary is not what we want
-			}
-		}
-		return sum, true
+	return families, nil
+}
+
+// value sums a gauge, counter or untyped metric over its label sets;
+// ok is false when it is absent or of another type.
+func (f procFamilies) value(name string) (float64, bool) {
+	mf, ok := f[name]
+	if !ok || len(mf.GetMetric()) == 0 {
+		return 0, false
 	}
-	if v, ok := value("go_goroutines"); ok {
+	sum := 0.0
+	for _, m := range mf.GetMetric() {
+		switch {
+		case m.GetGauge() != nil:
+			sum += m.GetGauge().GetValue()
+		case m.GetCounter() != nil:
+			sum += m.GetCounter().GetValue()
+		case m.GetUntyped() != nil:
+			sum += m.GetUntyped().GetValue()
+		default:
+			return 0, false // a histogram or summary is not what we want
+		}
+	}
+	return sum, true
+}
+
+// procFillStats reads go_goroutines, go_memstats_heap_inuse_bytes and
+// herald_connections into st; an absent one leaves its field as it was.
+func procFillStats(f procFamilies, st *ServerStats) {
+	if v, ok := f.value("go_goroutines"); ok {
 		st.Goroutines = int(v)
 	}
-	if v, ok := value("go_memstats_heap_inuse_bytes"); ok && v >= 0 {
+	if v, ok := f.value("go_memstats_heap_inuse_bytes"); ok && v >= 0 {
 		st.HeapBytes = uint64(v)
 	}
-	if v, ok := value("herald_connections"); ok {
+	if v, ok := f.value("herald_connections"); ok {
 		st.Connections = int(v)
 	}
+}
+
+// procParseMetrics reads go_goroutines, go_memstats_heap_inuse_bytes and
+// herald_connections from a text exposition into st.
+func procParseMetrics(r io.Reader, st *ServerStats) error {
+	families, err := procParseFamilies(r)
+	if err != nil {
+		return err
+	}
+	procFillStats(families, st)
 	return nil
 }

@@ -229,41 +229,7 @@ func slowPass(ctx context.Context, e *Env, mon *Monitor, cur *atomic.Pointer[slo
 		out.end, _ = probe.sample(ctx)
 	}
 
-	r := &Result{
-		Subscribers:    nPrompt,
-		Topics:         cfg.Topics,
-		Publishers:     cfg.Publishers,
-		Rate:           cfg.Rate,
-		PayloadBytes:   max(cfg.Payload, len(appendPayload(nil, Stream{}, 1, start.UnixNano(), 0))),
-		DurationS:      pub.Elapsed.Seconds(),
-		DrainS:         drained.Seconds(),
-		Latency:        percentiles(fr.hist),
-		PublishLatency: ptr(percentiles(pub.Latency)),
-		Published:      pub.Published,
-		PublishErrors:  pub.Errors,
-		Delivered:      fr.Stats.Delivered,
-		Expected:       fr.Expected,
-		Lost:           fr.Lost,
-		Duplicates:     fr.Duplicates,
-		OutOfOrder:     fr.OutOfOrder,
-		Unparsed:       fr.Unparsed,
-		Reconnects:     fr.Stats.Reconnects,
-		PossibleLoss:   fr.Stats.PossibleLoss,
-		ConnectErrors:  opened.ConnectErrors,
-		Distribution:   distribution(fr.hist),
-	}
-	if pub.Elapsed > 0 {
-		r.PublishesPerS = float64(pub.Published) / pub.Elapsed.Seconds()
-	}
-	if fr.LastDelivery > 0 {
-		if span := time.Duration(fr.LastDelivery - start.UnixNano()); span > 0 {
-			r.DeliveriesPerS = float64(fr.Stats.Delivered) / span.Seconds()
-		}
-	}
-	if pub.FirstErr != nil {
-		r.Notes = append(r.Notes, "first publish error: "+pub.FirstErr.Error())
-	}
-	r.Notes = append(r.Notes, fr.Errors...)
+	r := deliveryResult(cfg, cfg.Rate, nPrompt, start, drained, pub, fr, opened)
 	if cfg.Rate > 0 && r.PublishesPerS < 0.95*cfg.Rate && ctx.Err() == nil {
 		r.Notes = append(r.Notes, fmt.Sprintf("publishers reached %.0f/s of the %.0f/s asked", r.PublishesPerS, cfg.Rate))
 	}
