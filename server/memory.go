@@ -29,6 +29,10 @@ func (s *Server) releaseMemory(ctx context.Context, period time.Duration) {
 			continue
 		}
 		if peak-n >= releaseMin && n <= peak/2 {
+			// Twice: the first collection frees what the connections
+			// held, the second what only became unreachable through it
+			// (pooled buffers dropped at the first, finalized objects).
+			debug.FreeOSMemory()
 			debug.FreeOSMemory()
 			s.log.Debug("returned memory after subscribers left", "peak", peak, "now", n)
 			peak = n
