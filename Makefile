@@ -31,8 +31,11 @@ fuzz:
 		$(GO) test -run='^$$' -fuzz="^$$spec$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
 
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 lint: vet tidy
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) run $(STATICCHECK) ./...
 
 # tidy fails when `go mod tidy` would change go.mod or go.sum.
 tidy:

@@ -105,9 +105,7 @@ func runIdle(ctx context.Context, e *Env) (*Result, error) {
 	fr, ferr := fleet.Finish(fctx, PublishLog{})
 	if ferr == nil {
 		r.Reconnects = fr.Stats.Reconnects
-		for _, msg := range fr.Errors {
-			r.Notes = append(r.Notes, msg)
-		}
+		r.Notes = append(r.Notes, fr.Errors...)
 	}
 	if lost := opened.Open - held.Open; lost > 0 || r.Reconnects > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("while idle, %d streams ended and %d reconnected: the hub does not hold idle streams", max(lost, 0), r.Reconnects))

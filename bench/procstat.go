@@ -251,14 +251,3 @@ func procFillStats(f procFamilies, st *ServerStats) {
 		st.Connections = int(v)
 	}
 }
-
-// procParseMetrics reads go_goroutines, go_memstats_heap_inuse_bytes and
-// herald_connections from a text exposition into st.
-func procParseMetrics(r io.Reader, st *ServerStats) error {
-	families, err := procParseFamilies(r)
-	if err != nil {
-		return err
-	}
-	procFillStats(families, st)
-	return nil
-}

@@ -134,7 +134,6 @@ func percentileChart(title string, d []Quantile) template.HTML {
 	// The maximum sits half a decade beyond the last percentile.
 	if last := d[len(d)-1]; last.Percentile >= 100 {
 		pts = append(pts, [2]float64{maxX + 0.5, last.Ms})
-		maxX += 0.5
 	}
 	xticks := func(lo, hi float64) []tick {
 		var ts []tick

@@ -10,14 +10,12 @@ import (
 // Registerer given to NewMetrics, never on a global one, so two hubs can
 // run in one process.
 type Metrics struct {
-	subscribers  prometheus.Gauge
-	publishes    prometheus.Counter
-	deliveries   prometheus.Counter
-	slow         prometheus.Counter
-	publishLat   prometheus.Histogram
-	reg          prometheus.Registerer
-	queueBytesFn func() float64
-	historyLenFn func() float64
+	subscribers prometheus.Gauge
+	publishes   prometheus.Counter
+	deliveries  prometheus.Counter
+	slow        prometheus.Counter
+	publishLat  prometheus.Histogram
+	reg         prometheus.Registerer
 }
 
 // NewMetrics creates the hub's collectors and registers them on reg; a nil

@@ -445,15 +445,6 @@ func TestValidateDraft8(t *testing.T) {
 	}
 }
 
-func tkJSON(t testing.TB, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // tkForge returns a token with the given header JSON and a junk signature.
 func tkForge(header string) string {
 	h := base64.RawURLEncoding.EncodeToString([]byte(header))

@@ -47,6 +47,7 @@ import (
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/herald-hub/herald/hub"
 )
@@ -177,7 +178,7 @@ func Open(path string, opts Options) (*Engine, error) {
 		opts.tune(bo)
 	}
 	db, err := bbolt.Open(path, 0o600, bo)
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open history %s: locked by another process for %v (is another herald using it?)", path, bo.Timeout)
 	}
 	if err != nil {
@@ -546,7 +547,7 @@ func (e *Engine) Read(ctx context.Context, after uint64, limit int) ([]*hub.Upda
 }
 
 func (e *Engine) viewErr(err error) error {
-	if errors.Is(err, bbolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return hub.ErrClosed
 	}
 	return err

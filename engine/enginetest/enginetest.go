@@ -565,7 +565,7 @@ func (s *suite) testCloseWhileBusy(t *testing.T) {
 					return
 				}
 				if err != nil {
-					report(fmt.Errorf("Append: %w", err))
+					report(fmt.Errorf("append: %w", err))
 					return
 				}
 				acked.Add(1)
@@ -583,7 +583,7 @@ func (s *suite) testCloseWhileBusy(t *testing.T) {
 					return
 				}
 				if err != nil {
-					report(fmt.Errorf("Read or Lookup: %w", err))
+					report(fmt.Errorf("read or lookup: %w", err))
 					return
 				}
 				if closeDone.Load() {
