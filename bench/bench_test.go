@@ -298,7 +298,12 @@ func TestFanoutWorkers(t *testing.T) {
 
 func TestRefusesRemote(t *testing.T) {
 	_, err := Run(t.Context(), "fanout", Config{Hub: "http://192.0.2.1/.well-known/mercure"}, &bytes.Buffer{})
-	if err == nil || !strings.Contains(err.Error(), "not loopback") {
+	if err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Fatalf("err %v", err)
+	}
+	// A name is refused without being resolved.
+	_, err = Run(t.Context(), "fanout", Config{Hub: "http://hub.example/.well-known/mercure"}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "is a name") {
 		t.Fatalf("err %v", err)
 	}
 	if _, err := Run(t.Context(), "nope", Config{Hub: "http://127.0.0.1:1/"}, &bytes.Buffer{}); err == nil {
