@@ -39,11 +39,12 @@ lint: vet tidy
 
 # tidy fails when `go mod tidy` would change go.mod or go.sum.
 tidy:
-	@cp go.mod /tmp/herald-go.mod.bak; cp go.sum /tmp/herald-go.sum.bak; \
+	@bak=$$(mktemp -d); cp go.mod go.sum "$$bak"/; \
 	$(GO) mod tidy; \
-	if ! cmp -s go.mod /tmp/herald-go.mod.bak || ! cmp -s go.sum /tmp/herald-go.sum.bak; then \
-		cp /tmp/herald-go.mod.bak go.mod; cp /tmp/herald-go.sum.bak go.sum; \
-		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
+	if ! cmp -s go.mod "$$bak"/go.mod || ! cmp -s go.sum "$$bak"/go.sum; then \
+		cp "$$bak"/go.mod "$$bak"/go.sum .; rm -rf "$$bak"; \
+		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi; \
+	rm -rf "$$bak"
 
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./sse/ ./hub/ ./engine/...
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./sse/ ./hub/ ./engine/... ./mercure/
