@@ -20,10 +20,11 @@ import (
 // to fail: on Linux by reading a flag the kernel's hang-up report sets
 // (hangups), elsewhere by a non-blocking peek.
 type rawStream struct {
-	conn  net.Conn
-	probe func() bool // nil: no probe on this platform or connection
-	buf   *[]byte
-	armed time.Time // the write deadline set on conn
+	conn   net.Conn
+	probe  func() bool // nil: no probe on this platform or connection
+	buf    *[]byte
+	single []byte    // the batch's only frame so far, not copied
+	armed  time.Time // the write deadline set on conn
 	// unwatch stops the hang-up watch; it must run before conn closes.
 	unwatch func()
 }
@@ -87,8 +88,20 @@ func (s *rawStream) buffer() *[]byte {
 	return s.buf
 }
 
+// Write queues p for the next Flush. The first frame of a batch is only
+// referenced, not copied: frames are shared and never modified, and a
+// batch of one frame, the common case, then goes out without touching the
+// buffer pool.
 func (s *rawStream) Write(p []byte) (int, error) {
+	if s.buf == nil && s.single == nil {
+		s.single = p
+		return len(p), nil
+	}
 	b := s.buffer()
+	if s.single != nil {
+		*b = append(*b, s.single...)
+		s.single = nil
+	}
 	*b = append(*b, p...)
 	if len(*b) >= rawFlushAt {
 		if err := s.Flush(); err != nil {
@@ -101,6 +114,12 @@ func (s *rawStream) Write(p []byte) (int, error) {
 // Flush writes the buffered frames in one write and returns the buffer
 // to the pool, so an idle stream holds none.
 func (s *rawStream) Flush() error {
+	if s.single != nil {
+		p := s.single
+		s.single = nil
+		_, err := s.conn.Write(p)
+		return err
+	}
 	if s.buf == nil {
 		return nil
 	}
