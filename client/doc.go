@@ -30,9 +30,9 @@
 // bound, or one that would outlive the context's deadline, ends the retries
 // at once with the *HubError, which carries it.
 //
-// A circuit breaker (github.com/sony/gobreaker/v2, the breaker the design
-// names: small, generic, with a two-step API that lets one attempt's outcome
-// be classified after the fact) watches every attempt: transport errors and
+// A circuit breaker (github.com/sony/gobreaker/v2: small, generic, with a
+// two-step API that lets one attempt's outcome be classified after the
+// fact) watches every attempt: transport errors and
 // 5xx answers count as failures, 2xx and 4xx answers as successes (a 4xx is
 // the caller's fault, proof that the hub is up), and attempts cut short by
 // the caller's context count as neither. Once it opens, Publish fails at
