@@ -220,6 +220,16 @@ func churnOne(ctx context.Context, e *Env, st *churnStats, lat *recorder, i int,
 	cctx, cancel := context.WithTimeout(ctx, churnConnectTimeout)
 	defer cancel()
 	t0 := time.Now()
+	// stay holds an open subscription for its life, then leaves with
+	// leave and counts how it left.
+	stay := func(leave func(), how *atomic.Int64) {
+		lat.record(i, time.Since(t0))
+		st.opened()
+		sleepFor(ctx, life)
+		leave()
+		st.open.Add(-1)
+		how.Add(1)
+	}
 	if i%2 == 0 {
 		// Clean: the client, closed by its owner.
 		sctx, scancel := context.WithCancel(ctx)
@@ -242,12 +252,7 @@ func churnOne(ctx context.Context, e *Env, st *churnStats, lat *recorder, i int,
 			st.connectErr(ctx, err)
 			return
 		}
-		lat.record(i, time.Since(t0))
-		st.opened()
-		sleepFor(ctx, life)
-		sub.Close()
-		st.open.Add(-1)
-		st.Clean.Add(1)
+		stay(sub.Close, &st.Clean)
 		return
 	}
 	// Abrupt: a raw connection, reset.
@@ -256,12 +261,7 @@ func churnOne(ctx context.Context, e *Env, st *churnStats, lat *recorder, i int,
 		st.connectErr(ctx, err)
 		return
 	}
-	lat.record(i, time.Since(t0))
-	st.opened()
-	sleepFor(ctx, life)
-	rc.reset()
-	st.open.Add(-1)
-	st.Reset.Add(1)
+	stay(rc.reset, &st.Reset)
 }
 
 func sleepFor(ctx context.Context, d time.Duration) bool {
