@@ -93,6 +93,10 @@ type Config struct {
 
 	// History is the number of updates resume publishes first (default 10000).
 	History int `json:"history,omitempty"`
+	// RestartCmd, when set, is run by resume with `sh -c` between
+	// publishing and resuming; it must restart the hub at the same
+	// address. The replays then measure a hub that has just started.
+	RestartCmd string `json:"restart_cmd,omitempty"`
 
 	// ServerPID is the hub's process, sampled from /proc by idle, churn
 	// and slow (0: none).

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -130,6 +133,15 @@ func runResume(ctx context.Context, e *Env) (*Result, error) {
 		pos[id] = i
 	}
 
+	if cfg.RestartCmd != "" {
+		mon.SetPhase("restarting")
+		took, err := restartHub(ctx, e)
+		if err != nil {
+			return r, err
+		}
+		r.Extra["restart_s"] = seconds(took.Seconds())
+	}
+
 	late := len(order) - 1 - max(len(order)/100, 1)
 	cases := []struct {
 		name string
@@ -163,6 +175,52 @@ func runResume(ctx context.Context, e *Env) (*Result, error) {
 	}
 	r.Timeline = mon.Stop()
 	return r, ctx.Err()
+}
+
+// restartHub runs Cfg.RestartCmd and waits, within ConnectTimeout, for
+// the hub to answer HTTP again. It returns the time from the command's
+// start to the first answer.
+func restartHub(ctx context.Context, e *Env) (time.Duration, error) {
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, e.Cfg.ConnectTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, "sh", "-c", e.Cfg.RestartCmd) //nolint:gosec // the operator's own command
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return 0, fmt.Errorf("--restart-cmd: %w", err)
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if hubAnswers(cctx, e) {
+			return time.Since(start), nil
+		}
+		select {
+		case <-cctx.Done():
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+			return 0, fmt.Errorf("the hub did not answer within %s of --restart-cmd", e.Cfg.ConnectTimeout)
+		case <-t.C:
+		}
+	}
+}
+
+// hubAnswers reports whether a HEAD request to the hub gets any HTTP
+// answer within a second.
+func hubAnswers(ctx context.Context, e *Env) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, e.Cfg.Hub, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := e.pubHTTP.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return true
 }
 
 // dedupe keeps the first occurrence of each id.

@@ -5,7 +5,8 @@
 #
 #   scripts/bench-compare.sh OUT-DIR [scenario...]
 #
-# Scenarios: idle10k idle18k fanout fanout-max publish resume churn slow.
+# Scenarios: idle10k idle18k fanout fanout-max publish resume resume-restart
+# resume-cold churn slow.
 # Everything runs on loopback; every run is bounded by --duration.
 set -euo pipefail
 
@@ -48,12 +49,16 @@ start_hub() { # kind extra-args...
 stop_hub() {
 	kill -INT "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
+	# A hub restarted by --restart-cmd is not this shell's child.
+	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+	kill -KILL "$pid" 2>/dev/null || true
 }
 
 bench() { # name kind scenario args...
 	local name=$1 kind=$2 scen=$3
 	shift 3
 	echo "== $name ($kind)" >&2
+	echo "$pid" >"$work/hub.pid"
 	"$herald" bench "$scen" --hub "$hub" --key "$key" --server-pid "$pid" --json "$@" \
 		>"$out/$name-$kind.json" 2>"$out/$name-$kind.log" || echo "   (bench exited $?)" >&2
 }
@@ -84,6 +89,26 @@ for s in "${scenarios[@]}"; do
 		stop_hub
 		start_hub herald --history-size 1000000 --history-max-age 0
 		bench resume-200k herald resume --history 200000 --publishers 64 --duration 60s
+		stop_hub ;;
+	resume-restart | resume-cold) # herald only: a crash between publishing and resuming;
+		# resume-cold also empties the page cache, as a machine reboot does.
+		drop=:
+		[ "$s" = resume-cold ] && drop='echo 3 >/proc/sys/vm/drop_caches || echo "page cache not dropped" >&2'
+		start_hub herald --history-size 1000000 --history-max-age 0
+		cat >"$work/restart.sh" <<-EOF
+			set -e
+			old=\$(cat "$work/hub.pid")
+			kill -KILL "\$old"
+			while kill -0 "\$old" 2>/dev/null; do sleep 0.01; done
+			sync
+			$drop
+			"$herald" serve --addr 127.0.0.1:$port --data-dir "$work/data" --jwt-key "$key" \\
+				--anonymous --log-level warn --history-size 1000000 --history-max-age 0 >>"$work/hub.log" 2>&1 &
+			echo \$! >"$work/hub.pid"
+		EOF
+		bench "$s" herald resume --history 1000000 --publishers 64 --duration 120s \
+			--restart-cmd "sh $work/restart.sh"
+		pid=$(cat "$work/hub.pid")
 		stop_hub ;;
 	churn) pair churn churn -- --subscribers 10000 --churn-rate 1000 --duration 10s --settle 60s ;;
 	slow) pair slow slow -- --subscribers 5000 --slow-fraction 0.1 --rate 50 --payload 100 --duration 15s ;;

@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,8 @@ const (
 	// DefaultLockTimeout is how long Open waits for the file lock that
 	// another process holds.
 	DefaultLockTimeout = 2 * time.Second
+	// DefaultWarm is how much of the file Open warms by default.
+	DefaultWarm = 1 << 30
 	// MaxIDLen is the longest id the engine stores: bbolt keys are at most
 	// 32 KiB, and an index key is the id plus 9 bytes.
 	MaxIDLen = bbolt.MaxKeySize - 9
@@ -84,6 +87,13 @@ type Options struct {
 	NoSync bool
 	// Now is the clock for retention by age; nil means time.Now.
 	Now func() time.Time
+	// Warm bounds how many bytes of an existing file Open reads into the
+	// operating system's page cache, from a background goroutine, so that
+	// the replays after a cold start (a reboot) do not wait for one disk
+	// read per 4 KiB page: bbolt maps the file for random access, which
+	// turns the kernel's readahead off. Zero means DefaultWarm; negative
+	// turns warming off.
+	Warm int64
 
 	// tune adjusts bbolt's options; benchmarks use it to compare settings.
 	tune func(*bbolt.Options)
@@ -111,7 +121,11 @@ type Engine struct {
 	reqs  chan *request // unbuffered: a request is taken or not, never queued
 	quit  chan struct{} // closed by Close
 	ended chan struct{} // closed by the writer when it returns
-	count atomic.Int64  // retained records, for HistoryLen
+	// warmed is closed when the warming goroutine returns; warmedBytes
+	// counts what it read.
+	warmed      chan struct{}
+	warmedBytes atomic.Int64
+	count       atomic.Int64 // retained records, for HistoryLen
 	// commits counts append transactions; benchmarks report the batch size.
 	commits atomic.Int64
 
@@ -151,6 +165,7 @@ func Open(path string, opts Options) (*Engine, error) {
 		reqs:     make(chan *request),
 		quit:     make(chan struct{}),
 		ended:    make(chan struct{}),
+		warmed:   make(chan struct{}),
 	}
 	if e.logger == nil {
 		e.logger = slog.New(slog.DiscardHandler)
@@ -191,7 +206,45 @@ func Open(path string, opts Options) (*Engine, error) {
 	}
 	e.count.Store(e.n)
 	go e.run()
+	warm := opts.Warm
+	if warm == 0 {
+		warm = DefaultWarm
+	}
+	go e.warm(path, warm) // ends by itself, or at Close
 	return e, nil
+}
+
+// warmChunk is what warm reads at once: large enough for the disk to
+// stream, small enough that a lookup's read never queues long behind it.
+const warmChunk = 1 << 20
+
+// warm reads up to limit bytes of the file at path, front to back, one
+// chunk at a time, so that its pages are in the page cache when replays
+// need them. It stops at Close.
+func (e *Engine) warm(path string, limit int64) {
+	defer close(e.warmed)
+	if limit < 0 {
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	buf := make([]byte, warmChunk)
+	for off := int64(0); off < limit; {
+		select {
+		case <-e.quit:
+			return
+		default:
+		}
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), limit-off)], off)
+		off += int64(n)
+		e.warmedBytes.Store(off)
+		if err != nil { // io.EOF at the end of the file
+			return
+		}
+	}
 }
 
 // load creates the buckets and restores the last Seq and the count.
@@ -563,6 +616,7 @@ func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		close(e.quit)
 		<-e.ended
+		<-e.warmed
 		e.closeErr = e.db.Close()
 	})
 	return e.closeErr

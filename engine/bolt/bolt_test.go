@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -170,5 +171,63 @@ func checkTrimStep(t *testing.T, path string, n int64) {
 	k, _ := tx.Bucket(bucketLog).Cursor().First()
 	if !res.more || left != n-128 || binary.BigEndian.Uint64(k) != 129 {
 		t.Fatalf("trim step: more=%v, count %d, front %x; want more, %d, 129", res.more, left, k, n-128)
+	}
+}
+
+// TestWarm checks that Open reads an existing file into the page cache up
+// to Options.Warm, and that Close stops the reading.
+func TestWarm(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "herald.db")
+	e, err := Open(path, Options{NoSync: true, Warm: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3000 {
+		u := &hub.Update{ID: fmt.Sprintf("urn:test:%d", i), Topics: []string{"t"}, Frame: make([]byte, 1000)}
+		if err := e.Append(t.Context(), u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-e.warmed
+	if n := e.warmedBytes.Load(); n != 0 {
+		t.Errorf("Warm -1 read %d bytes", n)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() < 2*warmChunk {
+		t.Fatalf("file of %d bytes: too small to warm in several chunks", st.Size())
+	}
+	for _, tc := range []struct {
+		warm, want int64
+	}{
+		{0, st.Size()},
+		{st.Size() + warmChunk, st.Size()},
+		{4096, 4096},
+		{warmChunk + 100, warmChunk + 100},
+	} {
+		e, err := Open(path, Options{NoSync: true, Warm: tc.warm})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-e.warmed
+		if got := e.warmedBytes.Load(); got != tc.want {
+			t.Errorf("Warm %d of a %d-byte file read %d bytes, want %d", tc.warm, st.Size(), got, tc.want)
+		}
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Close while warming: returns, and the goroutine is gone (goleak).
+	e, err = Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
