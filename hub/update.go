@@ -101,6 +101,26 @@ func (u *Update) UnmarshalBinary(data []byte) error {
 	return nil
 }
 
+// RecordHead returns the ID and Time of an update encoded by
+// MarshalBinary without decoding the rest: engines that trim their history
+// by age need no more, and the id aliases data.
+func RecordHead(data []byte) (id []byte, t time.Time, err error) {
+	if len(data) < 1 || data[0] != codecVersion {
+		return nil, time.Time{}, ErrCorrupt
+	}
+	d := data[1:]
+	ns, n := binary.Varint(d)
+	if n <= 0 || len(d) < n+1 {
+		return nil, time.Time{}, ErrCorrupt
+	}
+	d = d[n+1:] // the time, then the flags byte
+	l, n := binary.Uvarint(d)
+	if n <= 0 || l > uint64(len(d)-n) {
+		return nil, time.Time{}, ErrCorrupt
+	}
+	return d[n : n+int(l)], time.Unix(0, ns), nil
+}
+
 func readString(d []byte) (string, []byte, error) {
 	l, n := binary.Uvarint(d)
 	if n <= 0 || l > uint64(len(d)-n) {

@@ -30,6 +30,12 @@ func tooLarge(format string, a ...any) *publishError {
 	return &publishError{http.StatusRequestEntityTooLarge, fmt.Sprintf(format, a...)}
 }
 
+// The answers to forms with too many fields; built once, not per request.
+var (
+	errPublishFields   = &publishError{http.StatusRequestEntityTooLarge, "form has too many fields"}
+	errSubscribeFields = &publishError{http.StatusBadRequest, "too many parameters in the body"}
+)
+
 // publish handles POST: parse, authenticate, validate, authorize, then
 // store durably and answer the id. Nothing is stored unless every check
 // passed.
@@ -39,7 +45,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		plainError(w, http.StatusBadRequest, "query string has too many parameters")
 		return
 	}
-	form, perr := h.readForm(w, r, 4*h.cfg.MaxTopics+64, tooLarge("form has too many fields"))
+	form, perr := h.readForm(w, r, 4*h.cfg.MaxTopics+64, errPublishFields)
 	if perr != nil {
 		plainError(w, perr.status, perr.msg)
 		return

@@ -33,7 +33,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		var body []field
 		var perr *publishError
 		if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
-			body, perr = h.readForm(w, r, 2*h.cfg.MaxMatchers+16, badRequest("too many parameters in the body"))
+			body, perr = h.readForm(w, r, 2*h.cfg.MaxMatchers+16, errSubscribeFields)
 		}
 		if perr != nil {
 			plainError(w, perr.status, perr.msg)

@@ -487,6 +487,7 @@ func (e *Engine) trim(tx *bbolt.Tx, now time.Time, budget int, n *int64) (trimRe
 	log, ids := tx.Bucket(bucketLog), tx.Bucket(bucketIDs)
 	c := log.Cursor()
 	cutoff := now.Add(-e.maxAge)
+	var key []byte
 	for {
 		// Deleting under a cursor moves it: seek the front again.
 		k, v := c.First()
@@ -502,25 +503,26 @@ func (e *Engine) trim(tx *bbolt.Tx, now time.Time, budget int, n *int64) (trimRe
 			// The front is known and still fresh: save a decode per commit.
 			return trimResult{expiry: e.head.time.Add(e.maxAge)}, nil
 		}
-		var u hub.Update
-		corrupt := false
-		if err := u.UnmarshalBinary(v); err != nil {
+		id, at, err := hub.RecordHead(v)
+		corrupt := err != nil
+		if corrupt {
 			// A record that cannot be decoded must not wedge the writer:
 			// drop it. Its index key stays behind, harmlessly pointing
 			// before the front.
 			e.logger.Error("drop corrupt record", "seq", seq, "err", err)
-			corrupt = true
 		}
-		expired := corrupt || e.maxAge > 0 && u.Time.Before(cutoff)
+		expired := corrupt || e.maxAge > 0 && at.Before(cutoff)
 		if !over && !expired {
-			e.head.seq, e.head.time = seq, u.Time
-			return trimResult{expiry: u.Time.Add(e.maxAge)}, nil
+			e.head.seq, e.head.time = seq, at
+			return trimResult{expiry: at.Add(e.maxAge)}, nil
 		}
 		if budget == 0 {
 			return trimResult{more: true}, nil
 		}
 		if !corrupt {
-			if err := ids.Delete(appendIDKey(nil, u.ID, seq)); err != nil {
+			// Deleting keeps no reference to the key: one buffer serves.
+			key = appendIDKey(key[:0], id, seq)
+			if err := ids.Delete(key); err != nil {
 				return trimResult{}, err
 			}
 		}
@@ -543,7 +545,7 @@ func putMeta(tx *bbolt.Tx, last uint64, n int64) error {
 
 // appendIDKey appends the index key of id at seq: id, NUL, big-endian seq.
 // ids never contain NUL, so id + NUL is a prefix of the keys of id only.
-func appendIDKey(b []byte, id string, seq uint64) []byte {
+func appendIDKey[S ~string | ~[]byte](b []byte, id S, seq uint64) []byte {
 	b = append(b, id...)
 	b = append(b, 0)
 	return binary.BigEndian.AppendUint64(b, seq)
