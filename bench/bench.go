@@ -93,6 +93,10 @@ type Config struct {
 
 	// History is the number of updates resume publishes first (default 10000).
 	History int `json:"history,omitempty"`
+	// Attached is the number of subscribers publish holds open on a topic
+	// it does not publish to, so that publish latency can be compared with
+	// and without a crowd connected.
+	Attached int `json:"attached,omitempty"`
 	// RestartCmd, when set, is run by resume with `sh -c` between
 	// publishing and resuming; it must restart the hub at the same
 	// address. The replays then measure a hub that has just started.

@@ -58,6 +58,7 @@ type seen struct {
 	protos   map[int]int         // requests by HTTP major version
 	pubConns map[string]struct{} // remote addresses of publishes
 	sources  map[string]struct{} // source IPs
+	gets     int                 // subscription requests
 }
 
 func (s *seen) wrap(h http.Handler) http.Handler {
@@ -68,6 +69,9 @@ func (s *seen) wrap(h http.Handler) http.Handler {
 		s.sources[host] = struct{}{}
 		if r.Method == http.MethodPost {
 			s.pubConns[r.RemoteAddr] = struct{}{}
+		}
+		if r.Method == http.MethodGet {
+			s.gets++
 		}
 		s.mu.Unlock()
 		h.ServeHTTP(w, r)
@@ -211,6 +215,25 @@ func TestPublishHerald(t *testing.T) {
 	}
 	if r.Latency.P50 <= 0 || r.PublishLatency == nil || *r.PublishLatency != r.Latency {
 		t.Errorf("latency %+v, publish latency %+v", r.Latency, r.PublishLatency)
+	}
+}
+
+// TestPublishAttached: --attached subscribers are open while publishing,
+// on a topic of their own, and are reported.
+func TestPublishAttached(t *testing.T) {
+	cfg, sn := newHerald(t, h1)
+	cfg.Publishers, cfg.Duration, cfg.Attached = 2, 500*time.Millisecond, 20
+	r, _ := run(t, "publish", cfg)
+	if r.Published == 0 || r.PublishErrors != 0 {
+		t.Fatalf("published %d, %d errors: %v", r.Published, r.PublishErrors, r.Notes)
+	}
+	if r.Subscribers != 20 || r.Delivered != 0 {
+		t.Errorf("subscribers %d, delivered %d: want 20 attached that receive nothing", r.Subscribers, r.Delivered)
+	}
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.gets != 20 {
+		t.Errorf("hub saw %d subscription requests, want 20", sn.gets)
 	}
 }
 

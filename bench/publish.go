@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -10,21 +11,41 @@ import (
 func init() {
 	Register(Scenario{
 		Name:     "publish",
-		Summary:  "C concurrent publishers on keep-alive connections, no subscribers: publishes/s and publish latency",
+		Summary:  "C concurrent publishers on keep-alive connections, no subscribers (or --attached ones on another topic): publishes/s and publish latency",
 		Defaults: func(c *Config) { setDefault(&c.Publishers, 8) },
 		Budget: func(c *Config) time.Duration {
-			return c.Duration + 60*time.Second // the last publishes may take the client's full timeout
+			// The last publishes may take the client's full timeout.
+			return c.ConnectTimeout + c.Duration + 60*time.Second
 		},
 		Run: runPublish,
 	})
 }
 
 // runPublish publishes as fast as the hub acknowledges, each publisher one
-// update at a time, for Cfg.Duration.
+// update at a time, for Cfg.Duration, with Cfg.Attached subscribers
+// connected to a topic nobody publishes to.
 func runPublish(ctx context.Context, e *Env) (*Result, error) {
 	cfg := e.Cfg
 	var published atomic.Int64
-	mon := e.StartMonitor("publish", func() Counters { return Counters{Published: published.Load()} })
+	var fleet Fleet
+	if cfg.Attached > 0 {
+		fleet = e.NewFleet(FleetSpec{Subscribers: cfg.Attached, Topics: e.Topics("publish-attached", 1)})
+		defer fleet.Close()
+	}
+	mon := e.StartMonitor("publish", func() Counters {
+		c := Counters{Published: published.Load()}
+		if fleet != nil {
+			c.Open = fleet.Stats().Open
+		}
+		return c
+	})
+	defer mon.Stop()
+	if fleet != nil {
+		mon.SetPhase("connecting")
+		if err := fleet.Open(ctx); err != nil {
+			return nil, fmt.Errorf("open attached subscribers: %w", err)
+		}
+	}
 	mon.SetPhase("publishing")
 	cpu := startServerCPU(ctx, cfg.ServerPID)
 	out := publish(ctx, e.pubs, pacing{
@@ -47,6 +68,13 @@ func runPublish(ctx context.Context, e *Env) (*Result, error) {
 		PublishErrors:  out.Errors,
 		Distribution:   distribution(out.Latency),
 		Timeline:       timeline,
+	}
+	if fleet != nil {
+		st := fleet.Stats()
+		r.Subscribers = int(st.Open)
+		if st.Open < int64(cfg.Attached) {
+			r.Notes = append(r.Notes, fmt.Sprintf("%d of %d attached subscribers were open at the end", st.Open, cfg.Attached))
+		}
 	}
 	if out.Elapsed > 0 {
 		r.PublishesPerS = float64(out.Published) / out.Elapsed.Seconds()

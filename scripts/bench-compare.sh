@@ -5,8 +5,8 @@
 #
 #   scripts/bench-compare.sh OUT-DIR [scenario...]
 #
-# Scenarios: idle10k idle18k fanout fanout-max publish resume resume-restart
-# resume-cold churn slow.
+# Scenarios: idle10k idle18k fanout fanout-max publish publish-attached
+# publish-fanout resume resume-restart resume-cold churn slow.
 # Everything runs on loopback; every run is bounded by --duration.
 set -euo pipefail
 
@@ -83,6 +83,12 @@ for s in "${scenarios[@]}"; do
 	fanout) pair fanout fanout -- --subscribers 2500 --topics 1 --rate 80 --payload 100 --duration 20s ;;
 	fanout-max) pair fanout-max fanout -- --subscribers 5000 --topics 1 --payload 100 --find-max --p99-bound 1s --duration 5s ;;
 	publish) pair publish publish -- --publishers 64 --duration 15s ;;
+	publish-attached) # 8 publishers alone, then with 5,000 subscribers connected to another topic
+		pair publish8 publish -- --publishers 8 --duration 15s
+		pair publish8-attached5000 publish -- --publishers 8 --attached 5000 --duration 15s ;;
+	publish-fanout) # 8 publishers at 50 updates/s to 5,000 subscribers of the topic, then to 1
+		pair publish-fanout5000 fanout -- --subscribers 5000 --publishers 8 --rate 50 --payload 100 --duration 15s
+		pair publish-fanout1 fanout -- --subscribers 1 --publishers 8 --rate 50 --payload 100 --duration 15s ;;
 	resume) # herald only: the baseline keeps no history
 		start_hub herald --history-size 1000000 --history-max-age 0
 		bench resume herald resume --history 1000000 --publishers 64 --duration 120s

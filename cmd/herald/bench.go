@@ -82,6 +82,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&c.P99Bound, "p99-bound", 100*time.Millisecond, "find-max latency bound")
 	fs.IntVar(&c.MaxSteps, "max-steps", 12, "find-max: most steps")
 	fs.IntVar(&c.History, "history", 10_000, "resume: updates published before resuming")
+	fs.IntVar(&c.Attached, "attached", 0, "publish: subscribers held open on another topic while publishing")
 	fs.StringVar(&c.RestartCmd, "restart-cmd", "", "resume: shell command run between publishing and resuming that restarts the hub at the same address")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "idle, churn, slow: the hub's process id, to sample its RSS, CPU and open fds from /proc")
 	fs.StringVar(&c.MetricsURL, "metrics-url", "", "idle, churn, slow: the hub's Prometheus endpoint for goroutines, heap and connections (default: the hub's origin + /metrics, if it answers; off: none)")
