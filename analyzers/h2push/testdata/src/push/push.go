@@ -25,7 +25,7 @@ func withOptions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opts := &http.PushOptions{Header: http.Header{"Accept-Encoding": r.Header["Accept-Encoding"]}} // want `HTTP/2 server push options`
-	if err := p.Push("/style.css", opts); err != nil { // want `replace Push`
+	if err := p.Push("/style.css", opts); err != nil {                                             // want `replace Push`
 		log.Printf("push: %v", err)
 	}
 }
@@ -210,7 +210,9 @@ func useStack() {
 }
 
 // An interface of its own that happens to be called Pusher.
-type Pusher interface{ Push(target string, opts *http.PushOptions) error }
+type Pusher interface {
+	Push(target string, opts *http.PushOptions) error
+}
 
 type queue struct{ items []string }
 
