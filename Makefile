@@ -1,15 +1,15 @@
 # herald's one test command is `make test`: it installs what a fresh
 # machine lacks (Chromium for the browser test), then runs vet, the race
-# detector over every package, a short run of every fuzz target, and a
-# pure-Go build of the binaries.
+# detector over every package, a short run of every fuzz target, a
+# pure-Go build of the binaries, and leakvet over herald's own code.
 
 GO        ?= go
 FUZZTIME  ?= 5s
 PKGS      := ./...
 
-.PHONY: test deps vet build race fuzz lint tidy bench
+.PHONY: test deps vet build race fuzz leakvet lint tidy bench
 
-test: deps vet build race fuzz
+test: deps vet build race fuzz leakvet
 
 deps:
 	@./scripts/install-test-deps.sh
@@ -30,6 +30,10 @@ fuzz:
 		echo "fuzz $$pkg $$spec"; \
 		$(GO) test -run='^$$' -fuzz="^$$spec$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
+
+# leakvet checks herald's own code; any finding fails the build.
+leakvet:
+	$(GO) run ./cmd/leakvet $(PKGS)
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 

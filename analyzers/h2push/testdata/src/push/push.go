@@ -115,9 +115,7 @@ func stream(pf pushFlusher) {
 	pf.Flush()
 }
 
-// PushOptions passed by value.
-func sendOpts(o http.PushOptions) { _ = o }
-
+// PushOptions passed by value to a helper.
 func callSend() { sendOpts(http.PushOptions{Method: "HEAD"}) } // want `HTTP/2 server push options`
 
 // A handler registered as a closure on a mux.
@@ -138,7 +136,17 @@ func strict(w http.ResponseWriter) error {
 	return p.Push("/critical.css", nil) // want `replace Push`
 }
 
+// A directive without a reason silences nothing.
+func careless(w http.ResponseWriter) {
+	//leakvet:ignore
+	p, _ := w.(http.Pusher) // want `needs a reason`
+	_ = p
+}
+
 // ---- Not reported ----
+
+// A helper whose signature names PushOptions pushes nothing itself.
+func sendOpts(o http.PushOptions) { _ = o }
 
 // A fake Pusher for tests records targets; it calls nothing.
 type fakePusher struct{ targets []string }
@@ -245,13 +253,6 @@ func legacy(w http.ResponseWriter) {
 	if p, ok := w.(http.Pusher); ok {
 		p.Push("/fw.bin", nil) //leakvet:ignore same device
 	}
-}
-
-// A directive without a reason silences nothing.
-func careless(w http.ResponseWriter) {
-	//leakvet:ignore
-	p, _ := w.(http.Pusher) // want `needs a reason`
-	_ = p
 }
 
 // A method expression value is not a call.
