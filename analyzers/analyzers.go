@@ -41,11 +41,13 @@ import (
 	"golang.org/x/tools/go/analysis/passes/waitgroup"
 
 	"github.com/herald-hub/herald/analyzers/h2push"
+	"github.com/herald-hub/herald/analyzers/rootctx"
 )
 
 // Leak returns leakvet's own analyzers.
 func Leak() []*analysis.Analyzer {
 	return []*analysis.Analyzer{
+		rootctx.Analyzer,
 		h2push.Analyzer,
 	}
 }
