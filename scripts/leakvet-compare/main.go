@@ -138,6 +138,9 @@ func cases(dir string) ([]span, error) {
 				split = fset.Position(cg.Pos()).Line
 			}
 		}
+		if split < 0 {
+			continue // a file of helpers, not cases
+		}
 		abs, _ := filepath.Abs(path)
 		for _, d := range f.Decls {
 			start, end := fset.Position(d.Pos()).Line, fset.Position(d.End()).Line
@@ -151,7 +154,7 @@ func cases(dir string) ([]span, error) {
 				}
 				name = "var"
 			}
-			out = append(out, span{file: abs, start: start, end: end, leak: split < 0 || start < split, name: name})
+			out = append(out, span{file: abs, start: start, end: end, leak: start < split, name: name})
 		}
 	}
 	return out, nil
