@@ -40,6 +40,7 @@ import (
 	"golang.org/x/tools/go/analysis/passes/unusedresult"
 	"golang.org/x/tools/go/analysis/passes/waitgroup"
 
+	"github.com/herald-hub/herald/analyzers/cancelfunc"
 	"github.com/herald-hub/herald/analyzers/cgofree"
 	"github.com/herald-hub/herald/analyzers/h2push"
 	"github.com/herald-hub/herald/analyzers/rootctx"
@@ -49,6 +50,7 @@ import (
 func Leak() []*analysis.Analyzer {
 	return []*analysis.Analyzer{
 		rootctx.Analyzer,
+		cancelfunc.Analyzer,
 		cgofree.Analyzer,
 		h2push.Analyzer,
 	}
