@@ -44,6 +44,7 @@ import (
 	"github.com/herald-hub/herald/analyzers/cgofree"
 	"github.com/herald-hub/herald/analyzers/h2push"
 	"github.com/herald-hub/herald/analyzers/rootctx"
+	"github.com/herald-hub/herald/analyzers/selectdrop"
 )
 
 // Leak returns leakvet's own analyzers.
@@ -51,6 +52,7 @@ func Leak() []*analysis.Analyzer {
 	return []*analysis.Analyzer{
 		rootctx.Analyzer,
 		cancelfunc.Analyzer,
+		selectdrop.Analyzer,
 		cgofree.Analyzer,
 		h2push.Analyzer,
 	}
