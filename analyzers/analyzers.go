@@ -42,6 +42,7 @@ import (
 
 	"github.com/herald-hub/herald/analyzers/cancelfunc"
 	"github.com/herald-hub/herald/analyzers/cgofree"
+	"github.com/herald-hub/herald/analyzers/goblock"
 	"github.com/herald-hub/herald/analyzers/h2push"
 	"github.com/herald-hub/herald/analyzers/rootctx"
 	"github.com/herald-hub/herald/analyzers/selectdrop"
@@ -52,6 +53,7 @@ func Leak() []*analysis.Analyzer {
 	return []*analysis.Analyzer{
 		rootctx.Analyzer,
 		cancelfunc.Analyzer,
+		goblock.Analyzer,
 		selectdrop.Analyzer,
 		cgofree.Analyzer,
 		h2push.Analyzer,
