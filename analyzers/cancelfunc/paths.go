@@ -7,6 +7,8 @@ import (
 	"go/types"
 
 	"golang.org/x/tools/go/cfg"
+
+	"github.com/herald-hub/herald/analyzers/internal/astx"
 )
 
 // creation checks the cancel funcs returned by the source call.
@@ -211,7 +213,7 @@ func (c *checker) paths(call *ast.CallExpr, obj types.Object, fn ast.Node, at []
 		c.report(call, fmt.Sprintf("%s is not called before the next iteration replaces it: call %s at the end of each iteration", s.name, s.name))
 	}
 	if ret != nil {
-		if body := bodyOf(fn); body != nil && ret.Return == body.Rbrace {
+		if body := astx.FuncBody(fn); body != nil && ret.Return == body.Rbrace {
 			c.report(call, fmt.Sprintf("%s is not called on the path that reaches the end of the function: defer %s() right after %s", s.name, s.name, s.src.name))
 		} else {
 			c.report(ret, fmt.Sprintf("%s is not called on the path through this return: defer %s() right after %s", s.name, s.name, s.src.name))
@@ -246,16 +248,6 @@ func (c *checker) cfgOf(fn ast.Node) *cfg.CFG {
 		return c.cfgs.FuncDecl(fn)
 	case *ast.FuncLit:
 		return c.cfgs.FuncLit(fn)
-	}
-	return nil
-}
-
-func bodyOf(fn ast.Node) *ast.BlockStmt {
-	switch fn := fn.(type) {
-	case *ast.FuncDecl:
-		return fn.Body
-	case *ast.FuncLit:
-		return fn.Body
 	}
 	return nil
 }

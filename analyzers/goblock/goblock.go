@@ -55,6 +55,7 @@ import (
 	"golang.org/x/tools/go/cfg"
 	"golang.org/x/tools/go/types/typeutil"
 
+	"github.com/herald-hub/herald/analyzers/internal/astx"
 	"github.com/herald-hub/herald/analyzers/internal/report"
 )
 
@@ -185,7 +186,7 @@ func (c *checker) target(call *ast.CallExpr) *goroutine {
 // unbuffered channel that the function fn starting it may stop receiving
 // from. It says whether it reported.
 func (c *checker) blockedSend(g *ast.GoStmt, fn ast.Node, gr *goroutine, inLoop bool) bool {
-	body := funcBody(fn)
+	body := astx.FuncBody(fn)
 	var order []types.Object
 	sends := make(map[types.Object]int)
 	inspectShallow(gr.body, func(n ast.Node, stack []ast.Node) {
@@ -351,7 +352,7 @@ func (c *checker) exitWithoutReceive(fn ast.Node, g *ast.GoStmt, o types.Object)
 		return found
 	}
 	comms := make(map[ast.Node]bool)
-	ast.Inspect(funcBody(fn), func(n ast.Node) bool {
+	ast.Inspect(astx.FuncBody(fn), func(n ast.Node) bool {
 		if cc, ok := n.(*ast.CommClause); ok && cc.Comm != nil {
 			comms[cc.Comm] = true
 		}
@@ -602,13 +603,7 @@ func (c *checker) neverEnds(e ast.Expr) bool {
 // the loop down: returns, breaks, continues and gotos that go outside
 // it, and calls that never return. label is the loop's own label.
 func (c *checker) exits(loop ast.Stmt, label string) [][]ast.Node {
-	var body *ast.BlockStmt
-	switch l := loop.(type) {
-	case *ast.ForStmt:
-		body = l.Body
-	case *ast.RangeStmt:
-		body = l.Body
-	}
+	body := astx.LoopBody(loop)
 	inner := make(map[string]bool)
 	ast.Inspect(body, func(n ast.Node) bool {
 		if ls, ok := n.(*ast.LabeledStmt); ok {
@@ -763,16 +758,6 @@ func enclosingFunc(stack []ast.Node) int {
 		}
 	}
 	return -1
-}
-
-func funcBody(fn ast.Node) *ast.BlockStmt {
-	switch fn := fn.(type) {
-	case *ast.FuncDecl:
-		return fn.Body
-	case *ast.FuncLit:
-		return fn.Body
-	}
-	return nil
 }
 
 func isTrue(info *types.Info, e ast.Expr) bool {

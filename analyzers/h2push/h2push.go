@@ -35,6 +35,7 @@ import (
 	"golang.org/x/tools/go/analysis/passes/inspect"
 	"golang.org/x/tools/go/ast/inspector"
 
+	"github.com/herald-hub/herald/analyzers/internal/astx"
 	"github.com/herald-hub/herald/analyzers/internal/report"
 )
 
@@ -54,8 +55,8 @@ const (
 )
 
 func run(pass *analysis.Pass) (any, error) {
-	pusher := lookupType(pass.Pkg, "net/http", "Pusher")
-	options := lookupType(pass.Pkg, "net/http", "PushOptions")
+	pusher := astx.LookupType(pass.Pkg, "net/http", "Pusher")
+	options := astx.LookupType(pass.Pkg, "net/http", "PushOptions")
 	if pusher == nil && options == nil {
 		return nil, nil // the package does not reach net/http's push API
 	}
@@ -157,32 +158,6 @@ func passesOn(pass *analysis.Pass, call *ast.CallExpr, fd *ast.FuncDecl) bool {
 		}
 	}
 	return true
-}
-
-// lookupType finds the named type path.name among the packages pkg
-// imports, directly or not.
-func lookupType(pkg *types.Package, path, name string) types.Type {
-	seen := map[*types.Package]bool{}
-	var find func(p *types.Package) types.Type
-	find = func(p *types.Package) types.Type {
-		if seen[p] {
-			return nil
-		}
-		seen[p] = true
-		if p.Path() == path {
-			if obj, ok := p.Scope().Lookup(name).(*types.TypeName); ok {
-				return obj.Type()
-			}
-			return nil
-		}
-		for _, imp := range p.Imports() {
-			if t := find(imp); t != nil {
-				return t
-			}
-		}
-		return nil
-	}
-	return find(pkg)
 }
 
 func isType(pass *analysis.Pass, e ast.Expr, t types.Type) bool {

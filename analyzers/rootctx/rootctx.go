@@ -48,6 +48,7 @@ import (
 	"golang.org/x/tools/go/ast/inspector"
 	"golang.org/x/tools/go/types/typeutil"
 
+	"github.com/herald-hub/herald/analyzers/internal/astx"
 	"github.com/herald-hub/herald/analyzers/internal/report"
 )
 
@@ -92,7 +93,7 @@ type rooted struct {
 }
 
 func run(pass *analysis.Pass) (any, error) {
-	ctxType := lookupType(pass.Pkg, "context", "Context")
+	ctxType := astx.LookupType(pass.Pkg, "context", "Context")
 	if ctxType == nil {
 		return nil, nil // the package cannot create a context
 	}
@@ -101,7 +102,7 @@ func run(pass *analysis.Pass) (any, error) {
 		return nil, nil
 	}
 	c := &checker{pass: pass, ctx: ctxType, iface: iface, helpers: make(map[*types.Func]rooted)}
-	if req := lookupType(pass.Pkg, "net/http", "Request"); req != nil {
+	if req := astx.LookupType(pass.Pkg, "net/http", "Request"); req != nil {
 		c.req = types.NewPointer(req)
 	}
 	ins := pass.ResultOf[inspect.Analyzer].(*inspector.Inspector)
@@ -646,30 +647,4 @@ func (c *checker) storedInField(stack []ast.Node) bool {
 		}
 	}
 	return false
-}
-
-// lookupType finds the named type path.name among the packages pkg
-// imports, directly or not.
-func lookupType(pkg *types.Package, path, name string) types.Type {
-	seen := map[*types.Package]bool{}
-	var find func(p *types.Package) types.Type
-	find = func(p *types.Package) types.Type {
-		if seen[p] {
-			return nil
-		}
-		seen[p] = true
-		if p.Path() == path {
-			if obj, ok := p.Scope().Lookup(name).(*types.TypeName); ok {
-				return obj.Type()
-			}
-			return nil
-		}
-		for _, imp := range p.Imports() {
-			if t := find(imp); t != nil {
-				return t
-			}
-		}
-		return nil
-	}
-	return find(pkg)
 }

@@ -60,6 +60,7 @@ import (
 	"golang.org/x/tools/go/analysis/passes/inspect"
 	"golang.org/x/tools/go/ast/inspector"
 
+	"github.com/herald-hub/herald/analyzers/internal/astx"
 	"github.com/herald-hub/herald/analyzers/internal/report"
 )
 
@@ -292,14 +293,8 @@ func bounded(info *types.Info, loop ast.Stmt) bool {
 
 // onlyStmt reports whether s is all the body of loop.
 func onlyStmt(loop ast.Stmt, s ast.Stmt) bool {
-	var body *ast.BlockStmt
-	switch l := loop.(type) {
-	case *ast.ForStmt:
-		body = l.Body
-	case *ast.RangeStmt:
-		body = l.Body
-	}
-	return len(body.List) == 1 && body.List[0] == s
+	body := astx.LoopBody(loop)
+	return body != nil && len(body.List) == 1 && body.List[0] == s
 }
 
 // checkedElsewhere reports whether the loop looks at the signal of ch in
