@@ -21,7 +21,6 @@ import (
 	"golang.org/x/tools/go/analysis/passes/httpresponse"
 	"golang.org/x/tools/go/analysis/passes/ifaceassert"
 	"golang.org/x/tools/go/analysis/passes/loopclosure"
-	"golang.org/x/tools/go/analysis/passes/lostcancel"
 	"golang.org/x/tools/go/analysis/passes/nilfunc"
 	"golang.org/x/tools/go/analysis/passes/printf"
 	"golang.org/x/tools/go/analysis/passes/shift"
@@ -60,14 +59,16 @@ func Leak() []*analysis.Analyzer {
 	}
 }
 
-// Vet returns the analyzers `go vet` runs by default.
+// Vet returns the analyzers `go vet` runs by default but lostcancel:
+// cancelfunc reports what lostcancel does (and more), and running both
+// would report each lost cancel twice.
 func Vet() []*analysis.Analyzer {
 	return []*analysis.Analyzer{
 		appends.Analyzer, asmdecl.Analyzer, assign.Analyzer, atomic.Analyzer,
 		bools.Analyzer, buildtag.Analyzer, cgocall.Analyzer, composite.Analyzer,
 		copylock.Analyzer, defers.Analyzer, directive.Analyzer, errorsas.Analyzer,
 		framepointer.Analyzer, hostport.Analyzer, httpresponse.Analyzer,
-		ifaceassert.Analyzer, loopclosure.Analyzer, lostcancel.Analyzer,
+		ifaceassert.Analyzer, loopclosure.Analyzer,
 		nilfunc.Analyzer, printf.Analyzer, shift.Analyzer, sigchanyzer.Analyzer,
 		slog.Analyzer, stdmethods.Analyzer, stdversion.Analyzer,
 		stringintconv.Analyzer, structtag.Analyzer, testinggoroutine.Analyzer,

@@ -21,9 +21,12 @@
 //
 //	w.Header().Add("Link", "</app.js>; rel=preload; as=script")
 //
-// Reported: type assertions and type switch cases on http.Pusher, calls
-// of its Push method, and http.PushOptions values. Not reported: a Push
-// method that only forwards push for a wrapped ResponseWriter, compile-time
+// Reported, once per push: calls of http.Pusher's Push method (also
+// through an interface that embeds it), Push taken as a method value, and
+// http.PushOptions values built outside a reported call. Not reported: a
+// Push method that only forwards push for a wrapped ResponseWriter, type
+// assertions and switches that only probe for http.Pusher (a wrapper
+// keeping the wrapped writer's interfaces pushes nothing), compile-time
 // interface checks, and Push methods of other types.
 package h2push
 
@@ -49,7 +52,6 @@ var Analyzer = &analysis.Analyzer{
 }
 
 const (
-	msgAssert  = "HTTP/2 server push: browsers ignore pushed streams and they cost connection reuse; drop the http.Pusher path and send a Link rel=preload header (or 103 Early Hints)"
 	msgPush    = "HTTP/2 server push: browsers ignore pushed streams and they cost connection reuse; replace Push with a Link rel=preload header (or 103 Early Hints)"
 	msgOptions = "HTTP/2 server push options: browsers ignore pushed streams; replace the push with a Link rel=preload header (or 103 Early Hints)"
 )
@@ -62,49 +64,59 @@ func run(pass *analysis.Pass) (any, error) {
 	}
 	rep := report.New(pass)
 	ins := pass.ResultOf[inspect.Analyzer].(*inspector.Inspector)
-	filter := []ast.Node{(*ast.TypeAssertExpr)(nil), (*ast.TypeSwitchStmt)(nil), (*ast.CallExpr)(nil), (*ast.CompositeLit)(nil)}
+	// Options built as an argument of a reported Push are part of that
+	// finding, not one of their own.
+	inPush := make(map[ast.Node]bool)
+	filter := []ast.Node{(*ast.CallExpr)(nil), (*ast.SelectorExpr)(nil), (*ast.CompositeLit)(nil)}
 	ins.WithStack(filter, func(n ast.Node, push bool, stack []ast.Node) bool {
 		if !push {
 			return true
 		}
-		fwd := forwarder(pass, stack, pusher)
 		switch n := n.(type) {
-		case *ast.TypeAssertExpr:
-			if n.Type != nil && isType(pass, n.Type, pusher) && fwd == nil {
-				rep.Report(n, msgAssert)
-			}
-		case *ast.TypeSwitchStmt:
-			if fwd != nil {
-				return true
-			}
-			for _, s := range n.Body.List {
-				for _, e := range s.(*ast.CaseClause).List {
-					if isType(pass, e, pusher) {
-						rep.Report(e, msgAssert)
-					}
-				}
-			}
 		case *ast.CallExpr:
 			sel, ok := ast.Unparen(n.Fun).(*ast.SelectorExpr)
-			if !ok || sel.Sel.Name != "Push" || pusher == nil {
+			if !ok || !isPush(pass, sel, pusher) || passesOn(pass, n, forwarder(pass, stack, pusher)) {
 				return true
 			}
-			fn, ok := pass.TypesInfo.Uses[sel.Sel].(*types.Func)
-			if !ok {
+			rep.Report(n, msgPush)
+			for _, a := range n.Args {
+				a = ast.Unparen(a)
+				if u, ok := a.(*ast.UnaryExpr); ok {
+					a = ast.Unparen(u.X)
+				}
+				inPush[a] = true
+			}
+		case *ast.SelectorExpr:
+			// A method value (p.Push handed on, not called here).
+			if !isPush(pass, n, pusher) || len(stack) < 2 {
 				return true
 			}
-			recv := fn.Signature().Recv()
-			if recv != nil && types.Identical(recv.Type(), pusher) && !passesOn(pass, n, fwd) {
-				rep.Report(n, msgPush)
+			if call, ok := stack[len(stack)-2].(*ast.CallExpr); ok && ast.Unparen(call.Fun) == n {
+				return true
 			}
+			rep.Report(n, msgPush)
 		case *ast.CompositeLit:
-			if t := pass.TypesInfo.TypeOf(n); t != nil && options != nil && types.Identical(t, options) {
+			if t := pass.TypesInfo.TypeOf(n); t != nil && options != nil && types.Identical(t, options) && !inPush[n] {
 				rep.Report(n, msgOptions)
 			}
 		}
 		return true
 	})
 	return nil, nil
+}
+
+// isPush reports whether sel selects the Push method of http.Pusher (or
+// of an interface that embeds it).
+func isPush(pass *analysis.Pass, sel *ast.SelectorExpr, pusher types.Type) bool {
+	if sel.Sel.Name != "Push" || pusher == nil {
+		return false
+	}
+	fn, ok := pass.TypesInfo.Uses[sel.Sel].(*types.Func)
+	if !ok {
+		return false
+	}
+	recv := fn.Signature().Recv()
+	return recv != nil && types.Identical(recv.Type(), pusher)
 }
 
 // forwarder returns the innermost enclosing method declaration when it is
@@ -160,10 +172,3 @@ func passesOn(pass *analysis.Pass, call *ast.CallExpr, fd *ast.FuncDecl) bool {
 	return true
 }
 
-func isType(pass *analysis.Pass, e ast.Expr, t types.Type) bool {
-	if t == nil {
-		return false
-	}
-	tv, ok := pass.TypesInfo.Types[e]
-	return ok && tv.IsType() && types.Identical(tv.Type, t)
-}

@@ -12,7 +12,7 @@ import (
 
 // The classic asset push in a page handler.
 func page(w http.ResponseWriter, r *http.Request) {
-	if p, ok := w.(http.Pusher); ok { // want `HTTP/2 server push: .*Link rel=preload`
+	if p, ok := w.(http.Pusher); ok {
 		_ = p.Push("/app.js", nil) // want `replace Push with a Link rel=preload header`
 	}
 	w.Write([]byte("<html>"))
@@ -20,7 +20,7 @@ func page(w http.ResponseWriter, r *http.Request) {
 
 // Push with options.
 func withOptions(w http.ResponseWriter, r *http.Request) {
-	p, ok := w.(http.Pusher) // want `HTTP/2 server push`
+	p, ok := w.(http.Pusher)
 	if !ok {
 		return
 	}
@@ -32,27 +32,16 @@ func withOptions(w http.ResponseWriter, r *http.Request) {
 
 // Several assets in a loop.
 func assets(w http.ResponseWriter, files []string) {
-	p, _ := w.(http.Pusher) // want `HTTP/2 server push`
+	p, _ := w.(http.Pusher)
 	for _, f := range files {
 		p.Push(f, nil) // want `replace Push`
 	}
 }
 
-// A type switch on the writer's abilities.
-func abilities(w http.ResponseWriter) string {
-	switch w.(type) {
-	case http.Pusher: // want `HTTP/2 server push`
-		return "push"
-	case http.Flusher:
-		return "flush"
-	}
-	return ""
-}
-
 // A helper that takes a Pusher.
 func pushAll(p http.Pusher, targets ...string) {
 	for _, t := range targets {
-		_ = p.Push(t, &http.PushOptions{Method: "GET"}) // want `replace Push` `HTTP/2 server push options`
+		_ = p.Push(t, &http.PushOptions{Method: "GET"}) // want `replace Push`
 	}
 }
 
@@ -60,7 +49,7 @@ func pushAll(p http.Pusher, targets ...string) {
 func pushMiddleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, ".html") {
-			if p, ok := w.(http.Pusher); ok { // want `HTTP/2 server push`
+			if p, ok := w.(http.Pusher); ok {
 				p.Push("/common.js", nil) // want `replace Push`
 			}
 		}
@@ -73,7 +62,7 @@ var defaultPush = http.PushOptions{Method: "GET"} // want `HTTP/2 server push op
 
 // Push inside a goroutine started from a handler.
 func background(w http.ResponseWriter) {
-	if p, ok := w.(http.Pusher); ok { // want `HTTP/2 server push`
+	if p, ok := w.(http.Pusher); ok {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -97,7 +86,7 @@ func (e extra) Push(target string, opts *http.PushOptions) error {
 type server struct{ manifest map[string][]string }
 
 func (s *server) serveIndex(w http.ResponseWriter, r *http.Request) {
-	if p, ok := w.(http.Pusher); ok && r.ProtoMajor == 2 { // want `HTTP/2 server push`
+	if p, ok := w.(http.Pusher); ok && r.ProtoMajor == 2 {
 		for _, a := range s.manifest[r.URL.Path] {
 			_ = p.Push(a, nil) // want `replace Push`
 		}
@@ -121,7 +110,7 @@ func callSend() { sendOpts(http.PushOptions{Method: "HEAD"}) } // want `HTTP/2 s
 // A handler registered as a closure on a mux.
 func routes(mux *http.ServeMux) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if p, ok := w.(http.Pusher); ok { // want `HTTP/2 server push`
+		if p, ok := w.(http.Pusher); ok {
 			p.Push("/favicon.ico", nil) // want `replace Push`
 		}
 	})
@@ -129,7 +118,7 @@ func routes(mux *http.ServeMux) {
 
 // Push whose error decides the response.
 func strict(w http.ResponseWriter) error {
-	p, ok := w.(http.Pusher) // want `HTTP/2 server push`
+	p, ok := w.(http.Pusher)
 	if !ok {
 		return http.ErrNotSupported
 	}
@@ -138,12 +127,54 @@ func strict(w http.ResponseWriter) error {
 
 // A directive without a reason silences nothing.
 func careless(w http.ResponseWriter) {
+	p, _ := w.(http.Pusher)
 	//leakvet:ignore
-	p, _ := w.(http.Pusher) // want `needs a reason`
-	_ = p
+	p.Push("/a.js", nil) // want `needs a reason`
+}
+
+// A method value handed to a helper pushes all the same.
+func eachAsset(w http.ResponseWriter, assets []string) {
+	if p, ok := w.(http.Pusher); ok {
+		forEach(assets, p.Push) // want `replace Push`
+	}
+}
+
+func forEach(xs []string, f func(string, *http.PushOptions) error) {
+	for _, x := range xs {
+		_ = f(x, nil)
+	}
+}
+
+// Asserting and pushing in one expression is one finding.
+func chained(w http.ResponseWriter) {
+	w.(http.Pusher).Push("/x.js", &http.PushOptions{}) // want `replace Push`
 }
 
 // ---- Not reported ----
+
+// A type switch that only probes the writer's abilities pushes nothing.
+func abilities(w http.ResponseWriter) string {
+	switch w.(type) {
+	case http.Pusher:
+		return "push"
+	case http.Flusher:
+		return "flush"
+	}
+	return ""
+}
+
+// A wrapper that keeps the wrapped writer's interfaces probes for Pusher
+// without pushing.
+func wrapKind(w http.ResponseWriter) int {
+	kind := 0
+	if _, ok := w.(http.Pusher); ok {
+		kind |= 1
+	}
+	if _, ok := w.(http.Flusher); ok {
+		kind |= 2
+	}
+	return kind
+}
 
 // A helper whose signature names PushOptions pushes nothing itself.
 func sendOpts(o http.PushOptions) { _ = o }
