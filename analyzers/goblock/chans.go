@@ -33,6 +33,11 @@ type chans struct {
 	makes map[types.Object]*ast.CallExpr
 	// assigns counts the assignments of each local channel variable.
 	assigns map[types.Object]int
+	// values are the package's functions used other than by a direct
+	// call, and ifaceMethods the names of its interfaces' unexported
+	// methods: their callers are not all in sight.
+	values       map[*types.Func]bool
+	ifaceMethods map[string]bool
 }
 
 func newChans(pass *analysis.Pass) *chans {
@@ -47,8 +52,8 @@ func newChans(pass *analysis.Pass) *chans {
 		makes:   make(map[types.Object]*ast.CallExpr),
 		assigns: make(map[types.Object]int),
 	}
-	ifaceMethods := c.interfaceMethods()
-	escaping := c.funcValues()
+	c.ifaceMethods = c.interfaceMethods()
+	c.values = c.funcValues()
 	for _, f := range pass.Files {
 		for _, d := range f.Decls {
 			fd, ok := d.(*ast.FuncDecl)
@@ -60,7 +65,7 @@ func newChans(pass *analysis.Pass) *chans {
 				continue
 			}
 			c.decls[fn] = fd
-			direct := !fn.Exported() && !escaping[fn] && !ifaceMethods[fn.Name()]
+			direct := !fn.Exported() && !c.values[fn] && !c.ifaceMethods[fn.Name()]
 			c.recordParams(fd.Type, direct)
 		}
 	}

@@ -35,11 +35,21 @@
 // which its caller may stop receiving from, on some path to a return or
 // by leaving its receiving loop early; and a goroutine whose loop has no
 // exit at all. Reported at the loop: a loop with no exit in an HTTP
-// handler. Not reported: a buffered result channel, a send inside a
-// select, a range over a channel closed anywhere in the package, loops
-// with any return or break (on ctx.Done(), a done channel or a write
-// error), goroutines started in main or init, and channels that reach
-// code the package does not show.
+// handler. A buffer is suggested, and -fix adds one, only for a
+// goroutine that sends once; one that sends in a loop is told to select
+// on ctx.Done() or a done channel instead.
+//
+// Not reported: a buffered result channel; a send inside a select; a
+// caller that receives on every path, counting a counted receive loop
+// run to its end as receiving; a channel the goroutine, or another
+// goroutine, also receives on; a range over a channel closed anywhere
+// in the package; loops with any return or break (on ctx.Done(), a done
+// channel or a write error); server-lifetime work: goroutines started
+// in main or init, in a function that only main, init or such functions
+// call (directly, not from a func literal such as a handler), in
+// sync.Once.Do, or after an early return on a package-level variable
+// the function then sets (a lazily started singleton); and channels
+// that reach code the package does not show.
 package goblock
 
 import (
@@ -72,6 +82,7 @@ var Analyzer = &analysis.Analyzer{
 const (
 	msgSend      = "goroutine leak: the send on unbuffered %s blocks forever once the caller returns without receiving; make %s buffered (make(chan %s, 1)) or select on ctx.Done() in the send"
 	msgSendLoop  = "goroutine leak: goroutines started in a loop block forever sending on unbuffered %s once the receiver stops early; buffer %s for every sender (make(chan %s, n)) or select on ctx.Done() in the send"
+	msgSendMany  = "goroutine leak: the goroutine's loop sends on unbuffered %s and blocks forever once the caller stops receiving; select in the send on ctx.Done() or on a done channel the caller closes when it returns"
 	msgRange     = "goroutine leak: the goroutine ranges over %s, which nothing closes, so it never ends; close %s when the producer is done, or select on a done channel"
 	msgTicker    = "goroutine leak: the goroutine ranges over a ticker with no way out, so it never ends; select on the ticker and on ctx.Done() (or a done channel), and return"
 	msgSelect    = "goroutine leak: the goroutine's for-select loop has no case that ends it (no ctx.Done(), done or closed channel), so it never ends; add a case <-ctx.Done(): return"
@@ -87,6 +98,8 @@ type checker struct {
 	rep   *report.Reporter
 	chans *chans
 	cfgs  *ctrlflow.CFGs
+	// startup are the functions that run only while the program starts.
+	startup map[*types.Func]bool
 }
 
 func run(pass *analysis.Pass) (any, error) {
@@ -96,6 +109,7 @@ func run(pass *analysis.Pass) (any, error) {
 		chans: newChans(pass),
 		cfgs:  pass.ResultOf[ctrlflow.Analyzer].(*ctrlflow.CFGs),
 	}
+	c.startup = c.startupFuncs()
 	ins := pass.ResultOf[inspect.Analyzer].(*inspector.Inspector)
 	filter := []ast.Node{(*ast.GoStmt)(nil), (*ast.FuncDecl)(nil), (*ast.FuncLit)(nil)}
 	ins.WithStack(filter, func(n ast.Node, push bool, stack []ast.Node) bool {
@@ -130,9 +144,13 @@ func (c *checker) goStmt(g *ast.GoStmt, stack []ast.Node) {
 		return
 	}
 	fn := stack[fi]
-	if fd, ok := fn.(*ast.FuncDecl); ok && fd.Recv == nil &&
-		(fd.Name.Name == "init" || fd.Name.Name == "main") {
-		return // lives as long as the program
+	if fd, ok := fn.(*ast.FuncDecl); ok {
+		if obj, _ := c.pass.TypesInfo.Defs[fd.Name].(*types.Func); c.startup[obj] {
+			return // started by main or init: lives as long as the program
+		}
+		if c.guardedOnce(fd.Body, g.Pos()) {
+			return // a lazily started singleton
+		}
 	}
 	inLoop := false
 	for _, n := range stack[fi+1:] {
@@ -189,19 +207,13 @@ func (c *checker) blockedSend(g *ast.GoStmt, fn ast.Node, gr *goroutine, inLoop 
 	body := astx.FuncBody(fn)
 	var order []types.Object
 	sends := make(map[types.Object]int)
-	inspectShallow(gr.body, func(n ast.Node, stack []ast.Node) {
-		s, ok := n.(*ast.SendStmt)
-		if !ok {
-			return
-		}
-		if len(stack) > 0 {
-			if _, isComm := stack[len(stack)-1].(*ast.CommClause); isComm {
-				return // a send in a select may have a way out
-			}
-		}
-		o := c.chans.object(s.Chan)
+	received := make(map[types.Object]bool) // by the goroutine itself
+	looped := make(map[types.Object]bool)   // sent on in a loop
+	// local returns the caller's local channel that e denotes, or nil.
+	local := func(e ast.Expr) types.Object {
+		o := c.chans.object(e)
 		if o == nil {
-			return
+			return nil
 		}
 		for i := range gr.params.Len() {
 			if gr.params.At(i) == o {
@@ -213,34 +225,71 @@ func (c *checker) blockedSend(g *ast.GoStmt, fn ast.Node, gr *goroutine, inLoop 
 			}
 		}
 		if o == nil || o.Pos() < body.Lbrace || o.Pos() > body.Rbrace {
-			return // not a local channel of the caller
+			return nil // not a local channel of the caller
+		}
+		return o
+	}
+	inspectShallow(gr.body, func(n ast.Node, stack []ast.Node) {
+		switch n := n.(type) {
+		case *ast.UnaryExpr:
+			if n.Op == token.ARROW {
+				if o := local(n.X); o != nil {
+					received[o] = true
+				}
+			}
+		case *ast.RangeStmt:
+			if o := local(n.X); o != nil {
+				received[o] = true
+			}
+		}
+		s, ok := n.(*ast.SendStmt)
+		if !ok {
+			return
+		}
+		if len(stack) > 0 {
+			if _, isComm := stack[len(stack)-1].(*ast.CommClause); isComm {
+				return // a send in a select may have a way out
+			}
+		}
+		o := local(s.Chan)
+		if o == nil {
+			return
 		}
 		if sends[o] == 0 {
 			order = append(order, o)
 		}
 		sends[o]++
+		for _, p := range stack {
+			switch p.(type) {
+			case *ast.ForStmt, *ast.RangeStmt:
+				looped[o] = true
+			}
+		}
 	})
 	for _, o := range order {
 		mk := c.chans.makes[o]
 		if mk == nil || c.chans.makeCap[o] != 0 || c.chans.assigns[o] != 1 || !c.chans.followed(o) {
 			continue
 		}
+		if received[o] {
+			continue // goroutines that talk to each other
+		}
 		recvs, multi, ok := c.callerUses(g, body, o)
 		if !ok {
 			continue
 		}
 		multi = multi || inLoop
-		leak, looped := false, false
+		leak, recvLoop := false, false
 		for _, r := range recvs {
 			loop, label := enclosingLoop(r, g)
-			looped = looped || loop != nil
+			recvLoop = recvLoop || loop != nil
 			if multi && loop != nil && c.earlyExit(loop, label, o) {
 				leak = true
 			}
 		}
 		// Several senders and a receiving loop: a path that skips the
 		// loop is one that started no sender either.
-		if !leak && !(multi && looped) {
+		if !leak && !(multi && recvLoop) {
 			leak = c.exitWithoutReceive(fn, g, o)
 		}
 		if !leak {
@@ -248,6 +297,11 @@ func (c *checker) blockedSend(g *ast.GoStmt, fn ast.Node, gr *goroutine, inLoop 
 		}
 		name := o.Name()
 		elem := types.TypeString(elemOf(o.Type()), types.RelativeTo(c.pass.Pkg))
+		if looped[o] {
+			// No buffer fits a goroutine that keeps sending.
+			c.rep.ReportRange(g.Pos(), g.Call.Lparen, fmt.Sprintf(msgSendMany, name))
+			return true
+		}
 		if multi {
 			c.rep.ReportRange(g.Pos(), g.Call.Lparen, fmt.Sprintf(msgSendLoop, name, name, elem))
 			return true
@@ -328,7 +382,9 @@ func (c *checker) callerUses(g *ast.GoStmt, body *ast.BlockStmt, o types.Object)
 }
 
 // exitWithoutReceive reports whether some path of fn from g to a return
-// passes no use of the channel o.
+// passes no use of the channel o. Leaving a loop whose body uses o by its
+// condition counts as a use: a counted receive loop paired with a counted
+// send loop, which skips no receive its sender needs.
 func (c *checker) exitWithoutReceive(fn ast.Node, g *ast.GoStmt, o types.Object) bool {
 	var graph *cfg.CFG
 	switch fn := fn.(type) {
@@ -358,6 +414,18 @@ func (c *checker) exitWithoutReceive(fn ast.Node, g *ast.GoStmt, o types.Object)
 		}
 		return true
 	})
+	// recvLoops are the loops, not around g, whose body uses o.
+	recvLoops := make(map[ast.Stmt]bool)
+	ast.Inspect(astx.FuncBody(fn), func(n ast.Node) bool {
+		switch n.(type) {
+		case *ast.ForStmt, *ast.RangeStmt:
+			loop := n.(ast.Stmt)
+			if !(g.Pos() >= loop.Pos() && g.End() <= loop.End()) && refs(astx.LoopBody(loop)) {
+				recvLoops[loop] = true
+			}
+		}
+		return true
+	})
 	seen := make(map[*cfg.Block]bool)
 	var walk func(b *cfg.Block, from int) bool
 	walk = func(b *cfg.Block, from int) bool {
@@ -375,6 +443,11 @@ func (c *checker) exitWithoutReceive(fn ast.Node, g *ast.GoStmt, o types.Object)
 			return true
 		}
 		for _, s := range b.Succs {
+			if (s.Kind == cfg.KindForDone || s.Kind == cfg.KindRangeDone) &&
+				(b.Kind == cfg.KindForLoop || b.Kind == cfg.KindRangeLoop) &&
+				s.Stmt == b.Stmt && recvLoops[s.Stmt] {
+				continue // the loop ran its course, receiving
+			}
 			if !seen[s] {
 				seen[s] = true
 				if walk(s, 0) {

@@ -355,7 +355,141 @@ func careless(ctx context.Context) {
 	}()
 }
 
+// A websocket-style reader that keeps decoding into an unbuffered
+// channel: once the session returns on an error, its next send blocks.
+// No buffer helps a sender that loops, so no fix is offered.
+type frame struct{ Kind, Body string }
+
+func session(conn net.Conn) {
+	frames := make(chan *frame)
+	errc := make(chan error, 1)
+	go func() { // want `goroutine leak: the goroutine's loop sends on unbuffered frames and blocks forever once the caller stops receiving; select in the send on ctx.Done\(\) or on a done channel the caller closes when it returns`
+		dec := json.NewDecoder(conn)
+		for {
+			var f frame
+			if err := dec.Decode(&f); err != nil {
+				errc <- err
+				return
+			}
+			frames <- &f
+		}
+	}()
+	for {
+		select {
+		case f := <-frames:
+			log.Println("frame", f.Kind)
+		case err := <-errc:
+			log.Println("session:", err)
+			return
+		}
+	}
+}
+
+// A helper that main calls at start-up, but a handler calls too: the
+// handler starts a new endless goroutine per request.
+func startTicker(name string) {
+	go func() { // want `the goroutine's loop sleeps and repeats with no exit`
+		for {
+			time.Sleep(time.Minute)
+			log.Println("tick", name)
+		}
+	}()
+}
+
+func reloadHandler(w http.ResponseWriter, r *http.Request) {
+	startTicker(r.URL.Query().Get("name"))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// Called only from main, but from the handler main registers: per request.
+func traceRequest(path string) {
+	go func() { // want `the goroutine ranges over a ticker with no way out`
+		for range time.Tick(time.Second) {
+			log.Println("still serving", path)
+		}
+	}()
+}
+
 // ---- Not reported ----
+
+// A producer that sends exactly n parts and a caller that receives
+// exactly n: leaving the counted loop skips no send.
+func checksum(ctx context.Context, parts [4][]byte) int {
+	sums := make(chan int)
+	go func() {
+		for i := 0; i < len(parts); i++ {
+			sums <- len(parts[i])
+		}
+	}()
+	total := 0
+	for i := 0; i < len(parts); i++ {
+		total += <-sums
+	}
+	return total
+}
+
+// Two workers hand a token back and forth; the caller never touches it,
+// it only waits for both to finish.
+func pingPong(rounds int) {
+	token := make(chan int)
+	done := make(chan bool, 2)
+	for p := range 2 {
+		go func() {
+			for i := range rounds {
+				if p == 0 {
+					token <- i
+					<-token
+				} else {
+					<-token
+					token <- i
+				}
+			}
+			done <- true
+		}()
+	}
+	<-done
+	<-done
+}
+
+// Start-up work reached only from main, through a helper: it lives as
+// long as the program.
+func startServices(c *cache) {
+	startCacheSweeper(c)
+}
+
+func startCacheSweeper(c *cache) {
+	go func() {
+		for {
+			time.Sleep(10 * time.Minute)
+			c.mu.Lock()
+			c.data = map[string]string{}
+			c.mu.Unlock()
+		}
+	}()
+}
+
+// A process-wide listener started lazily, once, behind a nil check of
+// the package-level channel it creates.
+var (
+	invalidateMu  sync.Mutex
+	invalidations chan string
+)
+
+func ensureInvalidator(c *cache) {
+	invalidateMu.Lock()
+	defer invalidateMu.Unlock()
+	if invalidations != nil {
+		return
+	}
+	invalidations = make(chan string, 64)
+	go func() {
+		for key := range invalidations {
+			c.mu.Lock()
+			delete(c.data, key)
+			c.mu.Unlock()
+		}
+	}()
+}
 
 // A buffer of one: the goroutine finishes whether anyone receives.
 func profileBuffered(w http.ResponseWriter, r *http.Request) {
@@ -601,6 +735,11 @@ func Consume(in chan string) {
 
 // Started in main: it lives as long as the program.
 func main() {
+	startServices(&cache{})
+	startTicker("boot")
+	http.HandleFunc("/trace", func(w http.ResponseWriter, r *http.Request) {
+		traceRequest(r.URL.Path)
+	})
 	go func() {
 		for range time.Tick(time.Minute) {
 			log.Println("alive")
