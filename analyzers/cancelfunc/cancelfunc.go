@@ -24,17 +24,28 @@
 //	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 //	defer cancel()
 //
+// When the func is handed to other code on another path (a field, a
+// call, a goroutine, the caller), deferring it would cut that code short,
+// so the finding asks for a call before the return that lacks one:
+//
+//	cancel is not called on the path through this return: call cancel() before this return
+//
 // Reported: a cancel func (also of the Cause variants, of NotifyContext,
 // and of same-package functions that return one they created) that is
 // assigned to _, only copied to variables that are never called, only
 // printed, stored in a struct field or map that nothing in the package
 // calls, overwritten before it is called, not called on a path to a return
-// or to the next loop iteration, or deferred inside a loop. Not reported: a
-// cancel func that is called or deferred on every path, returned, passed to
-// a function (t.Cleanup, context.AfterFunc, a helper), sent on a channel,
-// appended to a slice, stored in a field that some code calls, exported
-// fields, or captured by a closure that is itself called, deferred or
-// handed on.
+// or to the next loop iteration, or deferred inside a loop that has no
+// known end (a range over a channel or an iterator, a for without a
+// condition, or any loop around those). Not reported: a cancel func that
+// is called or deferred on every path, returned, passed to a function
+// (t.Cleanup, context.AfterFunc, a helper), sent on a channel, appended to
+// a slice, stored in a field that some code calls, exported fields, or
+// captured by a closure that is itself called, deferred or handed on; a
+// defer in a loop over a slice, map, string or count, which holds at most
+// one context per element until the function returns; a defer in a loop
+// whose context is handed to a goroutine or used after the iteration,
+// which must outlive the iteration.
 package cancelfunc
 
 import (

@@ -68,16 +68,22 @@ func (c *checker) capturedBefore(obj types.Object, call *ast.CallExpr, fn ast.No
 }
 
 // deferInLoop reports a defer of obj inside the loop that makes it anew on
-// each iteration.
+// each iteration, when the loop can run without bound (a worker's loop
+// over a channel, a for without a condition) and the context made with obj
+// is done with at the end of the iteration.
 func (c *checker) deferInLoop(call *ast.CallExpr, obj types.Object, fn ast.Node, s subject) {
 	var loop ast.Node
-	for n := c.parent[call]; n != nil && n != fn && loop == nil; n = c.parent[n] {
+	unbounded := false
+	for n := c.parent[call]; n != nil && n != fn; n = c.parent[n] {
 		switch n.(type) {
 		case *ast.ForStmt, *ast.RangeStmt:
-			loop = n
+			if loop == nil {
+				loop = n
+			}
+			unbounded = unbounded || c.endless(n)
 		}
 	}
-	if loop == nil {
+	if loop == nil || !unbounded || c.outlives(call, s.src, loop, fn) {
 		return
 	}
 	g := c.cfgOf(fn)
@@ -87,6 +93,64 @@ func (c *checker) deferInLoop(call *ast.CallExpr, obj types.Object, fn ast.Node,
 			c.report(d, fmt.Sprintf("defer %s() in a loop runs only when the function returns, so every iteration's context piles up until then: call %s at the end of each iteration (or move the body into a function)", s.name, s.name))
 		}
 	}
+}
+
+// endless reports whether the loop's number of iterations is not known
+// when it starts: a range over a channel or an iterator func, a for
+// without a condition, or a for with only a condition. A range over a
+// slice, map, string or integer, and a counted for, stop on their own;
+// a defer in them holds at most one context per element until the
+// function returns, which is not worth a finding.
+func (c *checker) endless(loop ast.Node) bool {
+	switch l := loop.(type) {
+	case *ast.ForStmt:
+		return l.Cond == nil || l.Init == nil && l.Post == nil
+	case *ast.RangeStmt:
+		if t := c.info.TypeOf(l.X); t != nil {
+			switch t.Underlying().(type) {
+			case *types.Chan, *types.Signature:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// outlives reports whether a context made by the source call is meant to
+// live past the iteration of loop that makes it: it is handed to a
+// goroutine, or used outside the loop. Calling its cancel func at the end
+// of the iteration would then cut that work short.
+func (c *checker) outlives(call *ast.CallExpr, src *source, loop ast.Node, fn ast.Node) bool {
+	var lhs []ast.Expr
+	switch p := c.up(call).(type) {
+	case *ast.AssignStmt:
+		lhs = p.Lhs
+	case *ast.ValueSpec:
+		for _, n := range p.Names {
+			lhs = append(lhs, n)
+		}
+	}
+	for i, l := range lhs {
+		id, ok := ast.Unparen(l).(*ast.Ident)
+		if !ok || src.slots[i] {
+			continue
+		}
+		obj := c.objOf(id)
+		if obj == nil {
+			continue
+		}
+		for _, ref := range c.refs[obj] {
+			if ref.Pos() < loop.Pos() || ref.Pos() >= loop.End() {
+				return true
+			}
+			for n := c.parent[ref]; n != nil && n != fn; n = c.parent[n] {
+				if _, ok := n.(*ast.GoStmt); ok {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // deferOf returns the defer statement inside loop that calls the use id,
@@ -145,7 +209,11 @@ func (c *checker) reenters(g *cfg.CFG, d *ast.DeferStmt, call *ast.CallExpr) boo
 // paths follows the control flow of fn from the source call that assigns
 // obj, and reports the paths on which the cancel func is lost: a return,
 // an assignment over it, or the next iteration of a loop.
-func (c *checker) paths(call *ast.CallExpr, obj types.Object, fn ast.Node, at []ast.Node, s subject) {
+//
+// When the func is handed to other code on some path (a field, a call, a
+// goroutine, the caller), deferring it would cut that code short, so the
+// fix offered is a call on the path that lacks one.
+func (c *checker) paths(call *ast.CallExpr, obj types.Object, fn ast.Node, at []ast.Node, handoff bool, s subject) {
 	g := c.cfgOf(fn)
 	if g == nil {
 		return
@@ -210,12 +278,25 @@ func (c *checker) paths(call *ast.CallExpr, obj types.Object, fn ast.Node, at []
 		c.report(kill, fmt.Sprintf("%s is overwritten before it is called, so the context from %s leaks: call %s() before assigning it again", s.name, s.src.name, s.name))
 	}
 	if again {
-		c.report(call, fmt.Sprintf("%s is not called before the next iteration replaces it: call %s at the end of each iteration", s.name, s.name))
+		if handoff {
+			c.report(call, fmt.Sprintf("%s is not called before the next iteration replaces it: call %s() on the paths that go on to the next iteration", s.name, s.name))
+		} else {
+			c.report(call, fmt.Sprintf("%s is not called before the next iteration replaces it: call %s at the end of each iteration", s.name, s.name))
+		}
 	}
 	if ret != nil {
+		end := false
 		if body := astx.FuncBody(fn); body != nil && ret.Return == body.Rbrace {
+			end = true
+		}
+		switch {
+		case end && handoff:
+			c.report(call, fmt.Sprintf("%s is not called on the path that reaches the end of the function: call %s() before the function ends on that path", s.name, s.name))
+		case end:
 			c.report(call, fmt.Sprintf("%s is not called on the path that reaches the end of the function: defer %s() right after %s", s.name, s.name, s.src.name))
-		} else {
+		case handoff:
+			c.report(ret, fmt.Sprintf("%s is not called on the path through this return: call %s() before this return", s.name, s.name))
+		default:
 			c.report(ret, fmt.Sprintf("%s is not called on the path through this return: defer %s() right after %s", s.name, s.name, s.src.name))
 		}
 	}

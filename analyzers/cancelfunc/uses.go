@@ -29,6 +29,7 @@ const (
 type verdict struct {
 	used    bool
 	escapes bool       // its address is taken: no path can be trusted
+	handoff bool       // some path gives it to other code (a field, a call, a goroutine, the caller) instead of calling it
 	at      []ast.Node // where, in the function that owns it, it is taken care of (or nil-checked)
 	why     *leak      // when not used
 }
@@ -36,6 +37,7 @@ type verdict struct {
 func (v *verdict) add(w verdict) {
 	v.used = v.used || w.used
 	v.escapes = v.escapes || w.escapes
+	v.handoff = v.handoff || w.handoff
 	v.at = append(v.at, w.at...)
 	if w.why != nil && (v.why == nil || w.why.rank > v.why.rank) {
 		v.why = w.why
@@ -43,6 +45,14 @@ func (v *verdict) add(w verdict) {
 }
 
 func usedAt(n ast.Node) verdict { return verdict{used: true, at: []ast.Node{n}} }
+
+// handedAt is usedAt for a use that gives the func to other code, which
+// then decides when it is called.
+func handedAt(n ast.Node) verdict {
+	v := usedAt(n)
+	v.handoff = true
+	return v
+}
 
 // A subject is the cancel func being followed, for the messages.
 type subject struct {
@@ -69,7 +79,7 @@ func (c *checker) track(call *ast.CallExpr, src *source, obj types.Object) {
 		return // its lifetime is not this function's
 	}
 	c.deferInLoop(call, obj, fn, s)
-	c.paths(call, obj, fn, v.at, s)
+	c.paths(call, obj, fn, v.at, v.handoff, s)
 }
 
 // varVerdict follows every use of the variable obj.
@@ -98,7 +108,7 @@ func (c *checker) varVerdict(obj types.Object, seen map[types.Object]bool, s sub
 	if ft != nil && ft.Results != nil && body != nil && ft.Results.Pos() <= def.Pos() && def.End() <= ft.Results.End() {
 		c.returns(body, func(ret *ast.ReturnStmt) {
 			if len(ret.Results) == 0 {
-				v.add(usedAt(ret))
+				v.add(handedAt(ret))
 			}
 		})
 	}
@@ -123,6 +133,7 @@ func (c *checker) use(e ast.Expr, home ast.Node, seen map[types.Object]bool, s s
 		// The closure takes care of it only if the closure runs.
 		lv := c.value(lit, home, seen, s)
 		lv.escapes = lv.escapes || v.escapes
+		lv.handoff = lv.handoff || v.handoff
 		v = lv
 	}
 	return v
@@ -135,25 +146,28 @@ func (c *checker) value(e ast.Expr, home ast.Node, seen map[types.Object]bool, s
 	switch p := c.parent[e].(type) {
 	case *ast.CallExpr:
 		if p.Fun == e {
+			if _, ok := c.parent[p].(*ast.GoStmt); ok {
+				return handedAt(p) // a goroutine owns it
+			}
 			return usedAt(p)
 		}
 		if c.printer(p) {
 			return verdict{why: &leak{p, fmt.Sprintf("%s is only printed, never called: %s; defer %s() right after %s", s.name, s.src.cost, s.name, s.src.name), rankPrinted}}
 		}
-		return usedAt(p) // handed to a function that may call it
+		return handedAt(p) // handed to a function that may call it
 	case *ast.AssignStmt:
 		i := slices.Index(p.Rhs, e)
 		if i < 0 {
 			return verdict{}
 		}
 		if len(p.Lhs) != len(p.Rhs) {
-			return usedAt(p)
+			return handedAt(p)
 		}
 		return c.store(p.Lhs[i], p, home, seen, s)
 	case *ast.ValueSpec:
 		i := slices.Index(p.Values, e)
 		if i < 0 || len(p.Names) != len(p.Values) {
-			return usedAt(p)
+			return handedAt(p)
 		}
 		return c.store(p.Names[i], p, home, seen, s)
 	case *ast.BinaryExpr:
@@ -171,12 +185,12 @@ func (c *checker) value(e ast.Expr, home ast.Node, seen map[types.Object]bool, s
 		}
 	case *ast.UnaryExpr:
 		if p.Op == token.AND {
-			v := usedAt(p)
+			v := handedAt(p)
 			v.escapes = true
 			return v
 		}
 	}
-	return usedAt(c.parent[e]) // returned, sent, appended, converted: handed on
+	return handedAt(c.parent[e]) // returned, sent, appended, converted: handed on
 }
 
 // store classifies the assignment of a cancel func to lhs by stmt.
@@ -188,7 +202,7 @@ func (c *checker) store(lhs ast.Expr, stmt ast.Node, home ast.Node, seen map[typ
 		}
 		obj := c.objOf(l)
 		if obj == nil {
-			return usedAt(stmt)
+			return handedAt(stmt)
 		}
 		av := c.varVerdict(obj, seen, s)
 		local := c.defs[obj] != nil && c.funcOf(c.defs[obj]) == home
@@ -204,7 +218,7 @@ func (c *checker) store(lhs ast.Expr, stmt ast.Node, home ast.Node, seen map[typ
 		if local {
 			return av
 		}
-		v := usedAt(stmt)
+		v := handedAt(stmt)
 		v.escapes = av.escapes
 		return v
 	case *ast.SelectorExpr:
@@ -220,16 +234,16 @@ func (c *checker) store(lhs ast.Expr, stmt ast.Node, home ast.Node, seen map[typ
 			}
 		}
 	}
-	return usedAt(stmt)
+	return handedAt(stmt)
 }
 
 // storeField classifies the store of a cancel func in the field f (named
 // as written) of a value of type owner.
 func (c *checker) storeField(f *types.Var, name string, owner types.Type, stmt ast.Node, s subject) verdict {
 	if c.fieldCalled(f) {
-		return usedAt(stmt)
+		return handedAt(stmt)
 	}
-	return verdict{why: &leak{stmt, fmt.Sprintf("%s is stored but never called: call it in %s", name, closer(owner)), rankStored}}
+	return verdict{why: &leak{stmt, fmt.Sprintf("%s is stored but never called: %s", name, closer(owner)), rankStored}}
 }
 
 // fieldName names the field of a composite literal of type owner.
@@ -243,20 +257,26 @@ func fieldName(owner types.Type, field string) string {
 	return field
 }
 
-// closer names the method of owner that should call a stored cancel func.
+// closer says where a cancel func stored in a field of a value of type
+// owner should be called: in its Close (or Stop, Shutdown, Cancel) method
+// when it has one, otherwise in one to add.
 func closer(owner types.Type) string {
-	if owner != nil {
-		if p, ok := owner.Underlying().(*types.Pointer); ok {
-			owner = p.Elem()
-		}
-		ms := types.NewMethodSet(types.NewPointer(owner))
-		for _, name := range []string{"Close", "Stop", "Shutdown", "Cancel"} {
-			if ms.Lookup(nil, name) != nil {
-				return name
-			}
+	if owner == nil {
+		return "call it where its owner is done"
+	}
+	if p, ok := owner.Underlying().(*types.Pointer); ok {
+		owner = p.Elem()
+	}
+	ms := types.NewMethodSet(types.NewPointer(owner))
+	for _, name := range []string{"Close", "Stop", "Shutdown", "Cancel"} {
+		if sel := ms.Lookup(nil, name); sel != nil && sel.Kind() == types.MethodVal {
+			return "call it in " + name
 		}
 	}
-	return "Close"
+	if n, ok := types.Unalias(owner).(*types.Named); ok {
+		return fmt.Sprintf("add a Close method to %s that calls it", n.Obj().Name())
+	}
+	return "call it where its owner is done"
 }
 
 // fieldCalled reports whether some code of the package may call the

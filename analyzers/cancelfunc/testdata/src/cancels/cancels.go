@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -15,7 +17,10 @@ import (
 	"time"
 )
 
-var errBusy = errors.New("busy")
+var (
+	errBusy  = errors.New("busy")
+	errEmpty = errors.New("empty response body")
+)
 
 func fetch(ctx context.Context, url string) error { return ctx.Err() }
 
@@ -31,6 +36,40 @@ func withBudget(ctx context.Context) (context.Context, context.CancelFunc) {
 // withDeadline passes the whole result on.
 func withDeadline(ctx context.Context, at time.Time) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(ctx, at)
+}
+
+// Close waits for the streams but forgets s.cancel (see newStreamer).
+func (s *streamer) Close() error {
+	s.conns.Wait()
+	return nil
+}
+
+// unsubscribe drops a subscriber's cancel func without calling it (see
+// hub.subscribe).
+func (h *hub) unsubscribe(id string) {
+	h.mu.Lock()
+	delete(h.cancels, id)
+	h.mu.Unlock()
+}
+
+// watchdog is a single-result wrapper: its caller must call the func.
+func (s *streamer) watchdog(d time.Duration) func() {
+	ctx, cancel := context.WithTimeout(s.ctx, d)
+	go func() { <-ctx.Done() }()
+	return cancel
+}
+
+// bodyTimer stops a request's timer when the caller is done with the
+// body.
+type bodyTimer struct {
+	io.ReadCloser
+	stop func()
+}
+
+func (b *bodyTimer) Close() error {
+	err := b.ReadCloser.Close()
+	b.stop()
+	return err
 }
 
 // ---- Reported ----
@@ -77,11 +116,6 @@ func newStreamer(parent context.Context) *streamer {
 	return s
 }
 
-func (s *streamer) Close() error {
-	s.conns.Wait()
-	return nil
-}
-
 // A poller stores the func through a local copy; nothing calls the field.
 type poller struct {
 	stop func()
@@ -89,7 +123,7 @@ type poller struct {
 
 func (p *poller) start(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
-	p.stop = cancel // want `p.stop is stored but never called: call it in Close`
+	p.stop = cancel // want `p.stop is stored but never called: add a Close method to poller that calls it`
 	go func() {
 		<-ctx.Done()
 	}()
@@ -103,7 +137,7 @@ type job struct {
 
 func newJob(parent context.Context) *job {
 	ctx, cancel := context.WithCancelCause(parent)
-	return &job{ctx: ctx, cancel: cancel} // want `job.cancel is stored but never called: call it in Close`
+	return &job{ctx: ctx, cancel: cancel} // want `job.cancel is stored but never called: add a Close method to job that calls it`
 }
 
 // A hub keeps one cancel func per subscriber and deletes them without
@@ -119,12 +153,6 @@ func (h *hub) subscribe(parent context.Context, id string) context.Context {
 	h.cancels[id] = cancel // want `the funcs stored in h.cancels are never called`
 	h.mu.Unlock()
 	return ctx
-}
-
-func (h *hub) unsubscribe(id string) {
-	h.mu.Lock()
-	delete(h.cancels, id)
-	h.mu.Unlock()
 }
 
 // The first context is overwritten by the second before it is canceled.
@@ -228,14 +256,70 @@ func warm(parent context.Context) {
 }
 
 // A single-result wrapper whose stop func is dropped on the floor.
-func (s *streamer) watchdog(d time.Duration) func() {
-	ctx, cancel := context.WithTimeout(s.ctx, d)
-	go func() { <-ctx.Done() }()
-	return cancel
-}
-
 func (s *streamer) ping() {
 	s.watchdog(time.Second) // want `the cancel func of streamer.watchdog is discarded: its timer and context live until the deadline; keep it and defer cancel\(\)`
+}
+
+// The stop func is handed to the body on success (deferring it would cut
+// the body read short), called on the errors, and forgotten when the
+// transport gives no body.
+func get(c *http.Client, parent context.Context, url string) (*http.Response, error) {
+	ctx, stop := context.WithTimeout(parent, 10*time.Second)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	if resp.Body == nil {
+		return nil, errEmpty // want `stop is not called on the path through this return: call stop\(\) before this return`
+	}
+	resp.Body = &bodyTimer{ReadCloser: resp.Body, stop: stop}
+	return resp, nil
+}
+
+// A dial helper hands the cancel func to its caller with the conn, but
+// the failed dial drops it.
+func dialBackend(parent context.Context, addr string) (net.Conn, context.CancelFunc, error) {
+	ctx, cancel := context.WithTimeout(parent, 30*time.Second)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, err // want `cancel is not called on the path through this return: call cancel\(\) before this return`
+	}
+	return conn, cancel, nil
+}
+
+// A watcher goroutine owns cancel, but the auth failure returns before
+// the goroutine starts.
+func watch(parent context.Context, r *http.Request, events <-chan string) (context.Context, error) {
+	ctx, cancel := context.WithCancel(parent)
+	if err := authorize(ctx, r); err != nil {
+		return nil, err // want `cancel is not called on the path through this return: call cancel\(\) before this return`
+	}
+	go func() {
+		defer cancel()
+		for range events {
+		}
+	}()
+	return ctx, nil
+}
+
+// A poller's fan-out defers inside a range over its targets, but the
+// ticker loop around it never ends: the contexts pile up for the life of
+// the poller.
+func pollAll(parent context.Context, tick <-chan time.Time, targets []string) {
+	for range tick {
+		for _, t := range targets {
+			ctx, cancel := context.WithTimeout(parent, time.Second)
+			defer cancel() // want `defer cancel\(\) in a loop runs only when the function returns`
+			_ = fetch(ctx, t)
+		}
+	}
 }
 
 // ---- Not reported ----
@@ -546,4 +630,77 @@ func armed(parent context.Context) error {
 	ctx := arm(parent, &cancel)
 	defer cancel()
 	return fetch(ctx, "http://a")
+}
+
+type dialResult struct {
+	err     error
+	primary bool
+}
+
+func race(ctx context.Context, addr string, primary bool, results chan<- dialResult) {
+	results <- dialResult{err: fetch(ctx, addr), primary: primary}
+}
+
+// Happy eyeballs: the fallback racer's context must outlive the select
+// case that starts it (the timer fires once), so its cancel is deferred to
+// the end of the dial.
+func dialParallel(ctx context.Context, primary, fallback string) error {
+	results := make(chan dialResult, 2)
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	go race(pctx, primary, true, results)
+
+	timer := time.NewTimer(300 * time.Millisecond)
+	defer timer.Stop()
+	failed := 0
+	for {
+		select {
+		case <-timer.C:
+			fctx, fcancel := context.WithCancel(ctx)
+			defer fcancel()
+			go race(fctx, fallback, false, results)
+		case res := <-results:
+			if res.err == nil {
+				return nil
+			}
+			if failed++; failed == 2 {
+				return res.err
+			}
+		}
+	}
+}
+
+// A DNS exchange tries UDP, then TCP: at most two deferred cancels, all
+// released when the exchange returns.
+func exchange(ctx context.Context, server string, useTCP bool) error {
+	networks := []string{"udp", "tcp"}
+	if useTCP {
+		networks = []string{"tcp"}
+	}
+	for _, network := range networks {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := fetch(ctx, network+"://"+server); err == nil {
+			return nil
+		}
+	}
+	return errBusy
+}
+
+// Failover over a replica list, giving each attempt its share of the
+// deadline: the loop ends with the list and the function right after.
+func failover(ctx context.Context, replicas []string) error {
+	for i, addr := range replicas {
+		attemptCtx := ctx
+		if deadline, ok := ctx.Deadline(); ok {
+			share := time.Until(deadline) / time.Duration(len(replicas)-i)
+			var cancel context.CancelFunc
+			attemptCtx, cancel = context.WithDeadline(ctx, time.Now().Add(share))
+			defer cancel()
+		}
+		if err := fetch(attemptCtx, addr); err == nil {
+			return nil
+		}
+	}
+	return errBusy
 }
