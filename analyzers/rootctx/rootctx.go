@@ -23,18 +23,28 @@
 // Reported: context.Background() and context.TODO() in a function that
 // has a context.Context or *http.Request parameter, in closures and
 // goroutines started there (which also reach a context variable they
-// capture), and calls of same-package helpers that take no context and
-// create one of their own, directly or through other helpers; the helper
-// call is reported where the caller's context is in reach.
+// capture), and calls of unexported same-package helpers that take no
+// context and create a root one in their own body: the call is reported
+// where the caller's context is in reach, with "add a ctx parameter to X
+// and pass ctx". Helpers are followed one level only, and exported
+// functions without a context (convenience APIs like net.Dial) are not
+// followed. A root that is returned, sent, handed to a goroutine or
+// stored other than in a local variable is reported without a suggested
+// fix.
 //
 // Not reported: functions with no context in reach (main, init,
 // constructors and Start methods rooting server-lifetime work), a context
 // parameter named _, cleanup after the caller's context is done (after a
-// receive from ctx.Done(), in a select case on it, in a branch that tests
-// ctx.Err(), context.Cause or context.Canceled), deferred cleanup, lazy
-// initialisation under sync.Once, a root stored in a struct field, the
-// nil-context fallback (if ctx == nil { ctx = context.Background() }), and
-// tests.
+// receive from ctx.Done() or from a stop channel: a chan os.Signal or one
+// named done, quit, stop, shutdown, sig...; in a select case on one; in
+// the branch of an if or switch where ctx.Err() != nil, errors.Is(err,
+// context.Canceled) and the like hold), deferred cleanup, lazy
+// initialisation under sync.Once, a root stored in a struct field
+// (directly or through the local variables it is assigned to), a root
+// whose cancel func is handed to context.AfterFunc or called after a
+// receive from ctx.Done(), the nil-context fallback (if ctx == nil { ctx =
+// context.Background() }), comparisons with a root, and everything in
+// _test.go files.
 package rootctx
 
 import (
@@ -81,15 +91,10 @@ type checker struct {
 	ctx   types.Type       // context.Context
 	iface *types.Interface // its method set
 	req   types.Type       // *http.Request, nil when net/http is not imported
-	// helpers maps a same-package function that takes no context but
-	// creates a root one, directly or through another helper, to how.
-	helpers map[*types.Func]rooted
-}
-
-// rooted tells how a helper starts from a root context.
-type rooted struct {
-	root string      // "context.Background()" or "context.TODO()"
-	via  *types.Func // the helper it calls for it, nil when it creates it
+	// helpers maps an unexported same-package function that takes no
+	// context but creates a root one in its own body to the root it
+	// creates: "context.Background()" or "context.TODO()".
+	helpers map[*types.Func]string
 }
 
 func run(pass *analysis.Pass) (any, error) {
@@ -101,20 +106,20 @@ func run(pass *analysis.Pass) (any, error) {
 	if !ok {
 		return nil, nil
 	}
-	c := &checker{pass: pass, ctx: ctxType, iface: iface, helpers: make(map[*types.Func]rooted)}
+	c := &checker{pass: pass, ctx: ctxType, iface: iface, helpers: make(map[*types.Func]string)}
 	if req := astx.LookupType(pass.Pkg, "net/http", "Request"); req != nil {
 		c.req = types.NewPointer(req)
 	}
 	ins := pass.ResultOf[inspect.Analyzer].(*inspector.Inspector)
 	filter := []ast.Node{(*ast.CallExpr)(nil)}
 
-	// Find the helpers: functions without a context parameter whose own
-	// body, run synchronously, starts from a root context or calls a
-	// helper. Calls between helpers are resolved by a fixpoint.
-	calls := make(map[*types.Func][]*types.Func)
-	var order []*types.Func // callers in source order, for stable messages
+	// Find the helpers: unexported functions without a context whose own
+	// body, run synchronously, starts from a root context. Helpers are
+	// followed one level only: a root buried deeper is the business of
+	// the function that creates it, and an exported function without a
+	// context is a convenience API whose callers chose it.
 	ins.WithStack(filter, func(n ast.Node, push bool, stack []ast.Node) bool {
-		if !push {
+		if !push || c.inTest(stack) {
 			return true
 		}
 		fd, ok := stack[1].(*ast.FuncDecl)
@@ -122,40 +127,16 @@ func run(pass *analysis.Pass) (any, error) {
 			return true
 		}
 		fn, ok := pass.TypesInfo.Defs[fd.Name].(*types.Func)
-		if !ok || c.handlesContext(fn.Signature()) {
+		if !ok || fn.Exported() || c.handlesContext(fn.Signature()) {
 			return true
 		}
-		call := n.(*ast.CallExpr)
-		if root := c.root(call); root != "" {
-			if c.storedInField(stack) || compared(stack) {
-				return true
-			}
+		if root := c.root(n.(*ast.CallExpr)); root != "" && !c.deliberate(stack) {
 			if _, ok := c.helpers[fn]; !ok {
-				c.helpers[fn] = rooted{root: root}
+				c.helpers[fn] = root
 			}
-		} else if callee := c.localCallee(call); callee != nil && callee != fn {
-			if calls[fn] == nil {
-				order = append(order, fn)
-			}
-			calls[fn] = append(calls[fn], callee)
 		}
 		return true
 	})
-	for changed := true; changed; {
-		changed = false
-		for _, fn := range order {
-			if _, ok := c.helpers[fn]; ok {
-				continue
-			}
-			for _, callee := range calls[fn] {
-				if r, ok := c.helpers[callee]; ok {
-					c.helpers[fn] = rooted{root: r.root, via: callee}
-					changed = true
-					break
-				}
-			}
-		}
-	}
 
 	rep := report.New(pass)
 	ins.WithStack(filter, func(n ast.Node, push bool, stack []ast.Node) bool {
@@ -169,16 +150,11 @@ func run(pass *analysis.Pass) (any, error) {
 			if helper = c.localCallee(call); helper == nil {
 				return true
 			}
-			r, ok := c.helpers[helper]
-			if !ok {
+			if root = c.helpers[helper]; root == "" {
 				return true
 			}
-			root = r.root
-			if r.via != nil {
-				root += " (through " + funcName(r.via) + ")"
-			}
 		}
-		if c.inTest(stack) || c.exempt(stack) || (helper == nil && (c.storedInField(stack) || compared(stack))) {
+		if c.inTest(stack) || c.exempt(stack) || (helper == nil && c.deliberate(stack)) {
 			return true
 		}
 		cands, own := c.reach(stack)
@@ -194,33 +170,56 @@ func run(pass *analysis.Pass) (any, error) {
 		}
 		goroutine := inGoroutine(stack)
 		if helper != nil {
-			rep.Report(call, funcName(helper)+" starts from "+root+" although "+best.v.Name()+" is in reach here: give it "+best.expr())
+			name := funcName(helper)
+			msg := name + " starts from " + root + " although " + best.v.Name() + " is in reach here: add a ctx parameter to " + name + " and pass " + best.expr()
+			if goroutine {
+				msg += outlive(best)
+			}
+			rep.Report(call, msg)
 			return true
 		}
+		escapes := c.escapes(stack)
 		var fixes []analysis.SuggestedFix
-		if len(cands) == 1 && own && !goroutine && c.visible(best.v, call.Pos()) {
+		if len(cands) == 1 && own && !goroutine && !escapes && c.visible(best.v, call.Pos()) {
 			fixes = []analysis.SuggestedFix{{
 				Message:   "use " + best.expr(),
 				TextEdits: []analysis.TextEdit{{Pos: call.Pos(), End: call.End(), NewText: []byte(best.expr())}},
 			}}
 		}
-		rep.Report(call, message(root, best, goroutine), fixes...)
+		rep.Report(call, message(root, best, goroutine, escapes), fixes...)
 		return true
 	})
 	return nil, nil
 }
 
-func message(root string, s source, goroutine bool) string {
-	switch {
-	case goroutine && s.req:
-		return root + " detaches this goroutine from the request: derive it from " + s.expr() + ", through context.WithoutCancel if it must outlive the request"
-	case goroutine:
-		return root + " detaches this goroutine from the caller's " + s.expr() + ": derive it from " + s.expr() + ", through context.WithoutCancel if it must outlive the call"
-	case s.req:
-		return root + " detaches this work from the request: derive it from " + s.expr()
-	default:
-		return root + " ignores the caller's " + s.expr() + ": use " + s.expr()
+// message words a finding on a root context. goroutine tells that the
+// work runs after the caller may have returned; escapes, that the
+// context outlives the call in a result, a variable of a closure or the
+// like.
+func message(root string, s source, goroutine, escapes bool) string {
+	from := "the caller's " + s.expr()
+	if s.req {
+		from = "the request"
 	}
+	switch {
+	case goroutine:
+		return root + " detaches this goroutine from " + from + ": derive it from " + s.expr() + outlive(s)
+	case escapes:
+		return root + " detaches this context from " + from + ": derive it from " + s.expr() + outlive(s)
+	case s.req:
+		return root + " detaches this work from the request: derive it from " + s.expr() + outlive(s)
+	default:
+		return root + " ignores the caller's " + s.expr() + ": use " + s.expr() + outlive(s)
+	}
+}
+
+// outlive is the tail of a message that names the right root for work
+// that must outlive the caller.
+func outlive(s source) string {
+	if s.req {
+		return ", or context.WithoutCancel(" + s.expr() + ") if it must outlive the request"
+	}
+	return ", or context.WithoutCancel(" + s.expr() + ") if it must outlive the call"
 }
 
 // funcName names fn as a reader finds it: Name, or Type.Name for a method.
@@ -385,36 +384,10 @@ func inGoroutine(stack []ast.Node) bool {
 	return false
 }
 
-// inTest reports whether the last node of stack is in a _test.go file,
-// in a function taking a *testing.T, B or F or a testing.TB.
+// inTest reports whether the last node of stack is in a _test.go file:
+// tests, examples and their helpers root their own contexts.
 func (c *checker) inTest(stack []ast.Node) bool {
-	if !strings.HasSuffix(c.pass.Fset.File(stack[0].Pos()).Name(), "_test.go") {
-		return false
-	}
-	for _, n := range stack {
-		var ft *ast.FuncType
-		switch f := n.(type) {
-		case *ast.FuncDecl:
-			ft = f.Type
-		case *ast.FuncLit:
-			ft = f.Type
-		default:
-			continue
-		}
-		for _, f := range ft.Params.List {
-			t := c.pass.TypesInfo.TypeOf(f.Type)
-			if p, ok := t.(*types.Pointer); ok {
-				t = p.Elem()
-			}
-			if named, ok := t.(*types.Named); ok {
-				obj := named.Obj()
-				if obj.Pkg() != nil && obj.Pkg().Path() == "testing" && strings.Contains(" T B F TB ", " "+obj.Name()+" ") {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	return strings.HasSuffix(c.pass.Fset.File(stack[0].Pos()).Name(), "_test.go")
 }
 
 // exempt reports whether the last node of stack sits where a fresh root
@@ -428,14 +401,16 @@ func (c *checker) exempt(stack []ast.Node) bool {
 		case *ast.DeferStmt:
 			return true
 		case *ast.IfStmt:
-			if child == p.Body && (c.cancelCheck(p.Init) || c.cancelCheck(p.Cond) || c.nilGuard(p.Cond)) {
+			if child == p.Body && c.nilGuard(p.Cond) {
+				return true
+			}
+			ifDone, elseDone := c.doneWhen(p.Cond, c.errVars(p.Init))
+			if child == p.Body && ifDone || child == p.Else && elseDone {
 				return true
 			}
 		case *ast.CaseClause:
-			for _, e := range p.List {
-				if c.cancelCheck(e) && has(p.Body, child) {
-					return true
-				}
+			if i >= 2 && has(p.Body, child) && c.doneCase(p, stack[i-2]) {
+				return true
 			}
 			if c.doneBefore(p.Body, child) {
 				return true
@@ -492,8 +467,9 @@ func (c *checker) doneBefore(list []ast.Stmt, child ast.Node) bool {
 }
 
 // doneRecv reports whether n, outside function literals, receives from
-// the Done channel of a context, other than in a select case that
-// returns: code after such a select runs only when the context is live.
+// the Done channel of a context or from a stop channel, other than in a
+// select case that returns: code after such a select runs only when the
+// context is live.
 func (c *checker) doneRecv(n ast.Node) bool {
 	if n == nil {
 		return false
@@ -510,11 +486,11 @@ func (c *checker) doneRecv(n ast.Node) bool {
 				}
 			}
 		case *ast.UnaryExpr:
-			if n.Op == token.ARROW && c.ctxMethodCall(n.X, "Done") {
+			if n.Op == token.ARROW && c.stopChan(n.X) {
 				found = true
 			}
 		case *ast.RangeStmt:
-			if c.ctxMethodCall(n.X, "Done") {
+			if c.stopChan(n.X) {
 				found = true
 			}
 		}
@@ -523,31 +499,131 @@ func (c *checker) doneRecv(n ast.Node) bool {
 	return found
 }
 
-// cancelCheck reports whether n tests a context for cancellation:
-// ctx.Err(), context.Cause, context.Canceled or context.DeadlineExceeded.
-func (c *checker) cancelCheck(n ast.Node) bool {
-	if n == nil {
-		return false
-	}
-	found := false
-	ast.Inspect(n, func(n ast.Node) bool {
-		switch n := n.(type) {
-		case *ast.FuncLit:
-			return false
-		case *ast.CallExpr:
-			if c.ctxMethodCall(n, "Err") {
-				found = true
-			} else if fn, ok := typeutil.Callee(c.pass.TypesInfo, n).(*types.Func); ok && isContextObj(fn, "Cause") {
-				found = true
+// doneWhen tells for a condition whether the caller's context is done
+// when it holds (ifDone) and when it does not (elseDone): ctx.Err() != nil,
+// context.Cause(ctx) != nil, err == context.Canceled and
+// errors.Is(err, context.Canceled) (or DeadlineExceeded) hold only then,
+// and !, && and || combine them. errs are variables that hold ctx.Err().
+func (c *checker) doneWhen(cond ast.Expr, errs []types.Object) (ifDone, elseDone bool) {
+	switch e := ast.Unparen(cond).(type) {
+	case *ast.UnaryExpr:
+		if e.Op == token.NOT {
+			t, f := c.doneWhen(e.X, errs)
+			return f, t
+		}
+	case *ast.BinaryExpr:
+		switch e.Op {
+		case token.LAND, token.LOR:
+			xt, xf := c.doneWhen(e.X, errs)
+			yt, yf := c.doneWhen(e.Y, errs)
+			if e.Op == token.LAND {
+				return xt || yt, xf && yf
 			}
-		case *ast.Ident:
-			if v, ok := c.pass.TypesInfo.Uses[n].(*types.Var); ok && (isContextObj(v, "Canceled") || isContextObj(v, "DeadlineExceeded")) {
-				found = true
+			return xt && yt, xf || yf
+		case token.EQL, token.NEQ:
+			for _, pair := range [][2]ast.Expr{{e.X, e.Y}, {e.Y, e.X}} {
+				var done bool // whether == means done
+				switch {
+				case c.pass.TypesInfo.Types[pair[1]].IsNil() && c.cancelErr(pair[0], errs):
+					done = false
+				case c.ctxErrValue(pair[1]):
+					done = true
+				default:
+					continue
+				}
+				if (e.Op == token.EQL) == done {
+					return true, false
+				}
+				return false, true
 			}
 		}
-		return !found
-	})
-	return found
+	case *ast.CallExpr:
+		if fn, ok := typeutil.Callee(c.pass.TypesInfo, e).(*types.Func); ok &&
+			fn.Pkg() != nil && fn.Pkg().Path() == "errors" && fn.Name() == "Is" && len(e.Args) == 2 && c.ctxErrValue(e.Args[1]) {
+			return true, false
+		}
+	}
+	return false, false
+}
+
+// doneCase reports whether a case clause of sw runs only when the
+// caller's context is done: every expression of a tagless switch is such
+// a condition, or every value of a tagged one is context.Canceled or
+// context.DeadlineExceeded.
+func (c *checker) doneCase(cc *ast.CaseClause, sw ast.Node) bool {
+	s, ok := sw.(*ast.SwitchStmt)
+	if !ok || len(cc.List) == 0 {
+		return false
+	}
+	errs := c.errVars(s.Init)
+	for _, e := range cc.List {
+		if s.Tag == nil {
+			if done, _ := c.doneWhen(e, errs); !done {
+				return false
+			}
+		} else if !c.ctxErrValue(e) {
+			return false
+		}
+	}
+	return true
+}
+
+// errVars returns the variables that init, the init statement of an if or
+// switch, sets to ctx.Err() or context.Cause(ctx).
+func (c *checker) errVars(init ast.Stmt) []types.Object {
+	as, ok := init.(*ast.AssignStmt)
+	if !ok || len(as.Lhs) != len(as.Rhs) {
+		return nil
+	}
+	var vars []types.Object
+	for k, r := range as.Rhs {
+		if id, ok := as.Lhs[k].(*ast.Ident); ok && c.cancelErr(r, nil) {
+			if obj := c.pass.TypesInfo.ObjectOf(id); obj != nil {
+				vars = append(vars, obj)
+			}
+		}
+	}
+	return vars
+}
+
+// cancelErr reports whether e is a context's cancellation error:
+// ctx.Err(), context.Cause(ctx) or one of errs.
+func (c *checker) cancelErr(e ast.Expr, errs []types.Object) bool {
+	e = ast.Unparen(e)
+	if id, ok := e.(*ast.Ident); ok {
+		obj := c.pass.TypesInfo.Uses[id]
+		for _, v := range errs {
+			if obj == v {
+				return true
+			}
+		}
+		return false
+	}
+	if c.ctxMethodCall(e, "Err") {
+		return true
+	}
+	call, ok := e.(*ast.CallExpr)
+	if !ok {
+		return false
+	}
+	fn, ok := typeutil.Callee(c.pass.TypesInfo, call).(*types.Func)
+	return ok && isContextObj(fn, "Cause")
+}
+
+// ctxErrValue reports whether e is context.Canceled or
+// context.DeadlineExceeded.
+func (c *checker) ctxErrValue(e ast.Expr) bool {
+	var id *ast.Ident
+	switch e := ast.Unparen(e).(type) {
+	case *ast.Ident:
+		id = e
+	case *ast.SelectorExpr:
+		id = e.Sel
+	default:
+		return false
+	}
+	v, ok := c.pass.TypesInfo.Uses[id].(*types.Var)
+	return ok && (isContextObj(v, "Canceled") || isContextObj(v, "DeadlineExceeded"))
 }
 
 func isContextObj(obj types.Object, name string) bool {
@@ -608,10 +684,120 @@ func (c *checker) onceCall(call *ast.CallExpr) bool {
 	return false
 }
 
-// storedInField reports whether the root context at the end of stack,
-// possibly wrapped by context.WithCancel and the like, is stored in a
-// struct field: the lifetime of an object, not of one call.
-func (c *checker) storedInField(stack []ast.Node) bool {
+// stopWords mark a channel whose receive means the program or the object
+// is shutting down.
+var stopWords = []string{"done", "quit", "stop", "shutdown", "sig", "term", "exit", "closing"}
+
+// stopChan reports whether e is a channel whose receive means shutdown:
+// a context's Done channel, a channel of os.Signal, or a channel named
+// done, quit, stop, shutdown, sig... (stopCh, quitc, sigs).
+func (c *checker) stopChan(e ast.Expr) bool {
+	if c.ctxMethodCall(e, "Done") {
+		return true
+	}
+	t := c.pass.TypesInfo.TypeOf(e)
+	if t == nil {
+		return false
+	}
+	ch, ok := t.Underlying().(*types.Chan)
+	if !ok {
+		return false
+	}
+	if named, ok := ch.Elem().(*types.Named); ok {
+		if obj := named.Obj(); obj.Pkg() != nil && obj.Pkg().Path() == "os" && obj.Name() == "Signal" {
+			return true
+		}
+	}
+	var name string
+	switch e := ast.Unparen(e).(type) {
+	case *ast.Ident:
+		name = e.Name
+	case *ast.SelectorExpr:
+		name = e.Sel.Name
+	default:
+		return false
+	}
+	name = strings.ToLower(name)
+	for _, w := range stopWords {
+		if strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// deliberate reports whether the root context at the end of stack starts
+// a lifetime of its own on purpose: it is stored in a struct field, its
+// cancel func waits for the caller's context, or it is only compared.
+func (c *checker) deliberate(stack []ast.Node) bool {
+	if compared(stack) {
+		return true
+	}
+	i := c.wrapped(stack)
+	if i == 0 {
+		return false
+	}
+	if c.fieldStore(stack[i], stack[:i]) {
+		return true
+	}
+	vars := c.assigned(stack, i)
+	return len(vars) > 0 && c.anyUse(stack[1], vars, func(id *ast.Ident, up []ast.Node) bool {
+		return c.fieldStore(id, up) || c.cancelAfterDone(id, up)
+	})
+}
+
+// escapes reports whether the root context at the end of stack, possibly
+// wrapped, outlives the function: it is returned, stored, sent or handed
+// to a goroutine, directly or through the variables it is assigned to.
+// Replacing such a root with the caller's context would tie a longer
+// lifetime to a short call, so it gets no suggested fix.
+func (c *checker) escapes(stack []ast.Node) bool {
+	i := c.wrapped(stack)
+	if i == 0 {
+		return false
+	}
+	if escaping(stack[i], stack[:i]) {
+		return true
+	}
+	vars := c.assigned(stack, i)
+	return len(vars) > 0 && c.anyUse(stack[1], vars, func(id *ast.Ident, up []ast.Node) bool {
+		if escaping(id, up) {
+			return true
+		}
+		for _, n := range up {
+			if _, ok := n.(*ast.GoStmt); ok {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// escaping reports whether the value n, whose ancestors are up, leaves
+// the function's own variables: a result, an element of a composite
+// literal, a value sent on a channel or stored other than in a local
+// variable.
+func escaping(n ast.Node, up []ast.Node) bool {
+	switch p := up[len(up)-1].(type) {
+	case *ast.ReturnStmt, *ast.CompositeLit, *ast.KeyValueExpr:
+		return true
+	case *ast.SendStmt:
+		return p.Value == n
+	case *ast.AssignStmt:
+		for k, r := range p.Rhs {
+			if r == n && len(p.Lhs) == len(p.Rhs) {
+				_, local := ast.Unparen(p.Lhs[k]).(*ast.Ident)
+				return !local
+			}
+		}
+	}
+	return false
+}
+
+// wrapped climbs from the root call at the end of stack through the calls
+// of package context that take it as an argument (WithCancel, WithTimeout
+// and the like) and returns the index in stack of the outermost one.
+func (c *checker) wrapped(stack []ast.Node) int {
 	i := len(stack) - 1
 	for i > 0 {
 		call, ok := stack[i-1].(*ast.CallExpr)
@@ -624,25 +810,150 @@ func (c *checker) storedInField(stack []ast.Node) bool {
 		}
 		i--
 	}
-	if i == 0 {
-		return false
-	}
+	return i
+}
+
+// assigned returns the variables that stack[i] is assigned to, in an
+// assignment or a var declaration: for ctx, cancel := context.WithCancel(...)
+// both ctx and cancel.
+func (c *checker) assigned(stack []ast.Node, i int) []*types.Var {
+	var lhs []*ast.Ident
 	switch p := stack[i-1].(type) {
-	case *ast.KeyValueExpr:
-		lit, ok := stack[i-2].(*ast.CompositeLit)
-		if !ok {
+	case *ast.AssignStmt:
+		for k, r := range p.Rhs {
+			if r != stack[i] {
+				continue
+			}
+			exprs := p.Lhs[k : k+1]
+			if len(p.Rhs) == 1 {
+				exprs = p.Lhs
+			}
+			for _, l := range exprs {
+				if id, ok := ast.Unparen(l).(*ast.Ident); ok {
+					lhs = append(lhs, id)
+				}
+			}
+		}
+	case *ast.ValueSpec:
+		for k, v := range p.Values {
+			if v != stack[i] {
+				continue
+			}
+			if len(p.Values) == 1 {
+				lhs = p.Names
+			} else {
+				lhs = p.Names[k : k+1]
+			}
+		}
+	}
+	var vars []*types.Var
+	for _, id := range lhs {
+		if v, ok := c.pass.TypesInfo.ObjectOf(id).(*types.Var); ok && !v.IsField() && v.Name() != "_" {
+			vars = append(vars, v)
+		}
+	}
+	return vars
+}
+
+// anyUse reports whether f holds for a use of one of vars in root; f gets
+// the identifier and its ancestors, the innermost last.
+func (c *checker) anyUse(root ast.Node, vars []*types.Var, f func(id *ast.Ident, up []ast.Node) bool) bool {
+	found := false
+	ast.PreorderStack(root, nil, func(n ast.Node, up []ast.Node) bool {
+		if found {
 			return false
 		}
-		if t := c.pass.TypesInfo.TypeOf(lit); t != nil {
-			_, isStruct := t.Underlying().(*types.Struct)
-			return isStruct
+		id, ok := n.(*ast.Ident)
+		if !ok || len(up) == 0 {
+			return true
 		}
+		obj := c.pass.TypesInfo.Uses[id]
+		for _, v := range vars {
+			if obj == v && f(id, up) {
+				found = true
+			}
+		}
+		return !found
+	})
+	return found
+}
+
+// fieldStore reports whether the value n, whose ancestors are up, is
+// stored in a struct field: a field of a struct literal, or the left of
+// an assignment to a field.
+func (c *checker) fieldStore(n ast.Node, up []ast.Node) bool {
+	switch p := up[len(up)-1].(type) {
+	case *ast.KeyValueExpr:
+		return p.Value == n && len(up) >= 2 && c.structLit(up[len(up)-2])
+	case *ast.CompositeLit:
+		return c.structLit(p)
 	case *ast.AssignStmt:
-		for _, l := range p.Lhs {
-			if sel, ok := ast.Unparen(l).(*ast.SelectorExpr); ok {
-				if s := c.pass.TypesInfo.Selections[sel]; s != nil && s.Kind() == types.FieldVal {
-					return true
+		for k, r := range p.Rhs {
+			if r != n {
+				continue
+			}
+			lhs := p.Lhs
+			if len(p.Rhs) == len(p.Lhs) {
+				lhs = p.Lhs[k : k+1]
+			}
+			for _, l := range lhs {
+				if sel, ok := ast.Unparen(l).(*ast.SelectorExpr); ok {
+					if s := c.pass.TypesInfo.Selections[sel]; s != nil && s.Kind() == types.FieldVal {
+						return true
+					}
 				}
+			}
+		}
+	}
+	return false
+}
+
+func (c *checker) structLit(n ast.Node) bool {
+	lit, ok := n.(*ast.CompositeLit)
+	if !ok {
+		return false
+	}
+	t := c.pass.TypesInfo.TypeOf(lit)
+	if t == nil {
+		return false
+	}
+	_, isStruct := t.Underlying().(*types.Struct)
+	return isStruct
+}
+
+// cancelAfterDone reports whether the use id of a cancel func, whose
+// ancestors are up, ties the root's lifetime to the caller's context: it
+// is handed to context.AfterFunc, or called after a receive from a Done
+// or stop channel.
+func (c *checker) cancelAfterDone(id *ast.Ident, up []ast.Node) bool {
+	if _, ok := c.pass.TypesInfo.Uses[id].Type().Underlying().(*types.Signature); !ok {
+		return false
+	}
+	for _, n := range up {
+		if call, ok := n.(*ast.CallExpr); ok {
+			if fn, ok := typeutil.Callee(c.pass.TypesInfo, call).(*types.Func); ok && isContextObj(fn, "AfterFunc") {
+				return true
+			}
+		}
+	}
+	if call, ok := up[len(up)-1].(*ast.CallExpr); !ok || call.Fun != id {
+		return false
+	}
+	path := append(up, id)
+	for i := 0; i < len(path)-1; i++ {
+		child := path[i+1]
+		switch p := path[i].(type) {
+		case *ast.BlockStmt:
+			if c.doneBefore(p.List, child) {
+				return true
+			}
+		case *ast.CommClause:
+			if child != p.Comm && c.doneRecv(p.Comm) || c.doneBefore(p.Body, child) {
+				return true
+			}
+		case *ast.CaseClause:
+			if c.doneBefore(p.Body, child) {
+				return true
 			}
 		}
 	}

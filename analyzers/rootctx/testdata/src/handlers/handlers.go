@@ -37,6 +37,20 @@ type Hub struct {
 	subs  chan chan Message
 }
 
+// audit is started as a goroutine with a root context as its argument.
+func (h *Hub) audit(ctx context.Context, what string) { h.store.Put(ctx, "audit", what) }
+
+// flushCache is a same-package helper without a context of its own: its
+// callers that have one are reported.
+func (h *Hub) flushCache() error {
+	return h.store.Flush(context.Background())
+}
+
+// group runs callbacks that get a context of their own.
+type group struct{ fns []func(context.Context) error }
+
+func (g *group) Go(fn func(context.Context) error) { g.fns = append(g.fns, fn) }
+
 // ---- Reported ----
 
 // The production failure: the handler's timeout starts from a new root,
@@ -75,7 +89,7 @@ func withUser(store Store, next http.Handler) http.Handler {
 func (h *Hub) publish(w http.ResponseWriter, r *http.Request) {
 	msg := Message{Topic: r.FormValue("topic"), Data: []byte(r.FormValue("data"))}
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // want `context.Background\(\) detaches this goroutine from the request: derive it from r.Context\(\), through context.WithoutCancel if it must outlive the request`
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // want `context.Background\(\) detaches this goroutine from the request: derive it from r.Context\(\), or context.WithoutCancel\(r.Context\(\)\) if it must outlive the request`
 		defer cancel()
 		h.store.Put(ctx, msg.Topic, string(msg.Data))
 	}()
@@ -83,8 +97,6 @@ func (h *Hub) publish(w http.ResponseWriter, r *http.Request) {
 }
 
 // A method started as a goroutine with a root context as its argument.
-func (h *Hub) audit(ctx context.Context, what string) { h.store.Put(ctx, "audit", what) }
-
 func (h *Hub) deleteTopic(w http.ResponseWriter, r *http.Request) {
 	go h.audit(context.Background(), "delete "+r.URL.Path) // want `detaches this goroutine from the request`
 	w.WriteHeader(http.StatusNoContent)
@@ -116,27 +128,31 @@ func (h *Hub) watch(parent context.Context) {
 	retry("a")
 }
 
-// A same-package helper without a context of its own.
-func (h *Hub) flushCache() error {
-	return h.store.Flush(context.Background())
-}
-
+// A same-package helper without a context, called from a handler.
 func (h *Hub) purge(w http.ResponseWriter, r *http.Request) {
-	if err := h.flushCache(); err != nil { // want `Hub.flushCache starts from context.Background\(\) although r is in reach here: give it r.Context\(\)`
+	if err := h.flushCache(); err != nil { // want `Hub.flushCache starts from context.Background\(\) although r is in reach here: add a ctx parameter to Hub.flushCache and pass r.Context\(\)`
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 	}
 }
 
-// Helpers followed through other helpers.
-func (h *Hub) reindex() error {
-	if err := h.flushCache(); err != nil {
-		return fmt.Errorf("reindex: %w", err)
+// A cache warmer that checks the context only while it is live: the
+// branch runs with ctx alive, so its root is a leak.
+func (h *Hub) warm(ctx context.Context, topics []string) error {
+	if ctx.Err() == nil {
+		for _, t := range topics {
+			if _, err := h.store.Get(context.Background(), t); err != nil { // want `context.Background\(\) ignores the caller's ctx: use ctx`
+				return err
+			}
+		}
 	}
-	return nil
+	return ctx.Err()
 }
 
-func (h *Hub) Maintain(ctx context.Context) error {
-	return h.reindex() // want `Hub.reindex starts from context.Background\(\) \(through Hub.flushCache\) although ctx is in reach here: give it ctx`
+// A session context returned to the caller from a new root: no automatic
+// fix, since the caller may need it to outlive ctx.
+func (h *Hub) session(ctx context.Context, user string) (context.Context, context.CancelFunc) {
+	h.store.Put(ctx, "session", user)
+	return context.WithTimeout(context.Background(), 30*time.Minute) // want `context.Background\(\) detaches this context from the caller's ctx: derive it from ctx, or context.WithoutCancel\(ctx\) if it must outlive the call`
 }
 
 // An SSE stream that subscribes from a new root before its flush loop.
@@ -185,10 +201,6 @@ func (h *Hub) Close(ctx context.Context) error {
 
 // A callback with a context of its own inside a handler: the innermost
 // context is the one to use.
-type group struct{ fns []func(context.Context) error }
-
-func (g *group) Go(fn func(context.Context) error) { g.fns = append(g.fns, fn) }
-
 func (h *Hub) fanOut(w http.ResponseWriter, r *http.Request) {
 	var g group
 	for _, t := range r.URL.Query()["topic"] {
@@ -436,4 +448,115 @@ func (h *Hub) metrics(w http.ResponseWriter, r *http.Request) {
 // A request parameter named _ gives no context.
 func ping(w http.ResponseWriter, _ *http.Request) {
 	io.WriteString(w, fmt.Sprint(context.Background().Err()))
+}
+
+// Helpers are followed one level only: reindex reaches a root through
+// flushCache, whose own callers are reported.
+func (h *Hub) reindex() error {
+	if err := h.flushCache(); err != nil {
+		return fmt.Errorf("reindex: %w", err)
+	}
+	return nil
+}
+
+func (h *Hub) Maintain(ctx context.Context) error {
+	return h.reindex()
+}
+
+// An exported convenience API without a context is its callers' choice,
+// like net.Dial beside DialContext.
+func (h *Hub) Compact() error {
+	return h.compactContext(context.Background())
+}
+
+func (h *Hub) compactContext(ctx context.Context) error { return h.store.Flush(ctx) }
+
+func (h *Hub) Rotate(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return h.Compact()
+}
+
+// A client constructor whose dial uses ctx but whose own lifetime is
+// rooted on purpose, stored in the struct through local variables and
+// ended by Close.
+type client struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	hub    *Hub
+}
+
+func dialClient(ctx context.Context, h *Hub) (*client, error) {
+	cctx, cancel := context.WithCancel(context.Background())
+	cl := &client{ctx: cctx, cancel: cancel, hub: h}
+	if _, err := h.store.Get(ctx, "hello"); err != nil {
+		cancel()
+		return nil, err
+	}
+	return cl, nil
+}
+
+func (cl *client) close() { cl.cancel() }
+
+// A connection context kept apart from the caller's so that the pages on
+// it can be closed first; it is cancelled once ctx is done.
+func (h *Hub) attach(ctx context.Context, conns chan<- context.Context) {
+	connCtx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-ctx.Done()
+		h.store.Flush(connCtx)
+		cancel()
+	}()
+	conns <- connCtx
+}
+
+// The same, with context.AfterFunc tying the cancel to ctx.
+func (h *Hub) attachAfter(ctx context.Context, conns chan<- context.Context) {
+	connCtx, cancel := context.WithCancel(context.Background())
+	context.AfterFunc(ctx, cancel)
+	conns <- connCtx
+}
+
+// Graceful shutdown after an interrupt: ctx may be long gone, or still
+// live, and the drain needs a deadline of its own either way.
+func serveUntilSignal(ctx context.Context, srv *http.Server) error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case <-sigs:
+	case err := <-errc:
+		return err
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+// A worker loop that drains on its stop channel.
+func (h *Hub) drain(ctx context.Context, jobs <-chan Message, stopCh <-chan struct{}) {
+	for {
+		select {
+		case j := <-jobs:
+			h.store.Put(ctx, j.Topic, string(j.Data))
+		case <-stopCh:
+			flushCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+			h.store.Flush(flushCtx)
+			cancel()
+			return
+		}
+	}
+}
+
+// The else branch of a live-context test runs once ctx is done.
+func (h *Hub) saveOrPark(ctx context.Context, id, v string) error {
+	if ctx.Err() == nil {
+		return h.store.Put(ctx, id, v)
+	} else {
+		parkCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return h.store.Put(parkCtx, "parked:"+id, v)
+	}
 }
