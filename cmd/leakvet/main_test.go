@@ -24,7 +24,7 @@ func Handler(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	_ = ctx
 	if p, ok := w.(http.Pusher); ok {
-		_ = p
+		p.Push("/app.js", nil)
 	}
 }
 `
@@ -72,7 +72,7 @@ func TestStandaloneAndVettool(t *testing.T) {
 	bin, mod := build(t)
 	want := []string{
 		"leaky.go:10:37: context.Background() detaches this work from the request: derive it from r.Context()",
-		"leaky.go:13:14: HTTP/2 server push",
+		"leaky.go:14:3: HTTP/2 server push",
 	}
 
 	out, code := run(t, mod, bin, "./...")
