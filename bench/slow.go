@@ -24,7 +24,7 @@ const slowCheckMax = 30 * time.Second
 func init() {
 	Register(Scenario{
 		Name:    "slow",
-		Summary: "fanout with --slow-fraction of the subscribers stalled or slow, beside the same run without them: the prompt ones' latency and loss, and what the hub did with the slow ones",
+		Summary: "fanout with --slow-fraction of the subscribers stalled or slow, beside the same run with all of them reading and the run without them: the prompt ones' latency and loss, and what the hub did with the slow ones",
 		Defaults: func(c *Config) {
 			setDefault(&c.Publishers, 4)
 			setDefault(&c.SlowFraction, 0.1)
@@ -34,19 +34,21 @@ func init() {
 			}
 		},
 		Budget: func(c *Config) time.Duration {
-			return 2*(c.ConnectTimeout+c.Duration+c.Drain+30*time.Second) + slowCheckMax + 30*time.Second
+			return 3*(c.ConnectTimeout+c.Duration+c.Drain+30*time.Second) + 2*slowCheckMax + 30*time.Second
 		},
 		Run: runSlow,
 	})
 }
 
-// runSlow runs the same fanout twice. Of Cfg.Subscribers, a fraction
-// Cfg.SlowFraction are slow and the rest prompt; the first run has the
-// prompt subscribers alone, the second the same number of prompt
-// subscribers plus the slow ones, so that the two runs differ only by the
-// slow readers. The Result is the second run's, for the prompt
-// subscribers; Extra sets the two side by side and says what became of
-// the slow readers.
+// runSlow runs the same fanout three times. Of Cfg.Subscribers, a
+// fraction Cfg.SlowFraction are slow and the rest prompt. The first run
+// has the prompt subscribers alone; the second has them and the others
+// too, all reading promptly; the third is the same with the others slow.
+// The second and third differ only by the slow readers' pace, so their
+// ratio is what slowness costs the prompt ones (p99_ratio); the first
+// shows what the extra connections cost on their own. The Result is the
+// third run's, for the prompt subscribers; Extra sets the three side by
+// side and says what became of the slow readers.
 //
 // The slow readers are raw HTTP/1.1 connections in this process, not
 // client subscriptions: the client reads the socket into its event buffer
@@ -93,7 +95,7 @@ func runSlow(ctx context.Context, e *Env) (*Result, error) {
 	})
 	defer mon.Stop()
 
-	alone, err := slowPass(ctx, e, mon, &cur, probe, "alone", nPrompt, 0)
+	alone, err := slowPass(ctx, e, mon, &cur, probe, "alone", nPrompt, 0, false)
 	if err != nil {
 		return nil, fmt.Errorf("run without slow readers: %w", err)
 	}
@@ -101,27 +103,42 @@ func runSlow(ctx context.Context, e *Env) (*Result, error) {
 		alone.res.Timeline = mon.Stop()
 		return alone.res, ctx.Err()
 	}
-	with, err := slowPass(ctx, e, mon, &cur, probe, "with", nPrompt, nSlow)
+	reading, err := slowPass(ctx, e, mon, &cur, probe, "reading", nPrompt, nSlow, true)
+	if err != nil {
+		return nil, fmt.Errorf("run with every subscriber reading: %w", err)
+	}
+	if ctx.Err() != nil {
+		reading.res.Timeline = mon.Stop()
+		return reading.res, ctx.Err()
+	}
+	with, err := slowPass(ctx, e, mon, &cur, probe, "with", nPrompt, nSlow, false)
 	if err != nil {
 		return nil, fmt.Errorf("run with slow readers: %w", err)
 	}
 	r := with.res
 	r.Timeline = mon.Stop()
 	r.Extra = map[string]any{
-		"prompt_alone":     summarizePass(alone.res),
-		"prompt_with_slow": summarizePass(with.res),
+		"prompt_alone":       summarizePass(alone.res),
+		"prompt_all_reading": summarizePass(reading.res),
+		"prompt_with_slow":   summarizePass(with.res),
 	}
 	r.Subscribers = nPrompt + nSlow
 	r.Notes = slices.Concat(probe.notes, r.Notes)
 	for _, n := range alone.res.Notes {
 		r.Notes = append(r.Notes, "without slow readers: "+n)
 	}
-	if a := alone.res.Latency.P99; a > 0 {
+	for _, n := range reading.res.Notes {
+		r.Notes = append(r.Notes, "with every subscriber reading: "+n)
+	}
+	if a := reading.res.Latency.P99; a > 0 {
 		q := ratio(with.res.Latency.P99 / a)
 		r.Extra["p99_ratio"] = q
 		if q > 1.2 {
-			r.Notes = append(r.Notes, fmt.Sprintf("the prompt subscribers' P99 is %.2f× what it is without the slow readers", float64(q)))
+			r.Notes = append(r.Notes, fmt.Sprintf("the prompt subscribers' P99 is %.2f× what it is when the slow readers read promptly", float64(q)))
 		}
+	}
+	if a := alone.res.Latency.P99; a > 0 {
+		r.Extra["p99_ratio_vs_alone"] = ratio(with.res.Latency.P99 / a)
 	}
 	sum := with.slow
 	r.Extra["slow_readers"] = sum
@@ -153,17 +170,18 @@ type slowPassOut struct {
 	slow        *slowSummary
 }
 
-// slowPass opens nSlow slow readers, then nPrompt prompt subscribers
-// (a fleet, in workers as it decides), publishes for Cfg.Duration, waits
-// for the prompt deliveries, counts, and drains the slow readers.
-func slowPass(ctx context.Context, e *Env, mon *Monitor, cur *atomic.Pointer[slowPassState], probe *serverProbe, name string, nPrompt, nSlow int) (*slowPassOut, error) {
+// slowPass opens nSlow slow readers (reading promptly when readAll),
+// then nPrompt prompt subscribers (a fleet, in workers as it decides),
+// publishes for Cfg.Duration, waits for the prompt deliveries, counts,
+// and drains the slow readers.
+func slowPass(ctx context.Context, e *Env, mon *Monitor, cur *atomic.Pointer[slowPassState], probe *serverProbe, name string, nPrompt, nSlow int, readAll bool) (*slowPassOut, error) {
 	cfg := e.Cfg
 	topics := e.Topics("slow-"+name, cfg.Topics)
 	out := &slowPassOut{}
 	state := &slowPassState{published: new(atomic.Int64)}
 	if nSlow > 0 {
 		mon.SetPhase(name + ": connecting slow readers")
-		state.slow = openSlowGroup(ctx, e, topics, nSlow)
+		state.slow = openSlowGroup(ctx, e, topics, nSlow, readAll)
 		defer state.slow.close()
 		if state.slow.open.Load() == 0 {
 			if err := ctx.Err(); err != nil {
@@ -276,12 +294,16 @@ const (
 )
 
 // openSlowGroup opens n raw subscriptions over topics,
-// Cfg.ConnectConcurrency at a time, within Cfg.ConnectTimeout.
-func openSlowGroup(ctx context.Context, e *Env, topics []string, n int) *slowGroup {
+// Cfg.ConnectConcurrency at a time, within Cfg.ConnectTimeout. They read
+// as Cfg.SlowMode says, or promptly when prompt is set.
+func openSlowGroup(ctx context.Context, e *Env, topics []string, n int, prompt bool) *slowGroup {
 	cfg := e.Cfg
 	g := &slowGroup{
 		stall: cfg.SlowMode == "stall", delay: cfg.SlowDelay,
 		drainCh: make(chan struct{}), abort: make(chan struct{}),
+	}
+	if prompt {
+		g.stall, g.delay = false, 0
 	}
 	octx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
@@ -363,6 +385,9 @@ func (g *slowGroup) read(s *slowReader) {
 			continue
 		}
 		s.events.Add(1)
+		if g.delay <= 0 {
+			continue
+		}
 		pause.Reset(g.delay)
 		select {
 		case <-pause.C:

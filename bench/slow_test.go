@@ -22,11 +22,12 @@ func TestSlowHerald(t *testing.T) {
 	r, obj := run(t, "slow", cfg)
 
 	alone, _ := r.Extra["prompt_alone"].(*passSummary)
+	reading, _ := r.Extra["prompt_all_reading"].(*passSummary)
 	with, _ := r.Extra["prompt_with_slow"].(*passSummary)
-	if alone == nil || with == nil {
+	if alone == nil || reading == nil || with == nil {
 		t.Fatalf("extra %v", r.Extra)
 	}
-	for name, p := range map[string]*passSummary{"alone": alone, "with slow": with} {
+	for name, p := range map[string]*passSummary{"alone": alone, "all reading": reading, "with slow": with} {
 		if p.Subscribers != 15 || p.Expected == 0 || p.Delivered != p.Expected || p.Lost != 0 || p.Duplicates != 0 || p.OutOfOrder != 0 {
 			t.Errorf("prompt subscribers %s: %s", name, p)
 		}
@@ -41,8 +42,10 @@ func TestSlowHerald(t *testing.T) {
 	if n, _ := r.Extra["hub_slow_disconnects"].(float64); n != 5 {
 		t.Errorf("herald_slow_subscriber_disconnects_total grew by %v, want 5", r.Extra["hub_slow_disconnects"])
 	}
-	if q, _ := r.Extra["p99_ratio"].(ratio); q <= 0 {
-		t.Errorf("p99 ratio %v", r.Extra["p99_ratio"])
+	for _, k := range []string{"p99_ratio", "p99_ratio_vs_alone"} {
+		if q, _ := r.Extra[k].(ratio); q <= 0 {
+			t.Errorf("%s %v", k, r.Extra[k])
+		}
 	}
 	waitSubscribers(t, h, 0)
 	extra, _ := obj["extra"].(map[string]any)
@@ -50,7 +53,7 @@ func TestSlowHerald(t *testing.T) {
 		t.Errorf("JSON extra.slow_readers %v", s)
 	}
 	tab := table(t, r)
-	for _, want := range []string{"prompt alone", "prompt with slow", "p99 ratio", "slow readers", "the hub disconnected 5"} {
+	for _, want := range []string{"prompt alone", "prompt all reading", "prompt with slow", "p99 ratio", "slow readers", "the hub disconnected 5"} {
 		if !strings.Contains(tab, want) {
 			t.Errorf("table lacks %q:\n%s", want, tab)
 		}
