@@ -145,7 +145,7 @@ func runSlow(ctx context.Context, e *Env) (*Result, error) {
 	if !with.s0.At.IsZero() && !with.end.At.IsZero() && with.s0.SlowDisconnects >= 0 && with.end.SlowDisconnects >= 0 {
 		r.Extra["hub_slow_disconnects"] = with.end.SlowDisconnects - with.s0.SlowDisconnects
 	}
-	if cost := slowCost(alone, with, sum.Subscribers-sum.ConnectErrors); cost != nil {
+	if cost := slowCost(reading, with, sum.Subscribers-sum.ConnectErrors); cost != nil {
 		r.Extra["server_cost_per_slow"] = cost
 	}
 	if with.res.Lost > 0 {
@@ -534,24 +534,26 @@ func (q ratio) String() string { return fmt.Sprintf("%.2f×", float64(q)) }
 // grows too, from its own activity; its memory is reused by the second
 // run, so a difference of the two would not mean much). QueuedPerSlowKB
 // is what the hub's queues held for them when publishing ended.
+// slowCostFigure is what the slow readers cost the server: its RSS when
+// publishing ended with them stalled, against the same moment of the run
+// where they read promptly (the same connections, the same updates).
 type slowCostFigure struct {
 	PerSlowKB       float64 `json:"rss_per_slow_kb_at_most"` // -1: unknown
-	GrowthWithMB    float64 `json:"rss_growth_with_mb"`
-	GrowthAloneMB   float64 `json:"rss_growth_alone_mb"`
+	WithMB          float64 `json:"rss_with_slow_mb"`
+	ReadingMB       float64 `json:"rss_all_reading_mb"`
 	QueuedPerSlowKB float64 `json:"queued_per_slow_kb"` // herald_queue_bytes; -1: unknown
 }
 
-func slowCost(alone, with *slowPassOut, n int) *slowCostFigure {
+func slowCost(reading, with *slowPassOut, n int) *slowCostFigure {
 	if n <= 0 {
 		return nil
 	}
 	c := &slowCostFigure{PerSlowKB: -1, QueuedPerSlowKB: -1}
 	known := false
-	if alone.s0.RSSBytes > 0 && alone.s1.RSSBytes > 0 && with.s0.RSSBytes > 0 && with.s1.RSSBytes > 0 {
-		gw := float64(with.s1.RSSBytes) - float64(with.s0.RSSBytes)
-		ga := float64(alone.s1.RSSBytes) - float64(alone.s0.RSSBytes)
-		c.GrowthWithMB, c.GrowthAloneMB = gw/(1<<20), ga/(1<<20)
-		c.PerSlowKB = max(gw, 0) / float64(n) / 1024
+	if reading.s1.RSSBytes > 0 && with.s1.RSSBytes > 0 {
+		w, r := float64(with.s1.RSSBytes), float64(reading.s1.RSSBytes)
+		c.WithMB, c.ReadingMB = w/(1<<20), r/(1<<20)
+		c.PerSlowKB = max(w-r, 0) / float64(n) / 1024
 		known = true
 	}
 	if with.s1.QueueBytes >= 0 && !with.s1.At.IsZero() {
@@ -567,7 +569,7 @@ func slowCost(alone, with *slowPassOut, n int) *slowCostFigure {
 func (c *slowCostFigure) String() string {
 	var s string
 	if c.PerSlowKB != -1 {
-		s = fmt.Sprintf("RSS at most %.1f KB per slow reader (it grew %.1f MB while publishing with them, %.1f MB without)", c.PerSlowKB, c.GrowthWithMB, c.GrowthAloneMB)
+		s = fmt.Sprintf("RSS at most %.1f KB per slow reader (%.1f MB when publishing ended with them, %.1f MB with them reading)", c.PerSlowKB, c.WithMB, c.ReadingMB)
 	}
 	if c.QueuedPerSlowKB >= 0 {
 		if s != "" {
