@@ -444,6 +444,10 @@ func (x *index) remove(s *Subscriber) {
 		switch {
 		case m.any:
 			delete(x.wild, s)
+			if len(x.wild) == 0 {
+				// Go maps never shrink: drop the storage a crowd grew.
+				x.wild = make(map[*Subscriber]struct{})
+			}
 		case literal(m):
 			if set := x.exact[m.value]; set != nil {
 				delete(set, s)
@@ -495,6 +499,10 @@ func (r *registry) remove(s *Subscriber) {
 	if _, ok := sl.subs[s]; ok {
 		delete(sl.subs, s)
 		r.n.Add(-1)
+		if len(sl.subs) == 0 {
+			// Go maps never shrink: drop the storage a crowd grew.
+			sl.subs = make(map[*Subscriber]struct{})
+		}
 	}
 	sl.mu.Unlock()
 }
