@@ -440,3 +440,51 @@ func TestProbeEndsDepartedSubscriber(t *testing.T) {
 		t.Fatal("departed subscriber not noticed")
 	}
 }
+
+// TestWriteDelay: updates that come within WriteDelay of the last write
+// wait and go out together in one flush; the first after a quiet spell
+// goes at once; cancelling the stream during the wait ends it at once.
+func TestWriteDelay(t *testing.T) {
+	const delay = 300 * time.Millisecond
+	f := newFixture(t, hub.Config{Heartbeat: -1, WriteDelay: delay})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &recorder{}
+	o := hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}
+	_, done := f.serve(ctx, o, rec)
+	time.Sleep(delay) // a quiet spell: the next update goes at once
+
+	start := time.Now()
+	f.publish("t", "1", "one", false)
+	waitFor(t, "the first update", func() bool { return len(rec.events(t)) == 1 })
+	if d := time.Since(start); d > delay/2 {
+		t.Errorf("first update after a quiet spell took %v; it should not wait", d)
+	}
+	for i := 2; i <= 5; i++ {
+		f.publish("t", fmt.Sprint(i), "more", false)
+	}
+	waitFor(t, "the other four", func() bool { return len(rec.events(t)) == 5 })
+	if d := time.Since(start); d < delay*9/10 {
+		t.Errorf("updates right after a write went out %v after it; want them held about %v", d, delay)
+	}
+	rec.mu.Lock()
+	flushes := rec.flushes
+	rec.mu.Unlock()
+	if flushes != 2 {
+		t.Errorf("%d flushes for one update and then four within the delay, want 2", flushes)
+	}
+
+	// Cancelled while waiting: Serve returns before the delay is over.
+	f.publish("t", "6", "six", false)
+	time.Sleep(20 * time.Millisecond)
+	cancelled := time.Now()
+	cancel()
+	select {
+	case <-done:
+		if d := time.Since(cancelled); d > delay/2 {
+			t.Errorf("Serve returned %v after cancel", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after cancel")
+	}
+}

@@ -252,11 +252,31 @@ func (s *Subscriber) Serve(ctx context.Context, w Stream) error {
 	if err := s.replay(ctx, w); err != nil {
 		return err
 	}
+	var delay *time.Timer // for WriteDelay; made on first use
+	defer func() {
+		if delay != nil {
+			delay.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		case <-s.wake:
+		}
+		if d := s.h.cfg.WriteDelay; d > 0 {
+			if wait := time.Duration(s.lastWrite.Load()+int64(d)) - time.Duration(s.h.cfg.Now().UnixNano()); wait > 0 {
+				if delay == nil {
+					delay = time.NewTimer(wait)
+				} else {
+					delay.Reset(wait)
+				}
+				select {
+				case <-ctx.Done():
+					return context.Cause(ctx)
+				case <-delay.C:
+				}
+			}
 		}
 		s.mu.Lock()
 		q := s.queue

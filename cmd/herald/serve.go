@@ -35,6 +35,7 @@ type serveConfig struct {
 	anonymous, h2c, randomIDs                            bool
 	corsOrigins, protocols                               string
 	heartbeat, historyMaxAge, writeTimeout, shutdown     time.Duration
+	writeDelay                                           time.Duration
 	maxLifetime                                          time.Duration
 	historySize, queueBytes                              int
 	maxBody                                              int64
@@ -61,6 +62,7 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&c.historyMaxAge, "history-max-age", 24*time.Hour, "age after which updates leave the history; 0 means no age limit")
 	fs.IntVar(&c.queueBytes, "queue-bytes", 4<<20, "per-subscriber queue budget; a subscriber over it is disconnected and resumes")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "deadline of every write to a subscriber")
+	fs.DurationVar(&c.writeDelay, "write-delay", 0, "least time between two writes to one stream: updates coming sooner wait and share one write (0: write at once)")
 	fs.DurationVar(&c.maxLifetime, "max-lifetime", 0, "close subscriptions older than this so clients re-authenticate; 0 means no limit")
 	fs.Int64Var(&c.maxBody, "max-body", 1<<20, "largest publish body in bytes")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 10*time.Second, "grace period for in-flight publishes at shutdown")
@@ -189,6 +191,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		QueueBytes:   c.queueBytes,
 		Heartbeat:    heartbeat,
 		WriteTimeout: c.writeTimeout,
+		WriteDelay:   c.writeDelay,
 		RandomIDs:    c.randomIDs,
 	})
 	if err != nil {
