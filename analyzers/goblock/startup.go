@@ -6,6 +6,8 @@ import (
 	"go/types"
 
 	"golang.org/x/tools/go/types/typeutil"
+
+	"github.com/herald-hub/herald/analyzers/internal/astx"
 )
 
 // startupFuncs returns the functions of the package that run only while
@@ -86,13 +88,8 @@ func (c *checker) startupFuncs() map[*types.Func]bool {
 func (c *checker) guardedOnce(body *ast.BlockStmt, pos token.Pos) bool {
 	info := c.pass.TypesInfo
 	global := func(e ast.Expr) *types.Var {
-		var id *ast.Ident
-		switch e := ast.Unparen(e).(type) {
-		case *ast.Ident:
-			id = e
-		case *ast.SelectorExpr:
-			id = e.Sel
-		default:
+		id := astx.Name(e)
+		if id == nil {
 			return nil
 		}
 		v, ok := info.Uses[id].(*types.Var)

@@ -171,4 +171,3 @@ func passesOn(pass *analysis.Pass, call *ast.CallExpr, fd *ast.FuncDecl) bool {
 	}
 	return true
 }
-

@@ -613,13 +613,8 @@ func (c *checker) cancelErr(e ast.Expr, errs []types.Object) bool {
 // ctxErrValue reports whether e is context.Canceled or
 // context.DeadlineExceeded.
 func (c *checker) ctxErrValue(e ast.Expr) bool {
-	var id *ast.Ident
-	switch e := ast.Unparen(e).(type) {
-	case *ast.Ident:
-		id = e
-	case *ast.SelectorExpr:
-		id = e.Sel
-	default:
+	id := astx.Name(e)
+	if id == nil {
 		return false
 	}
 	v, ok := c.pass.TypesInfo.Uses[id].(*types.Var)
@@ -708,16 +703,11 @@ func (c *checker) stopChan(e ast.Expr) bool {
 			return true
 		}
 	}
-	var name string
-	switch e := ast.Unparen(e).(type) {
-	case *ast.Ident:
-		name = e.Name
-	case *ast.SelectorExpr:
-		name = e.Sel.Name
-	default:
+	id := astx.Name(e)
+	if id == nil {
 		return false
 	}
-	name = strings.ToLower(name)
+	name := strings.ToLower(id.Name)
 	for _, w := range stopWords {
 		if strings.Contains(name, w) {
 			return true

@@ -56,3 +56,16 @@ func LoopBody(loop ast.Stmt) *ast.BlockStmt {
 	}
 	return nil
 }
+
+// Name returns the identifier that names e: e itself when it is an
+// identifier, the selected name when it is a selector (x.f, pkg.V), nil
+// otherwise. Parentheses are looked through.
+func Name(e ast.Expr) *ast.Ident {
+	switch e := ast.Unparen(e).(type) {
+	case *ast.Ident:
+		return e
+	case *ast.SelectorExpr:
+		return e.Sel
+	}
+	return nil
+}

@@ -51,6 +51,10 @@ var g = func() {}
 	if LoopBody(loops[0]) != loops[0].(*ast.ForStmt).Body || LoopBody(loops[1]) != loops[1].(*ast.RangeStmt).Body {
 		t.Error("LoopBody")
 	}
+	sel := &ast.SelectorExpr{X: ast.NewIdent("pkg"), Sel: ast.NewIdent("V")}
+	if Name(sel) != sel.Sel || Name(&ast.ParenExpr{X: sel.X}) != sel.X || Name(&ast.BasicLit{}) != nil {
+		t.Error("Name")
+	}
 	if LoopBody(&ast.EmptyStmt{}) != nil {
 		t.Error("LoopBody of a non-loop")
 	}
