@@ -1,0 +1,268 @@
+package bolt
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// The journal is the write-ahead log in front of the tree: an append is
+// acknowledged once its record is in the journal and the journal is synced
+// (one write and one fdatasync per group of appends). The tree is written
+// behind it, in large transactions, and a record leaves the journal's
+// concern once the tree holds it.
+//
+// It is two files used in turn. The writer appends to one until it holds
+// journalSegment bytes, then moves to the other, which it overwrites from
+// the start, but only once every record in the other is in the tree. Files
+// are never truncated: after the first round, every write lands on blocks
+// the file already has, and fdatasync has no file metadata to flush.
+//
+// A round of a file starts with a header that holds a random salt; every
+// frame's checksum covers the salt, so frames left over from an earlier
+// round (or bytes inside an earlier round's payloads) never pass for
+// frames of the current one.
+//
+//	header: "HJ01" | salt uint64 | crc32c(magic, salt) uint32      (16 bytes)
+//	frame:  length uint32 | crc32c(salt, seq, length, record) uint32 | seq uint64 | record
+//
+// All integers are little-endian. Reading a file stops at the first frame
+// that is cut short, fails its checksum or does not follow the previous
+// Seq: what follows was never acknowledged.
+
+const (
+	journalMagic  = "HJ01"
+	journalHeader = 16
+	frameHeader   = 16
+	// maxFrame bounds a record's length when reading: anything larger is
+	// not a frame.
+	maxFrame = 1 << 30
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// journal is owned by the writer goroutine, except at Open and Close.
+type journal struct {
+	files   [2]*os.File
+	cur     int       // the file being appended to
+	off     int64     // where the next write goes in files[cur]
+	salt    uint64    // of the current round of files[cur]
+	last    [2]uint64 // last Seq written to each file in its current round
+	segment int64     // size after which the writer moves on
+	noSync  bool
+	buf     []byte // frames gathered for the next commit
+	prev    uint64 // last[cur] before them
+}
+
+// journalPaths names the two journal files of the tree at path.
+func journalPaths(path string) [2]string {
+	return [2]string{path + "-journal.0", path + "-journal.1"}
+}
+
+// frame is one record read back from a journal file.
+type frame struct {
+	seq uint64
+	rec []byte
+}
+
+// openJournal opens (creating if needed) the journal files of the tree at
+// path and returns the frames each holds in its current round.
+func openJournal(path string, segment int64, noSync bool) (*journal, [2][]frame, error) {
+	var found [2][]frame
+	j := &journal{segment: segment, noSync: noSync}
+	created := false
+	for i, p := range journalPaths(path) {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			f, err = os.OpenFile(p, os.O_RDWR, 0o600)
+		} else if err == nil {
+			created = true
+		}
+		if err != nil {
+			j.close()
+			return nil, found, fmt.Errorf("open journal: %w", err)
+		}
+		j.files[i] = f
+		data, err := os.ReadFile(p)
+		if err != nil {
+			j.close()
+			return nil, found, fmt.Errorf("read journal: %w", err)
+		}
+		_, found[i] = scanJournal(data)
+	}
+	if created && !noSync {
+		// A new file's name must survive a crash as well as its contents.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			j.close()
+			return nil, found, fmt.Errorf("open journal: %w", err)
+		}
+	}
+	return j, found, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// scanJournal returns the salt of a journal file's current round and the
+// frames of that round, in order, with consecutive Seqs. A file without a
+// valid header holds no frames.
+func scanJournal(data []byte) (salt uint64, frames []frame) {
+	if len(data) < journalHeader || string(data[:4]) != journalMagic {
+		return 0, nil
+	}
+	if crc32.Checksum(data[:12], castagnoli) != binary.LittleEndian.Uint32(data[12:16]) {
+		return 0, nil
+	}
+	salt = binary.LittleEndian.Uint64(data[4:12])
+	for off := journalHeader; len(data)-off >= frameHeader; {
+		n := binary.LittleEndian.Uint32(data[off:])
+		sum := binary.LittleEndian.Uint32(data[off+4:])
+		seq := binary.LittleEndian.Uint64(data[off+8:])
+		end := off + frameHeader + int(n)
+		if n == 0 || n > maxFrame || end > len(data) || end < off {
+			break
+		}
+		rec := data[off+frameHeader : end]
+		if frameSum(salt, seq, rec) != sum {
+			break
+		}
+		if len(frames) > 0 && seq != frames[len(frames)-1].seq+1 {
+			break
+		}
+		frames = append(frames, frame{seq: seq, rec: rec})
+		off = end
+	}
+	return salt, frames
+}
+
+func frameSum(salt, seq uint64, rec []byte) uint32 {
+	var h [20]byte
+	binary.LittleEndian.PutUint64(h[0:], salt)
+	binary.LittleEndian.PutUint64(h[8:], seq)
+	binary.LittleEndian.PutUint32(h[16:], uint32(len(rec)))
+	return crc32.Update(crc32.Checksum(h[:], castagnoli), castagnoli, rec)
+}
+
+// recoverFrames joins what the two files hold into the frames after
+// applied (the last Seq the tree holds), in order. A file holds one run of
+// consecutive Seqs; the two runs may overlap the tree and each other, and
+// follow one another. It reports a gap (frames missing between applied and
+// the first frame, or between the runs) as an error beside the frames it
+// keeps: the ones before the gap.
+func recoverFrames(found [2][]frame, applied uint64) ([]frame, error) {
+	var runs [][]frame
+	for _, fs := range found {
+		i, _ := slices.BinarySearchFunc(fs, applied+1, func(f frame, seq uint64) int {
+			return cmpSeq(f.seq, seq)
+		})
+		if i < len(fs) {
+			runs = append(runs, fs[i:])
+		}
+	}
+	slices.SortFunc(runs, func(a, b []frame) int { return cmpSeq(a[0].seq, b[0].seq) })
+	var out []frame
+	next := applied + 1
+	for _, run := range runs {
+		if run[0].seq > next {
+			return out, fmt.Errorf("journal: records %d to %d are missing", next, run[0].seq-1)
+		}
+		// Skip what the previous run already gave.
+		run = run[min(int(next-run[0].seq), len(run)):]
+		out = append(out, run...)
+		if len(run) > 0 {
+			next = run[len(run)-1].seq + 1
+		}
+	}
+	return out, nil
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// restart begins a new round on file i, from its start. Every record the
+// file holds must be in the tree.
+func (j *journal) restart(i int) error {
+	var s [8]byte
+	if _, err := rand.Read(s[:]); err != nil {
+		return err
+	}
+	j.cur, j.off, j.last[i] = i, 0, 0
+	j.salt = binary.LittleEndian.Uint64(s[:])
+	return nil
+}
+
+// add appends the frame of rec at seq to the pending write, after the
+// round's header when the round has nothing yet.
+func (j *journal) add(seq uint64, rec []byte) {
+	if len(j.buf) == 0 {
+		j.prev = j.last[j.cur]
+	}
+	if j.off == 0 && len(j.buf) == 0 {
+		j.buf = append(j.buf, journalMagic...)
+		j.buf = binary.LittleEndian.AppendUint64(j.buf, j.salt)
+		j.buf = binary.LittleEndian.AppendUint32(j.buf, crc32.Checksum(j.buf[:12], castagnoli))
+	}
+	j.buf = binary.LittleEndian.AppendUint32(j.buf, uint32(len(rec)))
+	j.buf = binary.LittleEndian.AppendUint32(j.buf, frameSum(j.salt, seq, rec))
+	j.buf = binary.LittleEndian.AppendUint64(j.buf, seq)
+	j.buf = append(j.buf, rec...)
+	j.last[j.cur] = seq
+}
+
+// commit writes what add gathered with one write and one fdatasync. On
+// error the pending frames are dropped and the next commit writes at the
+// same place, so they are overwritten: their Seqs are given to the next
+// appends.
+func (j *journal) commit() error {
+	defer func() {
+		j.buf = j.buf[:0]
+		if cap(j.buf) > 4<<20 {
+			j.buf = nil // one large batch must not pin its buffer
+		}
+	}()
+	_, err := j.files[j.cur].WriteAt(j.buf, j.off)
+	if err == nil && !j.noSync {
+		err = fdatasync(j.files[j.cur])
+	}
+	if err != nil {
+		j.last[j.cur] = j.prev
+		return fmt.Errorf("journal: %w", err)
+	}
+	j.off += int64(len(j.buf))
+	return nil
+}
+
+// full reports whether the current file has reached its segment size.
+func (j *journal) full() bool { return j.off >= j.segment }
+
+// other is the file the writer moves to next.
+func (j *journal) other() int { return 1 - j.cur }
+
+func (j *journal) close() error {
+	var errs []error
+	for _, f := range j.files {
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
