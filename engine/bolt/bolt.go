@@ -315,6 +315,12 @@ func (e *Engine) replay(found [2][]frame) error {
 		}
 	}
 	e.last = e.treeLast.Load()
+	// Everything readable in the journal is in the tree now, or lost past
+	// a gap: make sure none of it is read again. File 0 starts a new round
+	// (a new salt); file 1's round ends here.
+	if err := e.j.invalidate(1); err != nil {
+		return fmt.Errorf("reset journal: %w", err)
+	}
 	return e.j.restart(0)
 }
 
@@ -573,7 +579,15 @@ func (e *Engine) applier() {
 			case n > e.maxApply:
 				due = now // more to do: come back at once
 			default:
+				// Appends that came during the transaction found the
+				// tail busy and did not wake us: give them their delay.
+				e.mu.RLock()
+				left := len(e.tail.entries)
+				e.mu.RUnlock()
 				due = time.Time{}
+				if left > 0 {
+					due = now.Add(e.applyDelay)
+				}
 			}
 			trimAt = deadline(now, next)
 		case due.IsZero():

@@ -27,10 +27,14 @@ import (
 // A round of a file starts with a header that holds a random salt; every
 // frame's checksum covers the salt, so frames left over from an earlier
 // round (or bytes inside an earlier round's payloads) never pass for
-// frames of the current one.
+// frames of the current one. Each frame's checksum also covers the one
+// before it, so after a failed write, whose frames may be on disk anyway,
+// the frames written over them at the same place can never be followed by
+// the failed ones that lie beyond.
 //
 //	header: "HJ01" | salt uint64 | crc32c(magic, salt) uint32      (16 bytes)
-//	frame:  length uint32 | crc32c(salt, seq, length, record) uint32 | seq uint64 | record
+//	frame:  length uint32 | sum uint32 | seq uint64 | record
+//	sum = crc32c(previous frame's sum or 0, salt, seq, length, record)
 //
 // All integers are little-endian. Reading a file stops at the first frame
 // that is cut short, fails its checksum or does not follow the previous
@@ -58,6 +62,8 @@ type journal struct {
 	noSync  bool
 	buf     []byte // frames gathered for the next commit
 	prev    uint64 // last[cur] before them
+	chain   uint32 // sum of the last frame added in this round
+	chained uint32 // chain before the frames in buf
 }
 
 // journalPaths names the two journal files of the tree at path.
@@ -126,6 +132,7 @@ func scanJournal(data []byte) (salt uint64, frames []frame) {
 		return 0, nil
 	}
 	salt = binary.LittleEndian.Uint64(data[4:12])
+	var chain uint32
 	for off := journalHeader; len(data)-off >= frameHeader; {
 		n := binary.LittleEndian.Uint32(data[off:])
 		sum := binary.LittleEndian.Uint32(data[off+4:])
@@ -135,23 +142,25 @@ func scanJournal(data []byte) (salt uint64, frames []frame) {
 			break
 		}
 		rec := data[off+frameHeader : end]
-		if frameSum(salt, seq, rec) != sum {
+		if frameSum(chain, salt, seq, rec) != sum {
 			break
 		}
-		if len(frames) > 0 && seq != frames[len(frames)-1].seq+1 {
+		if seq == 0 || len(frames) > 0 && seq != frames[len(frames)-1].seq+1 {
 			break
 		}
 		frames = append(frames, frame{seq: seq, rec: rec})
+		chain = sum
 		off = end
 	}
 	return salt, frames
 }
 
-func frameSum(salt, seq uint64, rec []byte) uint32 {
-	var h [20]byte
-	binary.LittleEndian.PutUint64(h[0:], salt)
-	binary.LittleEndian.PutUint64(h[8:], seq)
-	binary.LittleEndian.PutUint32(h[16:], uint32(len(rec)))
+func frameSum(chain uint32, salt, seq uint64, rec []byte) uint32 {
+	var h [24]byte
+	binary.LittleEndian.PutUint32(h[0:], chain)
+	binary.LittleEndian.PutUint64(h[4:], salt)
+	binary.LittleEndian.PutUint64(h[12:], seq)
+	binary.LittleEndian.PutUint32(h[20:], uint32(len(rec)))
 	return crc32.Update(crc32.Checksum(h[:], castagnoli), castagnoli, rec)
 }
 
@@ -205,7 +214,7 @@ func (j *journal) restart(i int) error {
 	if _, err := rand.Read(s[:]); err != nil {
 		return err
 	}
-	j.cur, j.off, j.last[i] = i, 0, 0
+	j.cur, j.off, j.last[i], j.chain = i, 0, 0, 0
 	j.salt = binary.LittleEndian.Uint64(s[:])
 	return nil
 }
@@ -214,7 +223,7 @@ func (j *journal) restart(i int) error {
 // round's header when the round has nothing yet.
 func (j *journal) add(seq uint64, rec []byte) {
 	if len(j.buf) == 0 {
-		j.prev = j.last[j.cur]
+		j.prev, j.chained = j.last[j.cur], j.chain
 	}
 	if j.off == 0 && len(j.buf) == 0 {
 		j.buf = append(j.buf, journalMagic...)
@@ -222,7 +231,8 @@ func (j *journal) add(seq uint64, rec []byte) {
 		j.buf = binary.LittleEndian.AppendUint32(j.buf, crc32.Checksum(j.buf[:12], castagnoli))
 	}
 	j.buf = binary.LittleEndian.AppendUint32(j.buf, uint32(len(rec)))
-	j.buf = binary.LittleEndian.AppendUint32(j.buf, frameSum(j.salt, seq, rec))
+	j.chain = frameSum(j.chain, j.salt, seq, rec)
+	j.buf = binary.LittleEndian.AppendUint32(j.buf, j.chain)
 	j.buf = binary.LittleEndian.AppendUint64(j.buf, seq)
 	j.buf = append(j.buf, rec...)
 	j.last[j.cur] = seq
@@ -230,8 +240,8 @@ func (j *journal) add(seq uint64, rec []byte) {
 
 // commit writes what add gathered with one write and one fdatasync. On
 // error the pending frames are dropped and the next commit writes at the
-// same place, so they are overwritten: their Seqs are given to the next
-// appends.
+// same place: their Seqs go to the next appends, and the chained sums keep
+// whatever of them reached the disk from being read after those.
 func (j *journal) commit() error {
 	defer func() {
 		j.buf = j.buf[:0]
@@ -241,14 +251,29 @@ func (j *journal) commit() error {
 	}()
 	_, err := j.files[j.cur].WriteAt(j.buf, j.off)
 	if err == nil && !j.noSync {
-		err = fdatasync(j.files[j.cur])
+		err = syncData(j.files[j.cur])
 	}
 	if err != nil {
-		j.last[j.cur] = j.prev
+		j.last[j.cur], j.chain = j.prev, j.chained
 		return fmt.Errorf("journal: %w", err)
 	}
 	j.off += int64(len(j.buf))
 	return nil
+}
+
+// syncData is fdatasync; tests replace it to make a sync fail.
+var syncData = fdatasync
+
+// invalidate overwrites the header of file i, so that nothing it holds is
+// read again, and syncs it.
+func (j *journal) invalidate(i int) error {
+	if _, err := j.files[i].WriteAt(make([]byte, journalHeader), 0); err != nil {
+		return err
+	}
+	if j.noSync {
+		return nil
+	}
+	return syncData(j.files[i])
 }
 
 // full reports whether the current file has reached its segment size.
