@@ -484,12 +484,10 @@ func (e *Engine) commit(batch []*request) {
 		return
 	}
 	us := make([]*hub.Update, len(batch))
-	size := 0
 	for i, r := range batch {
 		e.last++
 		r.u.Seq = e.last
 		us[i] = r.u
-		size += len(r.rec)
 	}
 	e.mu.Lock()
 	was := len(e.tail.entries)
