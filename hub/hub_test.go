@@ -488,3 +488,49 @@ func TestWriteDelay(t *testing.T) {
 		t.Fatal("Serve did not return after cancel")
 	}
 }
+
+// TestWriteDelayByLoad: with the default (automatic) delay, a hub whose
+// offered rate crosses the thresholds starts holding a busy stream's
+// updates and sending them together; before that it writes at once.
+func TestWriteDelayByLoad(t *testing.T) {
+	const top = 300 * time.Millisecond
+	f := newFixture(t, hub.Config{Heartbeat: -1})
+	hub.SetPace(f.hub, 1, 2, top) // any sustained traffic is "busy"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &recorder{}
+	o := hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}
+	f.serve(ctx, o, rec)
+
+	start := time.Now()
+	f.publish("t", "1", "one", false)
+	waitFor(t, "the first update", func() bool { return len(rec.events(t)) == 1 })
+	if d := time.Since(start); d > top/2 {
+		t.Errorf("first update took %v with no load measured yet", d)
+	}
+	if d := f.hub.WriteDelay(); d != 0 {
+		t.Errorf("WriteDelay %v before a window has passed", d)
+	}
+	time.Sleep(150 * time.Millisecond) // a window passes: 2 frames in 150ms is over 2/s
+	f.publish("t", "2", "two", false)
+	waitFor(t, "the second update", func() bool { return len(rec.events(t)) == 2 })
+	if d := f.hub.WriteDelay(); d != top {
+		t.Fatalf("WriteDelay %v after a busy window, want %v", d, top)
+	}
+	written := time.Now()
+	for i := 3; i <= 5; i++ {
+		f.publish("t", fmt.Sprint(i), "more", false)
+	}
+	waitFor(t, "the other three", func() bool { return len(rec.events(t)) == 5 })
+	if d := time.Since(written); d < top*8/10 {
+		t.Errorf("updates right after a write went out %v after it; want them held about %v", d, top)
+	}
+	rec.mu.Lock()
+	flushes := rec.flushes
+	rec.mu.Unlock()
+	// The second update may have been written before or after the delay
+	// was raised, so it went out alone either way; three more share one.
+	if flushes != 3 {
+		t.Errorf("%d flushes for 1, 2 and then three within the delay, want 3", flushes)
+	}
+}

@@ -59,6 +59,9 @@ func (m *Metrics) bindHub(h *Hub) {
 		h.subs.each(func(s *Subscriber) { n += s.QueuedBytes() })
 		return float64(n)
 	}))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "herald_write_delay_seconds", Help: "Least time between two writes to one stream, fixed or set by load.",
+	}, func() float64 { return h.WriteDelay().Seconds() }))
 	if st, ok := h.engine.(Stats); ok {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herald_history_updates", Help: "Updates retained in the history.",

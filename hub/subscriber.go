@@ -264,7 +264,7 @@ func (s *Subscriber) Serve(ctx context.Context, w Stream) error {
 			return context.Cause(ctx)
 		case <-s.wake:
 		}
-		if d := s.h.cfg.WriteDelay; d > 0 {
+		if d := s.h.pace.delay(); d > 0 {
 			if wait := time.Duration(s.lastWrite.Load()+int64(d)) - time.Duration(s.h.cfg.Now().UnixNano()); wait > 0 {
 				if delay == nil {
 					delay = time.NewTimer(wait)

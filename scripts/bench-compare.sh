@@ -5,7 +5,7 @@
 #
 #   scripts/bench-compare.sh OUT-DIR [scenario...]
 #
-# Scenarios: idle10k idle18k fanout fanout-delay fanout-max publish publish-attached
+# Scenarios: idle10k idle18k fanout fanout-nodelay fanout-delay fanout-max publish publish-attached
 # publish-fanout resume resume-restart resume-cold churn slow.
 # Everything runs on loopback; every run is bounded by --duration.
 set -euo pipefail
@@ -81,7 +81,9 @@ for s in "${scenarios[@]}"; do
 	idle10k) pair idle10k idle -- --subscribers 10000 --duration 20s ;;
 	idle18k) pair idle18k idle -- --subscribers 18000 --duration 20s ;;
 	fanout) pair fanout fanout -- --subscribers 2500 --topics 1 --rate 80 --payload 100 --duration 20s ;;
-	fanout-delay) # herald with --write-delay 50ms; the baseline has no such setting
+	fanout-nodelay) # herald writing every update at once (no pacing); the baseline has no such setting
+		pair fanout-nodelay fanout --write-delay 0 -- --subscribers 2500 --topics 1 --rate 80 --payload 100 --duration 20s ;;
+	fanout-delay) # herald with a fixed --write-delay 50ms
 		pair fanout-delay50 fanout --write-delay 50ms -- --subscribers 2500 --topics 1 --rate 80 --payload 100 --duration 20s ;;
 	fanout-max) pair fanout-max fanout -- --subscribers 5000 --topics 1 --payload 100 --find-max --p99-bound 1s --duration 5s ;;
 	publish) pair publish publish -- --publishers 64 --duration 15s ;;

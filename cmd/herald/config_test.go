@@ -80,6 +80,26 @@ func TestBadConfig(t *testing.T) {
 			t.Errorf("--protocols %q accepted", p)
 		}
 	}
+	for _, d := range []string{"", "fast", "-5ms", "20"} {
+		if _, err := parseWriteDelay(d); err == nil {
+			t.Errorf("--write-delay %q accepted", d)
+		}
+	}
+}
+
+// TestWriteDelayFlag: auto leaves the choice to the hub (zero), 0 turns
+// the delay off (negative in hub.Config), a duration is kept.
+func TestWriteDelayFlag(t *testing.T) {
+	for in, want := range map[string]time.Duration{"auto": 0, "0": -1, "0s": -1, "25ms": 25 * time.Millisecond} {
+		got, err := parseWriteDelay(in)
+		if err != nil || got != want {
+			t.Errorf("parseWriteDelay(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	c, err := parseServe(nil, io.Discard)
+	if err != nil || c.writeDelay != "auto" {
+		t.Errorf("default --write-delay %q (%v), want auto", c.writeDelay, err)
+	}
 }
 
 func TestTokenCommand(t *testing.T) {

@@ -33,9 +33,8 @@ type serveConfig struct {
 	addr, adminAddr, dataDir, engine                     string
 	jwtKey, pubKey, subKey, jwtAlg, jwtIssuer, publicURL string
 	anonymous, h2c, randomIDs                            bool
-	corsOrigins, protocols                               string
+	corsOrigins, protocols, writeDelay                   string
 	heartbeat, historyMaxAge, writeTimeout, shutdown     time.Duration
-	writeDelay                                           time.Duration
 	maxLifetime                                          time.Duration
 	historySize, queueBytes                              int
 	maxBody                                              int64
@@ -62,7 +61,7 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&c.historyMaxAge, "history-max-age", 24*time.Hour, "age after which updates leave the history; 0 means no age limit")
 	fs.IntVar(&c.queueBytes, "queue-bytes", 4<<20, "per-subscriber queue budget; a subscriber over it is disconnected and resumes")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "deadline of every write to a subscriber")
-	fs.DurationVar(&c.writeDelay, "write-delay", 0, "least time between two writes to one stream: updates coming sooner wait and share one write (0: write at once)")
+	fs.StringVar(&c.writeDelay, "write-delay", "auto", "least time between two writes to one stream, updates coming sooner waiting to share one write: auto (set by load, up to 50ms), a fixed duration, or 0 to write at once")
 	fs.DurationVar(&c.maxLifetime, "max-lifetime", 0, "close subscriptions older than this so clients re-authenticate; 0 means no limit")
 	fs.Int64Var(&c.maxBody, "max-body", 1<<20, "largest publish body in bytes")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 10*time.Second, "grace period for in-flight publishes at shutdown")
@@ -121,6 +120,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	draft7, draft8, err := parseProtocols(c.protocols)
+	if err != nil {
+		return err
+	}
+	writeDelay, err := parseWriteDelay(c.writeDelay)
 	if err != nil {
 		return err
 	}
@@ -191,7 +194,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		QueueBytes:   c.queueBytes,
 		Heartbeat:    heartbeat,
 		WriteTimeout: c.writeTimeout,
-		WriteDelay:   c.writeDelay,
+		WriteDelay:   writeDelay,
 		RandomIDs:    c.randomIDs,
 	})
 	if err != nil {
@@ -254,6 +257,23 @@ func parseProtocols(s string) (draft7, draft8 bool, err error) {
 		return false, false, errors.New("--protocols: enable at least one of 7 and 8")
 	}
 	return draft7, draft8, nil
+}
+
+// parseWriteDelay maps --write-delay onto hub.Config.WriteDelay: auto is
+// zero (the hub's default), 0 is negative (never wait), a duration is
+// itself.
+func parseWriteDelay(s string) (time.Duration, error) {
+	if s == "auto" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("--write-delay: want auto, 0 or a duration like 20ms, not %q", s)
+	}
+	if d == 0 {
+		return -1, nil
+	}
+	return d, nil
 }
 
 func splitList(s string) []string {

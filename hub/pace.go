@@ -1,0 +1,106 @@
+package hub
+
+import (
+	"runtime"
+	"sync/atomic"
+	"time"
+)
+
+// Write pacing. Every write to a subscriber is one system call, and on a
+// large, fast fan-out those calls are most of the hub's CPU (BENCHMARKS.md).
+// Holding a busy stream's frames for a few milliseconds and sending them in
+// one write saves most of it, at that cost in latency. The pacer decides
+// how long, the way a network card moderates its interrupts: by load. It
+// counts the frames the dispatcher offers to subscribers, hub-wide, and
+// sets the delay from that rate per core: none below paceLow, rising
+// linearly to paceMax at paceHigh. A stream that gets fewer updates than
+// one per delay never waits, whatever the load, so only streams that are
+// both busy and on a busy hub are paced.
+const (
+	// paceWindow is how long the dispatcher counts offers before it
+	// recomputes the delay.
+	paceWindow = 100 * time.Millisecond
+	// paceStale is how old the last count may be before the delay is
+	// taken to be zero (nothing has been dispatched for a while).
+	paceStale = time.Second
+	// paceLow and paceHigh are offered frames per second per core. At
+	// about 5 µs of CPU per write (most of it the kernel's), paceLow
+	// spends a tenth of a core in writes and paceHigh two fifths.
+	paceLow  = 20_000
+	paceHigh = 80_000
+	// paceMax is the delay at paceHigh and above.
+	paceMax = 50 * time.Millisecond
+)
+
+// paceDelay is the automatic delay for rate offered frames per second:
+// zero up to low, rising linearly to top at high, top from there.
+func paceDelay(rate, low, high float64, top time.Duration) time.Duration {
+	switch {
+	case rate <= low:
+		return 0
+	case rate >= high:
+		return top
+	}
+	return time.Duration(float64(top) * (rate - low) / (high - low))
+}
+
+// pacer holds the current write delay. observe is called by the dispatcher
+// only; delay and current by any goroutine.
+type pacer struct {
+	fixed     time.Duration // Config.WriteDelay: > 0 fixed, < 0 never, 0 automatic
+	low, high float64       // offered frames per second, hub-wide
+	top       time.Duration // the delay at high and above
+
+	d    atomic.Int64 // the delay in force, in nanoseconds
+	last atomic.Int64 // unix nanos of the last recomputation
+
+	// Owned by the dispatcher.
+	count int64 // frames offered since start
+	start int64 // unix nanos the current window began
+}
+
+func (p *pacer) init(fixed time.Duration) {
+	cores := float64(runtime.GOMAXPROCS(0))
+	p.fixed, p.low, p.high, p.top = fixed, paceLow*cores, paceHigh*cores, paceMax
+	if fixed > 0 {
+		p.d.Store(int64(fixed))
+	}
+}
+
+// observe counts n frames offered at now (unix nanos) and recomputes the
+// delay once a window has passed. The rate is taken over the whole time
+// since the window began, quiet spells included.
+func (p *pacer) observe(n int, now int64) {
+	if p.fixed != 0 {
+		return
+	}
+	if p.start == 0 {
+		p.start = now
+	}
+	p.count += int64(n)
+	elapsed := now - p.start
+	if elapsed < int64(paceWindow) {
+		return
+	}
+	rate := float64(p.count) * float64(time.Second) / float64(elapsed)
+	p.d.Store(int64(paceDelay(rate, p.low, p.high, p.top)))
+	p.last.Store(now)
+	p.count, p.start = 0, now
+}
+
+// delay is the least time between two writes to one stream, as the writers
+// apply it. It may be stale after a quiet spell, which is harmless: a
+// stream that has been quiet for longer than the delay does not wait.
+func (p *pacer) delay() time.Duration { return time.Duration(p.d.Load()) }
+
+// current is the delay in force at now, for reporting: zero once nothing
+// has been dispatched for paceStale.
+func (p *pacer) current(now int64) time.Duration {
+	if p.fixed != 0 {
+		return max(p.fixed, 0)
+	}
+	if now-p.last.Load() > int64(paceStale) {
+		return 0
+	}
+	return p.delay()
+}

@@ -1,0 +1,80 @@
+package hub
+
+import (
+	"testing"
+	"time"
+)
+
+func TestPaceDelay(t *testing.T) {
+	const top = 50 * time.Millisecond
+	for _, c := range []struct {
+		rate float64
+		want time.Duration
+	}{
+		{0, 0},
+		{1000, 0},
+		{1500, 25 * time.Millisecond},
+		{1750, 37500 * time.Microsecond},
+		{2000, top},
+		{1e9, top},
+	} {
+		if got := paceDelay(c.rate, 1000, 2000, top); got != c.want {
+			t.Errorf("paceDelay(%v) = %v, want %v", c.rate, got, c.want)
+		}
+	}
+}
+
+// TestPacerObserve: the delay follows the offered rate window by window,
+// quiet spells included, and a fixed or disabled delay ignores the load.
+func TestPacerObserve(t *testing.T) {
+	var p pacer
+	p.init(0)
+	p.low, p.high, p.top = 1000, 2000, 40*time.Millisecond
+	ms := int64(time.Millisecond)
+	t0 := int64(1_000_000) * ms
+
+	p.observe(100, t0)
+	if d := p.delay(); d != 0 {
+		t.Fatalf("delay %v before a window has passed", d)
+	}
+	p.observe(100, t0+50*ms) // 200 in 50ms: not a window yet
+	if d := p.delay(); d != 0 {
+		t.Fatalf("delay %v before a window has passed", d)
+	}
+	p.observe(100, t0+100*ms) // 300 in 100ms: 3,000/s
+	if d := p.delay(); d != 40*time.Millisecond {
+		t.Fatalf("delay %v at 3,000/s, want the top", d)
+	}
+	if d := p.current(t0 + 100*ms); d != 40*time.Millisecond {
+		t.Fatalf("current %v right after the window, want the top", d)
+	}
+	if d := p.current(t0 + 100*ms + int64(paceStale) + ms); d != 0 {
+		t.Fatalf("current %v after a quiet spell, want 0", d)
+	}
+	p.observe(150, t0+200*ms) // 150 in 100ms: 1,500/s, halfway
+	if d := p.delay(); d != 20*time.Millisecond {
+		t.Fatalf("delay %v at 1,500/s, want 20ms", d)
+	}
+	p.observe(500, t0+1200*ms) // 500 in a second: below low
+	if d := p.delay(); d != 0 {
+		t.Fatalf("delay %v at 500/s, want 0", d)
+	}
+
+	var fixed pacer
+	fixed.init(7 * time.Millisecond)
+	fixed.observe(1_000_000, t0)
+	fixed.observe(1_000_000, t0+200*ms)
+	if d := fixed.delay(); d != 7*time.Millisecond {
+		t.Errorf("fixed delay moved to %v", d)
+	}
+	if d := fixed.current(t0 + 100*int64(time.Second)); d != 7*time.Millisecond {
+		t.Errorf("fixed delay reported as %v", d)
+	}
+	var off pacer
+	off.init(-1)
+	off.observe(1_000_000, t0)
+	off.observe(1_000_000_000, t0+200*ms)
+	if d, c := off.delay(), off.current(t0+200*ms); d != 0 || c != 0 {
+		t.Errorf("disabled delay is %v (reported %v)", d, c)
+	}
+}
