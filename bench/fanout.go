@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"sync/atomic"
 	"time"
 )
@@ -68,6 +69,7 @@ func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result
 		Topics:     topics,
 		Payload:    cfg.Payload,
 	}, &published)
+	delay, delayKnown := sampleWriteDelay(ctx, cfg)
 
 	// Drain: wait for what is still on its way, no longer than Drain.
 	mon.SetPhase("draining")
@@ -102,6 +104,12 @@ func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result
 	r := deliveryResult(cfg, rate, cfg.Subscribers, start, drained, out, fr, opened)
 	r.Timeline = timeline
 	serverCPU.report(r, fr.Stats.Delivered, "delivery")
+	if delayKnown {
+		if r.Extra == nil {
+			r.Extra = map[string]any{}
+		}
+		r.Extra["server_write_delay_ms"] = round2(delay * 1000)
+	}
 	if rate > 0 && r.PublishesPerS < 0.95*rate && ctx.Err() == nil {
 		r.Notes = append(r.Notes, fmt.Sprintf("publishers reached %.0f/s of the %.0f/s asked: the hub (or this machine) could not take more; add --publishers", r.PublishesPerS, rate))
 	}
@@ -112,6 +120,32 @@ func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result
 		return r, fmt.Errorf("no publish succeeded: %w", out.FirstErr)
 	}
 	return r, ctx.Err()
+}
+
+// sampleWriteDelay reads the write delay herald had in force as the
+// publishers finished (herald_write_delay_seconds): it tells a run with
+// writes paced by load from one without. Another hub, or metrics that are
+// off or elsewhere without --metrics-url, leave it unknown.
+func sampleWriteDelay(ctx context.Context, cfg Config) (seconds float64, ok bool) {
+	mu := cfg.MetricsURL
+	if mu == "off" || ctx.Err() != nil {
+		return 0, false
+	}
+	if mu == "" {
+		var err error
+		if mu, err = defaultMetricsURL(cfg.Hub); err != nil {
+			return 0, false
+		}
+	} else if u, err := url.Parse(mu); err != nil || (!cfg.AllowRemote && requireLoopback(ctx, u.Hostname()) != nil) {
+		return 0, false
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := SampleServer(sctx, 0, mu)
+	if err != nil || st.WriteDelay < 0 {
+		return 0, false
+	}
+	return st.WriteDelay, true
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -329,11 +329,10 @@ func (e *Env) newServerProbe(ctx context.Context) (*serverProbe, error) {
 		return p, nil
 	}
 	if !given {
-		u, err := url.Parse(cfg.Hub)
-		if err != nil {
+		var err error
+		if mu, err = defaultMetricsURL(cfg.Hub); err != nil {
 			return nil, err
 		}
-		mu = (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/metrics"}).String()
 	}
 	u, err := url.Parse(mu)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -358,6 +357,16 @@ func (e *Env) newServerProbe(ctx context.Context) (*serverProbe, error) {
 		}
 	}
 	return p, nil
+}
+
+// defaultMetricsURL is /metrics on the hub's origin, where herald serves
+// it unless --admin-addr moved it.
+func defaultMetricsURL(hub string) (string, error) {
+	u, err := url.Parse(hub)
+	if err != nil {
+		return "", err
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/metrics"}).String(), nil
 }
 
 // ok reports whether there is anything to sample.

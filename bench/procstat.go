@@ -34,6 +34,7 @@ type ServerStats struct {
 	Goroutines  int     // go_goroutines from /metrics; -1 if unknown
 	HeapBytes   uint64  // go_memstats_heap_inuse_bytes from /metrics; 0 if unknown
 	Connections int     // herald_connections from /metrics; -1 if unknown
+	WriteDelay  float64 // herald_write_delay_seconds from /metrics; -1 if unknown
 }
 
 // procClockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat.
@@ -59,7 +60,7 @@ const procMetricsMaxBytes = 16 << 20
 // part of the sample together with the error; metrics that the page does not
 // carry are not an error, they stay unknown (-1, or 0 for HeapBytes).
 func SampleServer(ctx context.Context, pid int, metricsURL string) (ServerStats, error) {
-	st := ServerStats{Goroutines: -1, Connections: -1}
+	st := ServerStats{Goroutines: -1, Connections: -1, WriteDelay: -1}
 	if pid < 0 || (pid == 0 && metricsURL == "") {
 		return st, fmt.Errorf("sample server: bad pid %d", pid)
 	}
@@ -238,8 +239,9 @@ func (f procFamilies) value(name string) (float64, bool) {
 	return sum, true
 }
 
-// procFillStats reads go_goroutines, go_memstats_heap_inuse_bytes and
-// herald_connections into st; an absent one leaves its field as it was.
+// procFillStats reads go_goroutines, go_memstats_heap_inuse_bytes,
+// herald_connections and herald_write_delay_seconds into st; an absent one
+// leaves its field as it was.
 func procFillStats(f procFamilies, st *ServerStats) {
 	if v, ok := f.value("go_goroutines"); ok {
 		st.Goroutines = int(v)
@@ -249,5 +251,8 @@ func procFillStats(f procFamilies, st *ServerStats) {
 	}
 	if v, ok := f.value("herald_connections"); ok {
 		st.Connections = int(v)
+	}
+	if v, ok := f.value("herald_write_delay_seconds"); ok && v >= 0 {
+		st.WriteDelay = v
 	}
 }

@@ -35,6 +35,8 @@ go_goroutines 42
 go_memstats_heap_inuse_bytes 1.2345e+06
 # TYPE herald_connections gauge
 herald_connections 7
+# TYPE herald_write_delay_seconds gauge
+herald_write_delay_seconds 0.025
 # TYPE herald_other_total counter
 herald_other_total 3
 `)
@@ -54,7 +56,7 @@ herald_other_total 3
 	if st.OpenFDs < 3 { // stdin, stdout, stderr at least
 		t.Errorf("OpenFDs %d", st.OpenFDs)
 	}
-	if st.Goroutines != 42 || st.HeapBytes != 1234500 || st.Connections != 7 {
+	if st.Goroutines != 42 || st.HeapBytes != 1234500 || st.Connections != 7 || st.WriteDelay != 0.025 {
 		t.Errorf("metrics %+v", st)
 	}
 
@@ -77,7 +79,7 @@ herald_other_total 3
 	if st2.OpenFDs < st.OpenFDs+5-1 { // an idle keep-alive socket may have gone
 		t.Errorf("OpenFDs %d with 5 more files open, was %d", st2.OpenFDs, st.OpenFDs)
 	}
-	if st2.Goroutines != -1 || st2.HeapBytes != 0 || st2.Connections != -1 {
+	if st2.Goroutines != -1 || st2.HeapBytes != 0 || st2.Connections != -1 || st2.WriteDelay != -1 {
 		t.Errorf("without metricsURL metrics should be unknown: %+v", st2)
 	}
 	if st2.CPUSeconds < st.CPUSeconds {
@@ -114,8 +116,37 @@ func TestSampleServerMissingMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Goroutines != 5 || st.HeapBytes != 0 || st.Connections != -1 {
+	if st.Goroutines != 5 || st.HeapBytes != 0 || st.Connections != -1 || st.WriteDelay != -1 {
 		t.Errorf("got %+v", st)
+	}
+}
+
+// TestSampleWriteDelay: fanout reads herald's write delay from the hub's
+// /metrics, or from --metrics-url, and leaves it unknown when the hub has
+// none or metrics are off.
+func TestSampleWriteDelay(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "# TYPE herald_write_delay_seconds gauge\nherald_write_delay_seconds 0.0375\n")
+	})
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	hubURL := ts.URL + "/.well-known/mercure"
+	if d, ok := sampleWriteDelay(t.Context(), Config{Hub: hubURL}); !ok || d != 0.0375 {
+		t.Errorf("from the hub's origin: %v, %v; want 0.0375", d, ok)
+	}
+	if d, ok := sampleWriteDelay(t.Context(), Config{Hub: "http://127.0.0.1:1/x", MetricsURL: ts.URL + "/metrics"}); !ok || d != 0.0375 {
+		t.Errorf("from --metrics-url: %v, %v; want 0.0375", d, ok)
+	}
+	if _, ok := sampleWriteDelay(t.Context(), Config{Hub: hubURL, MetricsURL: "off"}); ok {
+		t.Error("read with metrics off")
+	}
+	if _, ok := sampleWriteDelay(t.Context(), Config{Hub: hubURL, MetricsURL: ts.URL + "/elsewhere"}); ok {
+		t.Error("read from a page that is not there")
+	}
+	plain := procServeText(t, "go_goroutines 5\n")
+	if _, ok := sampleWriteDelay(t.Context(), Config{Hub: hubURL, MetricsURL: plain}); ok {
+		t.Error("read from metrics without the gauge")
 	}
 }
 

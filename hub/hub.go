@@ -7,7 +7,10 @@
 // subscribers that can match it in the index and offers each a pointer to
 // the shared, already encoded frame. Offering never blocks: a subscriber's
 // queue is bounded in bytes, and a subscriber over its budget is
-// disconnected so it can resume from history.
+// disconnected so it can resume from history. Each subscriber's writer
+// sends what is queued in one write; on a busy hub it first waits a few
+// milliseconds for more (write pacing, pace.go), since the system call per
+// write is then most of the CPU.
 package hub
 
 import (

@@ -85,7 +85,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&c.Attached, "attached", 0, "publish: subscribers held open on another topic while publishing")
 	fs.StringVar(&c.RestartCmd, "restart-cmd", "", "resume: shell command run between publishing and resuming that restarts the hub at the same address")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "idle, churn, slow: the hub's process id, to sample its RSS, CPU and open fds from /proc")
-	fs.StringVar(&c.MetricsURL, "metrics-url", "", "idle, churn, slow: the hub's Prometheus endpoint for goroutines, heap and connections (default: the hub's origin + /metrics, if it answers; off: none)")
+	fs.StringVar(&c.MetricsURL, "metrics-url", "", "idle, churn, slow: the hub's Prometheus endpoint for goroutines, heap and connections; fanout: for herald's write delay in force (default: the hub's origin + /metrics, if it answers; off: none)")
 	fs.Float64Var(&c.ChurnRate, "churn-rate", 100, "churn: new subscribers per second (half leave cleanly, half reset the socket)")
 	fs.DurationVar(&c.Settle, "settle", 0, "churn: longest wait for the server to return to baseline (default 60s); idle: for its connections to go (default 10s)")
 	fs.Float64Var(&c.SlowFraction, "slow-fraction", 0.1, "slow: fraction of --subscribers that read slowly or not at all")
