@@ -27,7 +27,7 @@ func (h *Handler) bearer(r *http.Request, query []field) (string, tokenSource, *
 		}
 		scheme, tok, ok := strings.Cut(vals[0], " ")
 		tok = strings.TrimLeft(tok, " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" || strings.ContainsAny(tok, " \t") {
+		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" || strings.IndexByte(tok, ' ') >= 0 || strings.IndexByte(tok, '\t') >= 0 {
 			return "", fromHeader, &TokenError{Code: "invalid_request", Status: http.StatusBadRequest, Description: `Authorization header must be "Bearer <token>"`}
 		}
 		return tok, fromHeader, nil

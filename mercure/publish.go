@@ -89,13 +89,18 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, u.ID)
 }
 
+const formType = "application/x-www-form-urlencoded"
+
 // readForm reads an application/x-www-form-urlencoded body of at most
 // maxFields pairs, within the size and time limits; tooMany is the answer
 // when there are more.
 func (h *Handler) readForm(w http.ResponseWriter, r *http.Request, maxFields int, tooMany *publishError) ([]field, *publishError) {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/x-www-form-urlencoded" {
-		return nil, &publishError{http.StatusUnsupportedMediaType, "body must be application/x-www-form-urlencoded"}
+	// The exact type, as every form encoder sends it, skips the parser.
+	if ct := r.Header.Get("Content-Type"); ct != formType {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != formType {
+			return nil, &publishError{http.StatusUnsupportedMediaType, "body must be application/x-www-form-urlencoded"}
+		}
 	}
 	body, perr := h.readBody(w, r)
 	if perr != nil {

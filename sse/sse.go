@@ -45,7 +45,21 @@ func (e *Event) Validate() error {
 }
 
 func hasBreak(s string) bool {
-	return strings.ContainsAny(s, "\r\n\x00")
+	return indexBreak(s) >= 0 || strings.IndexByte(s, 0) >= 0
+}
+
+// indexBreak returns the index of the first CR or LF in s, or -1. Two
+// IndexByte scans (vectorised) beat one IndexAny (a byte at a time).
+func indexBreak(s string) int {
+	lf := strings.IndexByte(s, '\n')
+	head := s
+	if lf >= 0 {
+		head = s[:lf]
+	}
+	if cr := strings.IndexByte(head, '\r'); cr >= 0 {
+		return cr
+	}
+	return lf
 }
 
 // AppendEvent appends the encoded frame of e to dst and returns the extended
@@ -76,7 +90,7 @@ func AppendEvent(dst []byte, e *Event) []byte {
 // CRLF as the HTML parser does, so a value can never start a new field.
 func appendData(dst []byte, s string) []byte {
 	for {
-		i := strings.IndexAny(s, "\r\n")
+		i := indexBreak(s)
 		if i < 0 {
 			dst = append(dst, "data: "...)
 			dst = append(dst, s...)
@@ -107,7 +121,7 @@ func EncodedLen(e *Event) int {
 	}
 	s := e.Data
 	for {
-		i := strings.IndexAny(s, "\r\n")
+		i := indexBreak(s)
 		if i < 0 {
 			return n + len("data: ") + len(s) + 1
 		}
