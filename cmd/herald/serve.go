@@ -119,6 +119,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer gcFloor(heapFloor)()
 	draft7, draft8, err := parseProtocols(c.protocols)
 	if err != nil {
 		return err
