@@ -69,7 +69,17 @@ func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result
 		Topics:     topics,
 		Payload:    cfg.Payload,
 	}, &published)
-	delay, delayKnown := sampleWriteDelay(ctx, cfg)
+	// Read the hub's write delay while the drain below runs: it is only
+	// meaningful while updates still flow, and must not delay the drain.
+	type delaySample struct {
+		seconds float64
+		ok      bool
+	}
+	delayc := make(chan delaySample, 1)
+	go func() {
+		d, ok := sampleWriteDelay(ctx, cfg)
+		delayc <- delaySample{d, ok}
+	}()
 
 	// Drain: wait for what is still on its way, no longer than Drain.
 	mon.SetPhase("draining")
@@ -91,6 +101,7 @@ func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result
 	poll.Stop()
 	drained := time.Since(drainStart)
 	serverCPU := cpu.stop(ctx)
+	delay := <-delayc // bounded: sampleWriteDelay gives up after 2 s
 
 	// Count even when interrupted: what arrived so far is still worth showing.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 90*time.Second)
@@ -104,11 +115,11 @@ func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result
 	r := deliveryResult(cfg, rate, cfg.Subscribers, start, drained, out, fr, opened)
 	r.Timeline = timeline
 	serverCPU.report(r, fr.Stats.Delivered, "delivery")
-	if delayKnown {
+	if delay.ok {
 		if r.Extra == nil {
 			r.Extra = map[string]any{}
 		}
-		r.Extra["server_write_delay_ms"] = round2(delay * 1000)
+		r.Extra["server_write_delay_ms"] = round2(delay.seconds * 1000)
 	}
 	if rate > 0 && r.PublishesPerS < 0.95*rate && ctx.Err() == nil {
 		r.Notes = append(r.Notes, fmt.Sprintf("publishers reached %.0f/s of the %.0f/s asked: the hub (or this machine) could not take more; add --publishers", r.PublishesPerS, rate))

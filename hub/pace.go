@@ -48,7 +48,7 @@ func paceDelay(rate, low, high float64, top time.Duration) time.Duration {
 // only; delay and current by any goroutine.
 type pacer struct {
 	fixed     time.Duration // Config.WriteDelay: > 0 fixed, < 0 never, 0 automatic
-	low, high float64       // offered frames per second, hub-wide
+	low, high float64       // offered frames per second per core
 	top       time.Duration // the delay at high and above
 
 	d    atomic.Int64 // the delay in force, in nanoseconds
@@ -60,8 +60,7 @@ type pacer struct {
 }
 
 func (p *pacer) init(fixed time.Duration) {
-	cores := float64(runtime.GOMAXPROCS(0))
-	p.fixed, p.low, p.high, p.top = fixed, paceLow*cores, paceHigh*cores, paceMax
+	p.fixed, p.low, p.high, p.top = fixed, paceLow, paceHigh, paceMax
 	if fixed > 0 {
 		p.d.Store(int64(fixed))
 	}
@@ -74,15 +73,17 @@ func (p *pacer) observe(n int, now int64) {
 	if p.fixed != 0 {
 		return
 	}
-	if p.start == 0 {
-		p.start = now
+	if p.start == 0 || now < p.start { // first call, or the clock went back
+		p.start, p.count = now, 0
 	}
 	p.count += int64(n)
 	elapsed := now - p.start
 	if elapsed < int64(paceWindow) {
 		return
 	}
-	rate := float64(p.count) * float64(time.Second) / float64(elapsed)
+	// Per core, read each window: GOMAXPROCS follows a container's CPU
+	// limit as it changes.
+	rate := float64(p.count) * float64(time.Second) / float64(elapsed) / float64(runtime.GOMAXPROCS(0))
 	p.d.Store(int64(paceDelay(rate, p.low, p.high, p.top)))
 	p.last.Store(now)
 	p.count, p.start = 0, now

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"runtime"
 	"testing"
 	"time"
 )
@@ -29,7 +30,8 @@ func TestPaceDelay(t *testing.T) {
 func TestPacerObserve(t *testing.T) {
 	var p pacer
 	p.init(0)
-	p.low, p.high, p.top = 1000, 2000, 40*time.Millisecond
+	cores := float64(runtime.GOMAXPROCS(0)) // the thresholds are per core
+	p.low, p.high, p.top = 1000/cores, 2000/cores, 40*time.Millisecond
 	ms := int64(time.Millisecond)
 	t0 := int64(1_000_000) * ms
 
@@ -58,6 +60,18 @@ func TestPacerObserve(t *testing.T) {
 	p.observe(500, t0+1200*ms) // 500 in a second: below low
 	if d := p.delay(); d != 0 {
 		t.Fatalf("delay %v at 500/s, want 0", d)
+	}
+
+	// The clock steps back an hour: a new window starts there, and the
+	// rate is not computed from a negative time.
+	back := t0 - int64(time.Hour)
+	p.observe(1000, back)
+	if d := p.delay(); d != 0 {
+		t.Fatalf("delay %v right after the clock went back", d)
+	}
+	p.observe(1000, back+100*ms) // 2,000 in 100ms since the step
+	if d := p.delay(); d != 40*time.Millisecond {
+		t.Fatalf("delay %v at 20,000/s after the step, want the top", d)
 	}
 
 	var fixed pacer

@@ -265,7 +265,10 @@ func (s *Subscriber) Serve(ctx context.Context, w Stream) error {
 		case <-s.wake:
 		}
 		if d := s.h.pace.delay(); d > 0 {
-			if wait := time.Duration(s.lastWrite.Load()+int64(d)) - time.Duration(s.h.cfg.Now().UnixNano()); wait > 0 {
+			// Capped at d: lastWrite is wall-clock time, which can step back.
+			// An end of the subscription (slow, expired, shutdown) is noticed
+			// when the wait is over, at most d later.
+			if wait := min(time.Duration(s.lastWrite.Load()+int64(d))-time.Duration(s.h.cfg.Now().UnixNano()), d); wait > 0 {
 				if delay == nil {
 					delay = time.NewTimer(wait)
 				} else {

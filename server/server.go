@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"time"
 
@@ -295,17 +296,33 @@ func (s *Server) shutdown(parent context.Context) error {
 	return err
 }
 
-// front sends every request but the few the mux routes straight to the
-// Mercure handler, which checks the path itself: publishes and
-// subscriptions skip the mux's pattern matching, about 2% of the CPU of a
-// durable publish.
+// front sends every request with a clean path, but the few the mux routes,
+// straight to the Mercure handler, which checks the path itself:
+// publishes and subscriptions skip the mux's pattern matching, about 2% of
+// the CPU of a durable publish. Paths the mux would redirect to their
+// clean form (double slashes, dot segments) and CONNECT requests still go
+// through it.
 func front(mux *http.ServeMux, mercure http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/healthz", "/readyz", "/metrics":
+		switch p := r.URL.Path; {
+		case p == "/healthz" || p == "/readyz" || p == "/metrics" || r.Method == http.MethodConnect || !cleanPath(p):
 			mux.ServeHTTP(w, r)
 		default:
 			mercure.ServeHTTP(w, r)
 		}
 	})
+}
+
+// cleanPath reports whether p is absolute and has no empty, "." or ".."
+// segment: what ServeMux serves without redirecting.
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	for seg := range strings.SplitSeq(p[1:], "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return !strings.Contains(p, "//")
 }

@@ -320,3 +320,32 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestRouting: Mercure requests go straight to the Mercure handler, health
+// and metrics to the mux, and paths that are not clean still get the mux's
+// redirect to their clean form.
+func TestRouting(t *testing.T) {
+	r := start(t, opts{})
+	r.publish(t, "a") // through the direct route
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for path, want := range map[string]int{
+		"/healthz":                  200,
+		"/readyz":                   200,
+		"/metrics":                  200,
+		"/elsewhere":                404,
+		"//.well-known/mercure":     307,
+		"/./.well-known/mercure":    307,
+		"/x/../.well-known/mercure": 307,
+		"/.well-known/mercure/.":    307,
+		"/.well-known/oauth-protected-resource/.well-known/mercure": 200,
+	} {
+		resp, err := noFollow.Get(r.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+}

@@ -45,21 +45,39 @@ func (e *Event) Validate() error {
 }
 
 func hasBreak(s string) bool {
-	return indexBreak(s) >= 0 || strings.IndexByte(s, 0) >= 0
+	return strings.IndexByte(s, '\n') >= 0 || strings.IndexByte(s, '\r') >= 0 || strings.IndexByte(s, 0) >= 0
 }
 
-// indexBreak returns the index of the first CR or LF in s, or -1. Two
-// IndexByte scans (vectorised) beat one IndexAny (a byte at a time).
-func indexBreak(s string) int {
-	lf := strings.IndexByte(s, '\n')
+// nextLine splits s at its first line break (CR, LF or CRLF, as the HTML
+// parser splits) into the line and the rest; ok is false when s has no
+// break. lf is the index of the first LF in s, or -1 if it has none, and
+// next is the same for rest, so that a caller walking all the lines scans
+// every byte for LF once and for CR once: two vectorised IndexByte scans
+// in all, where IndexAny tests a byte at a time and rescanning for LF
+// from every CR would be quadratic in a string of CRs.
+func nextLine(s string, lf int) (line, rest string, next int, ok bool) {
 	head := s
 	if lf >= 0 {
 		head = s[:lf]
 	}
-	if cr := strings.IndexByte(head, '\r'); cr >= 0 {
-		return cr
+	i := strings.IndexByte(head, '\r')
+	if i < 0 {
+		i = lf
 	}
-	return lf
+	if i < 0 {
+		return s, "", -1, false
+	}
+	skip := i + 1
+	if s[i] == '\r' && skip < len(s) && s[skip] == '\n' {
+		skip++
+	}
+	rest, next = s[skip:], -1
+	if lf >= 0 {
+		if next = lf - skip; next < 0 { // the LF is used up: find the next one
+			next = strings.IndexByte(rest, '\n')
+		}
+	}
+	return s[:i], rest, next, true
 }
 
 // AppendEvent appends the encoded frame of e to dst and returns the extended
@@ -89,20 +107,16 @@ func AppendEvent(dst []byte, e *Event) []byte {
 // appendData writes one "data:" line per line of s, splitting on CR, LF and
 // CRLF as the HTML parser does, so a value can never start a new field.
 func appendData(dst []byte, s string) []byte {
+	lf := strings.IndexByte(s, '\n')
 	for {
-		i := indexBreak(s)
-		if i < 0 {
-			dst = append(dst, "data: "...)
-			dst = append(dst, s...)
-			return append(dst, '\n')
-		}
+		line, rest, next, ok := nextLine(s, lf)
 		dst = append(dst, "data: "...)
-		dst = append(dst, s[:i]...)
+		dst = append(dst, line...)
 		dst = append(dst, '\n')
-		if s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n' {
-			i++
+		if !ok {
+			return dst
 		}
-		s = s[i+1:]
+		s, lf = rest, next
 	}
 }
 
@@ -120,16 +134,14 @@ func EncodedLen(e *Event) int {
 		n += len("id: ") + len(e.ID) + 1
 	}
 	s := e.Data
+	lf := strings.IndexByte(s, '\n')
 	for {
-		i := indexBreak(s)
-		if i < 0 {
-			return n + len("data: ") + len(s) + 1
+		line, rest, next, ok := nextLine(s, lf)
+		n += len("data: ") + len(line) + 1
+		if !ok {
+			return n
 		}
-		n += len("data: ") + i + 1
-		if s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n' {
-			i++
-		}
-		s = s[i+1:]
+		s, lf = rest, next
 	}
 }
 

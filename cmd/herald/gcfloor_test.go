@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"runtime"
 	"runtime/debug"
 	"testing"
@@ -8,21 +9,24 @@ import (
 )
 
 func TestGCPercentFor(t *testing.T) {
+	const mb = 1 << 20
 	for _, c := range []struct {
-		live, floor uint64
-		base, want  int
+		live, roots, floor uint64
+		base, want         int
 	}{
-		{live: 2 << 20, floor: 32 << 20, base: 100, want: 800}, // the runtime's minimum does the rest
-		{live: 8 << 20, floor: 32 << 20, base: 100, want: 300},
-		{live: 16 << 20, floor: 32 << 20, base: 100, want: 100},
-		{live: 64 << 20, floor: 32 << 20, base: 100, want: 100}, // never below GOGC
-		{live: 8 << 20, floor: 32 << 20, base: 400, want: 400},
-		{live: 1, floor: 32 << 20, base: 100, want: 800},
-		{live: 1, floor: 32 << 20, base: 1000, want: 1000},
-		{live: 0, floor: 32 << 20, base: 100, want: 100},
+		{live: 2 * mb, floor: 32 * mb, base: 100, want: 800}, // the runtime's minimum does the rest
+		{live: 8 * mb, floor: 32 * mb, base: 100, want: 300},
+		{live: 8 * mb, roots: 8 * mb, floor: 32 * mb, base: 100, want: 150},  // stacks count
+		{live: 1 * mb, roots: 34 * mb, floor: 32 * mb, base: 100, want: 100}, // thousands of goroutines
+		{live: 16 * mb, floor: 32 * mb, base: 100, want: 100},
+		{live: 64 * mb, floor: 32 * mb, base: 100, want: 100}, // never below GOGC
+		{live: 8 * mb, floor: 32 * mb, base: 400, want: 400},
+		{live: 1, floor: 32 * mb, base: 100, want: 800},
+		{live: 1, floor: 32 * mb, base: 1000, want: 1000},
+		{live: 0, floor: 32 * mb, base: 100, want: 100},
 	} {
-		if got := gcPercentFor(c.live, c.floor, c.base); got != c.want {
-			t.Errorf("gcPercentFor(%d, %d, %d) = %d, want %d", c.live, c.floor, c.base, got, c.want)
+		if got := gcPercentFor(c.live, c.roots, c.floor, c.base); got != c.want {
+			t.Errorf("gcPercentFor(%d, %d, %d, %d) = %d, want %d", c.live, c.roots, c.floor, c.base, got, c.want)
 		}
 	}
 }
@@ -46,11 +50,17 @@ func collections() uint32 {
 // TestGCFloor: with the floor, the same garbage costs far fewer
 // collections; stopping restores the GOGC the process had.
 func TestGCFloor(t *testing.T) {
+	if _, set := os.LookupEnv("GOGC"); set {
+		t.Setenv("GOGC", "") // restored after the test
+		os.Unsetenv("GOGC")
+	}
 	base := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(base)
 
 	without := collections()
 	stop := gcFloor(64 << 20)
+	inner := gcFloor(64 << 20) // nested, as when serve runs twice in one process
+	inner()
 	// The floor takes effect after the first collection it sees.
 	runtime.GC()
 	deadline := time.Now().Add(5 * time.Second)
@@ -78,4 +88,23 @@ func TestGCFloor(t *testing.T) {
 		t.Errorf("GOGC %d after stop, want the 100 it started with", pct)
 	}
 	stop() // twice is harmless
+	if pct := debug.SetGCPercent(100); pct != 100 {
+		t.Errorf("GOGC %d after a second stop", pct)
+	}
+}
+
+// TestGCFloorLeavesGOGC: a GOGC in the environment is the operator's choice.
+func TestGCFloorLeavesGOGC(t *testing.T) {
+	t.Setenv("GOGC", "50")
+	base := debug.SetGCPercent(50)
+	defer debug.SetGCPercent(base)
+	stop := gcFloor(64 << 20)
+	defer stop()
+	for range 3 {
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+	}
+	if pct := debug.SetGCPercent(50); pct != 50 {
+		t.Errorf("GOGC %d with GOGC=50 in the environment, want 50 left alone", pct)
+	}
 }
