@@ -213,7 +213,7 @@ func TestHealthReadinessMetrics(t *testing.T) {
 	}
 	for _, m := range []string{"herald_connections", "herald_subscribers", "herald_updates_published_total 1",
 		"herald_deliveries_total", "herald_slow_subscriber_disconnects_total", "herald_queue_bytes",
-		"herald_publish_duration_seconds_bucket", "herald_history_updates 1"} {
+		"herald_publish_duration_seconds_bucket", "herald_history_updates 1", "herald_write_delay_seconds 0"} {
 		if !strings.Contains(body, m) {
 			t.Errorf("metrics lack %q", m)
 		}
