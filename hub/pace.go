@@ -100,7 +100,7 @@ func (p *pacer) current(now int64) time.Duration {
 	if p.fixed != 0 {
 		return max(p.fixed, 0)
 	}
-	if now-p.last.Load() > int64(paceStale) {
+	if age := now - p.last.Load(); age < 0 || age > int64(paceStale) { // stale, or the clock went back
 		return 0
 	}
 	return p.delay()

@@ -69,6 +69,10 @@ func TestPacerObserve(t *testing.T) {
 	if d := p.delay(); d != 0 {
 		t.Fatalf("delay %v right after the clock went back", d)
 	}
+	p.d.Store(int64(time.Millisecond)) // as if the last window had paced
+	if d := p.current(back); d != 0 {
+		t.Fatalf("current %v with the last window in the future, want 0", d)
+	}
 	p.observe(1000, back+100*ms) // 2,000 in 100ms since the step
 	if d := p.delay(); d != 40*time.Millisecond {
 		t.Fatalf("delay %v at 20,000/s after the step, want the top", d)

@@ -80,7 +80,7 @@ func TestBadConfig(t *testing.T) {
 			t.Errorf("--protocols %q accepted", p)
 		}
 	}
-	for _, d := range []string{"", "fast", "-5ms", "20"} {
+	for _, d := range []string{"", "fast", "-5ms", "20", "2s", "8760h"} {
 		if _, err := parseWriteDelay(d); err == nil {
 			t.Errorf("--write-delay %q accepted", d)
 		}
@@ -90,7 +90,7 @@ func TestBadConfig(t *testing.T) {
 // TestWriteDelayFlag: auto leaves the choice to the hub (zero), 0 turns
 // the delay off (negative in hub.Config), a duration is kept.
 func TestWriteDelayFlag(t *testing.T) {
-	for in, want := range map[string]time.Duration{"auto": 0, "0": -1, "0s": -1, "25ms": 25 * time.Millisecond} {
+	for in, want := range map[string]time.Duration{"auto": 0, "0": -1, "0s": -1, "25ms": 25 * time.Millisecond, "1s": time.Second} {
 		got, err := parseWriteDelay(in)
 		if err != nil || got != want {
 			t.Errorf("parseWriteDelay(%q) = %v, %v; want %v", in, got, err, want)

@@ -32,7 +32,7 @@ var floor struct {
 // the heap. Calls nest (serve may run twice in one process); the last stop
 // restores the starting GOGC.
 func gcFloor(floorBytes uint64) (stop func()) {
-	if _, set := os.LookupEnv("GOGC"); set {
+	if os.Getenv("GOGC") != "" { // empty means the default to the runtime too
 		return func() {}
 	}
 	floor.mu.Lock()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"runtime"
 	"runtime/debug"
 	"testing"
@@ -50,10 +49,7 @@ func collections() uint32 {
 // TestGCFloor: with the floor, the same garbage costs far fewer
 // collections; stopping restores the GOGC the process had.
 func TestGCFloor(t *testing.T) {
-	if _, set := os.LookupEnv("GOGC"); set {
-		t.Setenv("GOGC", "") // restored after the test
-		os.Unsetenv("GOGC")
-	}
+	t.Setenv("GOGC", "") // empty is the default, to the runtime and to gcFloor
 	base := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(base)
 

@@ -260,6 +260,10 @@ func parseProtocols(s string) (draft7, draft8 bool, err error) {
 	return draft7, draft8, nil
 }
 
+// maxWriteDelay bounds a fixed --write-delay: a stream's end (slow,
+// expired, shutdown) is noticed up to one delay late.
+const maxWriteDelay = time.Second
+
 // parseWriteDelay maps --write-delay onto hub.Config.WriteDelay: auto is
 // zero (the hub's default), 0 is negative (never wait), a duration is
 // itself.
@@ -268,8 +272,8 @@ func parseWriteDelay(s string) (time.Duration, error) {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("--write-delay: want auto, 0 or a duration like 20ms, not %q", s)
+	if err != nil || d < 0 || d > maxWriteDelay {
+		return 0, fmt.Errorf("--write-delay: want auto, 0 or a duration up to %v like 20ms, not %q", maxWriteDelay, s)
 	}
 	if d == 0 {
 		return -1, nil
