@@ -49,6 +49,12 @@ func (r *recorder) Flush() error {
 
 func (r *recorder) SetWriteDeadline(time.Time) error { return nil }
 
+func (r *recorder) flushCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.flushes
+}
+
 func (r *recorder) events(t testing.TB) []sse.Event {
 	t.Helper()
 	r.mu.Lock()
@@ -105,6 +111,11 @@ func newFixture(t testing.TB, cfg hub.Config) *fixture {
 		_ = eng.Close()
 	})
 	return f
+}
+
+// onTopic subscribes to one exact topic.
+func (f *fixture) onTopic(topic string) hub.SubscribeOptions {
+	return hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, topic)}}
 }
 
 func (f *fixture) matcher(kind hub.MatchKind, v string) *hub.Matcher {
@@ -313,7 +324,7 @@ func TestUnknownIDGoesLive(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	probe := &recorder{}
-	f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}, probe)
+	f.serve(ctx, f.onTopic("t"), probe)
 	f.publish("t", "old", "", false)
 	waitFor(t, "old dispatched", func() bool { return len(probe.events(t)) == 1 })
 	rec := &recorder{}
@@ -391,7 +402,7 @@ func TestHeartbeat(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rec := &recorder{}
-	f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}, rec)
+	f.serve(ctx, f.onTopic("t"), rec)
 	waitFor(t, "heartbeat", func() bool { return bytes.Contains([]byte(rec.raw()), sse.Heartbeat) })
 }
 
@@ -399,7 +410,7 @@ func TestCloseEndsStreams(t *testing.T) {
 	f := newFixture(t, hub.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, done := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}, &recorder{})
+	_, done := f.serve(ctx, f.onTopic("t"), &recorder{})
 	f.hub.EndStreams()
 	if err := <-done; !errors.Is(err, hub.ErrShutdown) {
 		t.Fatalf("Serve returned %v", err)
@@ -424,7 +435,7 @@ func TestProbeEndsDepartedSubscriber(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	p := &probed{}
-	_, done := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}, p)
+	_, done := f.serve(ctx, f.onTopic("t"), p)
 	select {
 	case err := <-done:
 		t.Fatalf("ended while alive: %v", err)
@@ -450,7 +461,7 @@ func TestWriteDelay(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rec := &recorder{}
-	o := hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}
+	o := f.onTopic("t")
 	_, done := f.serve(ctx, o, rec)
 	time.Sleep(delay) // a quiet spell: the next update goes at once
 
@@ -467,9 +478,7 @@ func TestWriteDelay(t *testing.T) {
 	if d := time.Since(start); d < delay*9/10 {
 		t.Errorf("updates right after a write went out %v after it; want them held about %v", d, delay)
 	}
-	rec.mu.Lock()
-	flushes := rec.flushes
-	rec.mu.Unlock()
+	flushes := rec.flushCount()
 	if flushes != 2 {
 		t.Errorf("%d flushes for one update and then four within the delay, want 2", flushes)
 	}
@@ -499,7 +508,7 @@ func TestWriteDelayByLoad(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rec := &recorder{}
-	o := hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}
+	o := f.onTopic("t")
 	f.serve(ctx, o, rec)
 
 	start := time.Now()
@@ -525,9 +534,7 @@ func TestWriteDelayByLoad(t *testing.T) {
 	if d := time.Since(written); d < top*8/10 {
 		t.Errorf("updates right after a write went out %v after it; want them held about %v", d, top)
 	}
-	rec.mu.Lock()
-	flushes := rec.flushes
-	rec.mu.Unlock()
+	flushes := rec.flushCount()
 	// The second update may have been written before or after the delay
 	// was raised, so it went out alone either way; three more share one.
 	if flushes != 3 {
@@ -546,7 +553,7 @@ func TestWriteDelayClockStepsBack(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rec := &recorder{}
-	o := hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}}
+	o := f.onTopic("t")
 	f.serve(ctx, o, rec)
 	f.publish("t", "1", "one", false)
 	waitFor(t, "the first update", func() bool { return len(rec.events(t)) == 1 })
