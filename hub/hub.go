@@ -228,25 +228,7 @@ func (h *Hub) dispatchLoop() {
 func (h *Hub) dispatch(u *Update) int {
 	h.idx.mu.RLock()
 	h.lastDispatched.Store(u.Seq)
-	n := len(h.idx.wild)
-	for _, t := range u.Topics {
-		subs := h.idx.exact[t]
-		n += len(subs)
-		for s := range subs {
-			s.offer(u)
-		}
-	}
-	for s := range h.idx.wild {
-		s.offer(u)
-	}
-	for _, g := range h.idx.patterns {
-		if g.m.MatchAny(u.Topics) {
-			n += len(g.subs)
-			for s := range g.subs {
-				s.offer(u)
-			}
-		}
-	}
+	n := h.idx.match(u, (*Subscriber).offer)
 	h.idx.mu.RUnlock()
 	return n
 }
