@@ -13,13 +13,15 @@ import (
 // which drive dispatch directly.
 type nopEngine struct{ seq atomic.Uint64 }
 
-func (e *nopEngine) Listen(func([]*Update)) {}
+func (e *nopEngine) Listen(func(Batch)) (Position, error) { return Position{Epoch: 1}, nil }
 func (e *nopEngine) Append(_ context.Context, u *Update) error {
 	u.Seq = e.seq.Add(1)
 	return nil
 }
-func (e *nopEngine) Lookup(context.Context, string) (uint64, bool, error) { return 0, false, nil }
-func (e *nopEngine) Read(context.Context, uint64, int) ([]*Update, error) { return nil, nil }
+func (e *nopEngine) Lookup(context.Context, string) (Position, bool, error) {
+	return Position{}, false, nil
+}
+func (e *nopEngine) Read(context.Context, Position, int) (Range, error) { return Range{}, nil }
 
 // benchFanout registers n live subscribers (not served: their queues are
 // drained by the benchmark itself) and measures dispatching one update to

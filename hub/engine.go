@@ -6,6 +6,49 @@ import (
 	"time"
 )
 
+// Position is a place in an engine's log: the Seq of an update, in the log
+// named by Epoch.
+//
+// An epoch names one log from its first append on. It changes only when
+// the log is replaced by another one that is not its continuation: a
+// shared store that restarted without its data, failed over to a stale
+// replica or was flushed. Seqs are comparable only within one epoch, so a
+// hub that meets a new epoch knows that its positions mean nothing any
+// more, instead of mistaking a renumbered log for the old one.
+type Position struct {
+	Epoch uint64
+	Seq   uint64
+}
+
+// Batch is what an engine's live feed hands over: every update appended to
+// the log of Epoch after the Seq After, in Seq order.
+//
+// After makes a skip explicit: a feed that could not deliver some updates
+// (a node cut off from a shared log for a while) sends a batch whose After
+// is past the last Seq it fed, and the hub reads the ones in between. A
+// batch that opens a new epoch says in After where the new log's feed
+// starts; its Updates may be empty.
+type Batch struct {
+	Epoch   uint64
+	After   uint64
+	Updates []*Update
+}
+
+// Range is the result of Engine.Read.
+type Range struct {
+	// Updates are retained updates after the position read from, in Seq
+	// order with no retained update left out between them.
+	Updates []*Update
+	// Gap is true when updates after the position read from are no
+	// longer retained: between it and Updates[0], or, when Updates is
+	// empty, between it and Head. Retention drops the oldest updates
+	// first, so a reader that meets a gap has lost what it covers.
+	Gap bool
+	// Head is the Seq of the last update appended as of the read (zero
+	// for an empty log). A reader at Head has read everything.
+	Head uint64
+}
+
 // Engine is a durable, ordered log of updates plus a live feed of what is
 // appended to it. The hub owns one engine; the engine never calls into the
 // hub but through the feed function given to Listen.
@@ -13,36 +56,45 @@ import (
 // Every engine must pass engine/enginetest, which is the executable form of
 // the contract written on each method below.
 type Engine interface {
-	// Listen registers the live feed. After it returns, the engine calls
-	// feed for every update appended to the log (by this node or, for
-	// engines shared between nodes, by any node), exactly once, in Seq
-	// order, and only once the update is durable and visible to Read and
-	// Lookup. Calls to feed never overlap. feed may keep the *Update but not
-	// the slice. A slow feed slows appends down; it never loses updates.
+	// Listen registers the live feed and returns the head of the log: the
+	// position of the last update appended so far (Seq zero when none).
+	// After it returns, the engine calls feed for every update appended
+	// after the head (by this node or, for engines shared between nodes,
+	// by any node), in Seq order, and only once the update is durable and
+	// visible to Read and Lookup. Calls to feed never overlap, and feed
+	// must not block: it hands the batch over and returns. feed may keep
+	// the *Update but not the slice.
+	//
+	// The feed may skip updates, saying so in Batch.After (see Batch). A
+	// batch whose Epoch differs from the previous one reports a lost log:
+	// nothing before it can be read any more, and Seqs may start again.
 	// Listen is called at most once, before the first Append.
-	Listen(feed func([]*Update))
+	Listen(feed func(Batch)) (Position, error)
 
 	// Append makes u durable and assigns u.Seq, the next position in the
 	// log. It returns nil only once u would survive a crash of the process
 	// (and, for durable engines, of the machine). Append is safe for
 	// concurrent use; concurrent calls are ordered by the engine, which may
-	// commit them together (group commit). On error nothing of u is stored
-	// and u.Seq is left zero. The engine must not modify u after Append
-	// returns, and the caller must not modify u after calling Append.
+	// commit them together (group commit). On error nothing of u is
+	// stored, now or after the engine is reopened, and u.Seq is left
+	// zero. The engine must not modify u after Append returns, and the
+	// caller must not modify u after calling Append.
 	Append(ctx context.Context, u *Update) error
 
 	// Lookup returns the position of the earliest retained update whose ID
 	// is id. It is an index lookup, never a scan of the history. found is
 	// false when no retained update has that id (never published, or
-	// dropped by retention).
-	Lookup(ctx context.Context, id string) (seq uint64, found bool, err error)
+	// dropped by retention); pos is then the head of the log as of the
+	// lookup, past any update with that id that retention dropped, so a
+	// caller can start after it without repeating what the client had.
+	Lookup(ctx context.Context, id string) (pos Position, found bool, err error)
 
-	// Read returns, in order, up to limit (which must be positive) retained
-	// updates whose Seq is greater than after. An empty result means the caller has read
-	// everything appended so far. Updates dropped by retention are skipped
-	// silently: callers compare Seq to detect a gap. Read is safe for
-	// concurrent use with Append and never blocks appends for long.
-	Read(ctx context.Context, after uint64, limit int) ([]*Update, error)
+	// Read returns, in order, up to limit (which must be positive)
+	// retained updates whose Seq is greater than after.Seq, and says
+	// whether retention dropped some of them (Range.Gap). It fails with
+	// ErrEpoch when after.Epoch is not the epoch of the log. Read is safe
+	// for concurrent use with Append and never blocks appends for long.
+	Read(ctx context.Context, after Position, limit int) (Range, error)
 }
 
 // Closer is implemented by engines that hold resources. Close ends the live
@@ -59,8 +111,14 @@ type Stats interface {
 	HistoryLen() int
 }
 
-// ErrClosed is returned by engines after Close.
-var ErrClosed = errors.New("hub: engine closed")
+// Errors engines return.
+var (
+	// ErrClosed is returned by engines after Close.
+	ErrClosed = errors.New("hub: engine closed")
+	// ErrEpoch is returned by Read for a position in a log that has been
+	// replaced (see Position).
+	ErrEpoch = errors.New("hub: the history was replaced (epoch changed)")
+)
 
 // Retention bounds an engine's history. Zero values mean no bound of that
 // kind; engines apply their own defaults when both are zero. Retention drops

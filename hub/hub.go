@@ -56,6 +56,11 @@ type Config struct {
 	// ReplayBatch is how many updates a replay reads from the engine at a
 	// time. Default 1024.
 	ReplayBatch int
+	// InboxBytes bounds the updates the engine's feed has handed over and
+	// the dispatcher has not offered yet. Past it the feed's batches are
+	// dropped and the dispatcher reads them back from the engine, so that
+	// appends never wait for fan-out. Default 16 MiB.
+	InboxBytes int
 	// RandomIDs makes generated ids random (UUIDv4) instead of
 	// time-ordered (UUIDv7): they then reveal nothing, at a cost in
 	// durable publish throughput (see NewID).
@@ -86,6 +91,9 @@ func (c *Config) fill() {
 	if c.ReplayBatch <= 0 {
 		c.ReplayBatch = 1024
 	}
+	if c.InboxBytes <= 0 {
+		c.InboxBytes = defaultInboxBytes
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -97,6 +105,11 @@ var (
 	ErrExpired        = errors.New("subscriber token expired")
 	ErrShutdown       = errors.New("hub shutting down")
 	ErrGone           = errors.New("subscriber went away")
+	// ErrLost ends a subscription that may have missed updates: the
+	// history dropped them before they could be delivered, or was
+	// replaced (a new epoch). A client that reconnects is told, since its
+	// last id is no longer in the history.
+	ErrLost = errors.New("updates lost before delivery: history trimmed or replaced")
 )
 
 // Hub fans updates out to subscribers. It is safe for concurrent use.
@@ -106,16 +119,26 @@ type Hub struct {
 	log    *slog.Logger
 	m      *Metrics
 
-	feed chan []*Update
-	done chan struct{}
-	wg   sync.WaitGroup
+	inbox  inbox
+	ctx    context.Context // ends at Close; bounds the dispatcher's reads
+	cancel context.CancelFunc
+	done   chan struct{}
+	wg     sync.WaitGroup
 
-	idx            index
+	idx index
+	// lastDispatched is the Seq of the last update the dispatcher has
+	// offered (or skipped). It changes under idx.mu read-locked (dispatch)
+	// or locked (skip, newEpoch), so registrations are ordered against it.
 	lastDispatched atomic.Uint64
-	pace           pacer
-	subs           registry
-	clock          clock
-	probeBuf       []*Subscriber // reused by the clock goroutine only
+	// epoch is the log lastDispatched counts in. The dispatcher writes it
+	// with idx.mu locked; others read it with idx.mu held.
+	epoch uint64
+	// feedEpoch is the epoch of the feed's last batch, for the inbox.
+	feedEpoch atomic.Uint64
+	pace      pacer
+	subs      registry
+	clock     clock
+	probeBuf  []*Subscriber // reused by the clock goroutine only
 
 	closeOnce sync.Once
 	draining  atomic.Bool // no new subscriptions
@@ -134,30 +157,26 @@ func New(cfg Config) (*Hub, error) {
 		engine: cfg.Engine,
 		log:    cfg.Logger,
 		m:      cfg.Metrics,
-		feed:   make(chan []*Update, 256),
 		done:   make(chan struct{}),
 	}
 	h.idx.init()
+	h.inbox.init(cfg.InboxBytes)
 	h.pace.init(cfg.WriteDelay)
 	h.subs.init()
 	h.clock.init()
+	head, err := h.engine.Listen(h.onAppend)
+	if err != nil {
+		return nil, fmt.Errorf("hub: listen to the history: %w", err)
+	}
+	h.epoch = head.Epoch
+	h.feedEpoch.Store(head.Epoch)
+	h.lastDispatched.Store(head.Seq)
+	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.m.bindHub(h)
-	h.engine.Listen(h.onAppend)
 	h.wg.Add(2)
 	go h.dispatchLoop()
 	go h.clockLoop()
 	return h, nil
-}
-
-// onAppend is the engine's live feed. It only hands the batch over, so a
-// slow fan-out slows appends down instead of losing updates.
-func (h *Hub) onAppend(batch []*Update) {
-	b := make([]*Update, len(batch))
-	copy(b, batch)
-	select {
-	case h.feed <- b:
-	case <-h.done:
-	}
 }
 
 // Message is what a publisher sends.
@@ -202,24 +221,6 @@ func (h *Hub) Publish(ctx context.Context, m Message) (*Update, error) {
 	return u, nil
 }
 
-// dispatchLoop is the only goroutine that offers updates to subscribers, so
-// each subscriber sees them in Seq order.
-func (h *Hub) dispatchLoop() {
-	defer h.wg.Done()
-	for {
-		select {
-		case <-h.done:
-			return
-		case batch := <-h.feed:
-			offered := 0
-			for _, u := range batch {
-				offered += h.dispatch(u)
-			}
-			h.pace.observe(offered, h.cfg.Now().UnixNano())
-		}
-	}
-}
-
 // dispatch offers u to every subscriber the index says can match it. The
 // index read lock orders it against registrations: a subscriber registered
 // after lastDispatched moved past u starts beyond u, one registered before
@@ -240,6 +241,7 @@ func (h *Hub) Close() {
 	h.closeOnce.Do(func() {
 		h.stopped.Store(true)
 		h.EndStreams()
+		h.cancel()
 		close(h.done)
 		h.wg.Wait()
 	})

@@ -15,6 +15,9 @@ type Metrics struct {
 	deliveries  prometheus.Counter
 	slow        prometheus.Counter
 	publishLat  prometheus.Histogram
+	overflows   prometheus.Counter
+	epochs      prometheus.Counter
+	lostSubs    prometheus.Counter
 	reg         prometheus.Registerer
 }
 
@@ -39,10 +42,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to make an update durable.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		overflows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_feed_overflows_total",
+			Help: "Times the dispatcher fell so far behind the history's feed that it read updates back from the history instead.",
+		}),
+		epochs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_history_epoch_changes_total",
+			Help: "Times the history was found replaced (a new epoch); every stream is then ended.",
+		}),
+		lostSubs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_lost_subscriptions_total",
+			Help: "Subscriptions ended because updates they may have wanted left the history before delivery.",
+		}),
 		reg: reg,
 	}
 	if reg != nil {
-		reg.MustRegister(m.subscribers, m.publishes, m.deliveries, m.slow, m.publishLat)
+		reg.MustRegister(m.subscribers, m.publishes, m.deliveries, m.slow, m.publishLat, m.overflows, m.epochs, m.lostSubs)
 	}
 	return m
 }
@@ -71,6 +86,9 @@ func (m *Metrics) bindHub(h *Hub) {
 
 func (m *Metrics) subscribed(d int) { m.subscribers.Add(float64(d)) }
 func (m *Metrics) slowDisconnect()  { m.slow.Inc() }
+func (m *Metrics) feedDropped()     { m.overflows.Inc() }
+func (m *Metrics) epochChanged()    { m.epochs.Inc() }
+func (m *Metrics) lost()            { m.lostSubs.Inc() }
 func (m *Metrics) delivered(n int) {
 	if n > 0 {
 		m.deliveries.Add(float64(n))

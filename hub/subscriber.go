@@ -65,20 +65,30 @@ type Subscriber struct {
 	expires  time.Time
 	resumed  string
 	serial   uint64
+	epoch    uint64 // of the log the replay reads
 
 	wake      chan struct{} // capacity 1: "something changed"
 	lastWrite atomic.Int64  // unix nanos of the last flush, for heartbeats
 	heapIdx   int           // position in the clock's expiry heap, -1 if none
 
-	mu     sync.Mutex
-	state  subState
-	cursor uint64    // highest Seq handed to this subscriber (queued or replayed)
-	queue  []*Update // frames waiting for the writer, shared read-only
+	mu    sync.Mutex
+	state subState
+	// cursor is the Seq of the last update the dispatcher has dealt with
+	// for this subscriber: queued, or passed over as a repeat.
+	cursor uint64
+	// Live, queue holds the frames waiting for the writer. Replaying, it
+	// holds every update for this subscriber that the dispatcher offered
+	// after the Seq since, for the handover (see replay).
+	queue  []*Update // shared read-only
 	queued int       // bytes in queue
+	since  uint64
 	hbDue  bool
 	reason error // why the subscription ended, once it has
 
-	spare []*Update // the writer's second buffer; only Serve touches it
+	// Owned by Serve (and Subscribe before it).
+	from  uint64    // where the replay reads next
+	first []*Update // the replay's first batch, read by Subscribe
+	spare []*Update // the writer's second buffer
 
 	prober Prober // set by Serve under mu when the stream can be probed
 
@@ -91,8 +101,10 @@ var serials atomic.Uint64
 // a known id resumes right after it, EarliestID replays all retained
 // history, an unknown id resumes live with ResumedFrom reporting EarliestID
 // so the client knows updates may have been lost. The subscriber is in the
-// index before its replay starts, so nothing published meanwhile is missed.
-// The caller must call Serve or Close.
+// index before its replay starts, so nothing published meanwhile is missed,
+// and Subscribe reads the replay's first batch itself, so that a resume
+// point retention drops meanwhile is reported by ResumedFrom too. The
+// caller must call Serve or Close.
 func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, error) {
 	if h.draining.Load() {
 		return nil, ErrShutdown
@@ -107,27 +119,41 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 		heapIdx:  -1,
 	}
 	replay := false
-	var from uint64
+	var from, head Position
 	if o.Resume {
 		s.resumed = EarliestID
 		if o.LastEventID == EarliestID {
 			replay = true
 		} else {
-			seq, found, err := h.engine.Lookup(ctx, o.LastEventID)
+			pos, found, err := h.engine.Lookup(ctx, o.LastEventID)
 			if err != nil {
 				return nil, err
 			}
 			if found {
-				replay, from, s.resumed = true, seq, o.LastEventID
+				replay, from, s.resumed = true, pos, o.LastEventID
+			} else {
+				// Go live, but not before the head: if retention dropped
+				// the id, the client has what came before it.
+				head = pos
 			}
 		}
 	}
 	s.lastWrite.Store(h.cfg.Now().UnixNano())
 	h.idx.mu.Lock()
+	s.epoch = h.epoch
+	if from.Epoch != 0 && from.Epoch != h.epoch {
+		// The id was found in a log the hub has left (or not reached
+		// yet): it means nothing here.
+		replay, from.Seq, s.resumed = false, 0, EarliestID
+	}
+	s.cursor = h.lastDispatched.Load()
+	if head.Epoch == h.epoch {
+		s.cursor = max(s.cursor, head.Seq)
+	}
 	if replay {
-		s.state, s.cursor = stateReplaying, from
+		s.state, s.since, s.from = stateReplaying, s.cursor, from.Seq
 	} else {
-		s.state, s.cursor = stateLive, h.lastDispatched.Load()
+		s.state = stateLive
 	}
 	h.idx.add(s)
 	h.idx.mu.Unlock()
@@ -139,6 +165,22 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 	if h.draining.Load() {
 		// EndStreams may have walked the registry before s was in it.
 		s.end(ErrShutdown)
+	}
+	if replay {
+		r, err := h.engine.Read(ctx, Position{Epoch: s.epoch, Seq: s.from}, h.cfg.ReplayBatch)
+		switch {
+		case errors.Is(err, ErrEpoch):
+			s.end(ErrLost) // the dispatcher ends it too, once it meets the new epoch
+			s.resumed = EarliestID
+		case err != nil:
+			s.Close()
+			return nil, err
+		case r.Gap:
+			// What followed the resume point was dropped between the
+			// lookup and this read: the replay starts after a loss.
+			s.resumed = EarliestID
+		}
+		s.first = r.Updates
 	}
 	return s, nil
 }
@@ -187,32 +229,65 @@ func (s *Subscriber) notify() {
 }
 
 // offer queues u for the writer unless the subscriber has it already, may
-// not read it, is still replaying (the replay will read u from the engine)
-// or is over budget. It never blocks and never allocates but to grow the
-// queue's backing array, which is reused.
+// not read it or is over budget. While the subscriber replays, u is kept
+// for the handover instead; over budget there, the kept updates are
+// dropped, since the replay can read them from the engine. offer never
+// blocks and never allocates but to grow the queue's backing array, which
+// is reused.
 func (s *Subscriber) offer(u *Update) {
 	s.mu.Lock()
-	if s.state != stateLive || u.Seq <= s.cursor {
+	if s.state == stateEnded || u.Seq <= s.cursor {
 		s.mu.Unlock()
 		return
 	}
+	s.cursor = u.Seq
 	if u.Private && (s.canRead == nil || !s.canRead(u.Topics)) {
 		s.mu.Unlock()
 		return
 	}
-	if n := u.size(); s.queued+n > s.h.cfg.QueueBytes {
+	n := u.size()
+	if s.queued+n > s.h.cfg.QueueBytes {
+		if s.state == stateReplaying {
+			clear(s.queue)
+			s.queue, s.queued, s.since = s.queue[:0], 0, u.Seq
+			s.mu.Unlock()
+			return
+		}
 		s.reason, s.state = ErrSlowSubscriber, stateEnded
 		s.mu.Unlock()
 		s.h.m.slowDisconnect()
 		s.notify()
 		return
-	} else {
-		s.queued += n
 	}
+	s.queued += n
 	s.queue = append(s.queue, u)
-	s.cursor = u.Seq
+	live := s.state == stateLive
 	s.mu.Unlock()
-	s.notify()
+	if live {
+		s.notify()
+	}
+}
+
+// skipped tells the subscriber that the dispatcher passed over the updates
+// up to Seq to, which it could not read: a live subscriber may have wanted
+// one and ends with reason; a replaying one must read them itself, so what
+// it kept for the handover restarts after them. Call with the hub's index
+// locked.
+func (s *Subscriber) skipped(to uint64, reason error) {
+	s.mu.Lock()
+	switch s.state {
+	case stateLive:
+		s.mu.Unlock()
+		s.h.m.lost()
+		s.end(reason)
+		return
+	case stateReplaying:
+		clear(s.queue)
+		s.queue, s.queued = s.queue[:0], 0
+		s.since = max(s.since, to)
+		s.cursor = max(s.cursor, to)
+	}
+	s.mu.Unlock()
 }
 
 // wants reports whether a replayed update is for this subscriber.
@@ -339,51 +414,39 @@ func (s *Subscriber) write(w Stream, q []*Update, heartbeat bool) error {
 // errNotSupported matches http.ErrNotSupported without importing net/http.
 var errNotSupported = errors.ErrUnsupported
 
-// replay sends history after the cursor, then hands over to live updates.
-// While it runs the dispatcher skips this subscriber; the handover checks,
-// under the subscriber's lock, that the dispatcher has not gone past what
-// the replay read, so an update is either read here or queued live, never
-// both and never neither.
+// replay sends history after the resume point, then hands over to live
+// updates. While it runs, the dispatcher keeps in the queue every update
+// for this subscriber after the Seq since (or restarts that after an
+// overflow). Once the replay has read past since, the queue holds all the
+// rest: the replay switches to live under the subscriber's lock, dropping
+// from the queue what it wrote itself. Every update is either read here or
+// queued, never both and never neither; and a range that retention
+// dropped before the replay read it (Range.Gap) ends the subscription with
+// ErrLost instead of being skipped.
 func (s *Subscriber) replay(ctx context.Context, w Stream) error {
 	s.mu.Lock()
 	replaying := s.state == stateReplaying
-	cursor := s.cursor
 	s.mu.Unlock()
 	if !replaying {
 		return nil
 	}
 	h := s.h
-	emptyReads := 0
+	batch := s.first
+	s.first = nil
 	for {
-		if err := context.Cause(ctx); err != nil {
-			return err
-		}
-		batch, err := h.engine.Read(ctx, cursor, h.cfg.ReplayBatch)
-		if err != nil {
-			return err
+		q := batch[:0]
+		for _, u := range batch {
+			if s.wants(u) {
+				q = append(q, u)
+			}
 		}
 		if len(batch) > 0 {
-			emptyReads = 0
-			q := batch[:0]
-			for _, u := range batch {
-				if s.wants(u) {
-					q = append(q, u)
-				}
+			s.from = batch[len(batch)-1].Seq
+		}
+		if len(q) > 0 {
+			if err := s.write(w, q, false); err != nil {
+				return err
 			}
-			cursor = batch[len(batch)-1].Seq
-			if len(q) > 0 {
-				if err := s.write(w, q, false); err != nil {
-					return err
-				}
-			}
-			s.mu.Lock()
-			reason := s.reason
-			s.cursor = cursor
-			s.mu.Unlock()
-			if reason != nil {
-				return reason
-			}
-			continue
 		}
 		s.mu.Lock()
 		if s.reason != nil {
@@ -391,18 +454,48 @@ func (s *Subscriber) replay(ctx context.Context, w Stream) error {
 			s.mu.Unlock()
 			return reason
 		}
-		last := h.lastDispatched.Load()
-		if last <= cursor || emptyReads > 0 {
-			// Either the replay caught up with the dispatcher, or the
-			// engine no longer holds what the dispatcher went past
-			// (retention dropped it): go live from there.
-			s.cursor = max(cursor, last)
+		if s.from >= s.since {
+			// Everything after since that is for us is in the queue.
+			i := 0
+			for i < len(s.queue) && s.queue[i].Seq <= s.from {
+				s.queued -= s.queue[i].size()
+				i++
+			}
+			if i > 0 {
+				n := copy(s.queue, s.queue[i:])
+				clear(s.queue[n:])
+				s.queue = s.queue[:n]
+			}
+			s.cursor = max(s.cursor, s.from)
 			s.state = stateLive
+			pending := len(s.queue) > 0
 			s.mu.Unlock()
+			if pending {
+				s.notify()
+			}
 			return nil
 		}
 		s.mu.Unlock()
-		emptyReads++
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		r, err := h.engine.Read(ctx, Position{Epoch: s.epoch, Seq: s.from}, h.cfg.ReplayBatch)
+		switch {
+		case errors.Is(err, ErrEpoch):
+			return ErrLost
+		case err != nil:
+			return err
+		case r.Gap:
+			h.m.lost()
+			return ErrLost
+		case len(r.Updates) == 0:
+			// Nothing after from, yet the dispatcher went past it: the
+			// engine should have said Gap. Ending beats spinning.
+			h.log.Error("history read returned nothing short of the dispatched position", "from", s.from, "since", s.since, "head", r.Head)
+			h.m.lost()
+			return ErrLost
+		}
+		batch = r.Updates
 	}
 }
 

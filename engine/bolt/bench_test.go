@@ -59,7 +59,7 @@ func benchAppend(b *testing.B, conc int, tune func(*bbolt.Options), newID func()
 		b.Fatal(err)
 	}
 	defer e.Close()
-	e.Listen(func([]*hub.Update) {})
+	_, _ = e.Listen(func(hub.Batch) {})
 	proto := enginetest.NewUpdate("urn:uuid:6f0e3c9a-1b2c-4d5e-8f90-123456789abc")
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -129,21 +129,21 @@ func BenchmarkLookup(b *testing.B) {
 	b.Run("records=1000000/hit", func(b *testing.B) {
 		for b.Loop() {
 			id := benchID(rand.IntN(n))
-			if _, ok, err := e.Lookup(b.Context(), id); !ok || err != nil {
+			if _, ok, err := e.lookup(id); !ok || err != nil {
 				b.Fatalf("Lookup(%q) = %v, %v", id, ok, err)
 			}
 		}
 	})
 	b.Run("records=1000000/miss", func(b *testing.B) {
 		for b.Loop() {
-			if _, ok, err := e.Lookup(b.Context(), benchID(n+rand.IntN(n))); ok || err != nil {
+			if _, ok, err := e.lookup(benchID(n + rand.IntN(n))); ok || err != nil {
 				b.Fatalf("Lookup = %v, %v", ok, err)
 			}
 		}
 	})
 	b.Run("records=1000000/read100", func(b *testing.B) {
 		for b.Loop() {
-			us, err := e.Read(b.Context(), uint64(rand.IntN(n-100)), 100)
+			us, err := e.read(uint64(rand.IntN(n-100)), 100)
 			if len(us) != 100 || err != nil {
 				b.Fatalf("Read = %d, %v", len(us), err)
 			}
@@ -152,7 +152,7 @@ func BenchmarkLookup(b *testing.B) {
 	// Right after a restart: close the engine, open the file again, and
 	// time the first resume (Open, Lookup, then reading 200,000 missed
 	// updates in the replay's batches of 1,024).
-	at, err := e.Read(b.Context(), n-200_001, 1)
+	at, err := e.read(n-200_001, 1)
 	if err != nil || len(at) != 1 {
 		b.Fatalf("Read = %d, %v", len(at), err)
 	}
@@ -168,14 +168,14 @@ func BenchmarkLookup(b *testing.B) {
 				b.Fatal(err)
 			}
 			opened := time.Since(start)
-			seq, ok, err := r.Lookup(b.Context(), resumeID)
+			seq, ok, err := r.lookup(resumeID)
 			if !ok || err != nil {
 				b.Fatalf("Lookup after reopen = %v, %v", ok, err)
 			}
 			first := time.Since(start)
 			got := 0
 			for after := seq; ; {
-				us, err := r.Read(b.Context(), after, 1024)
+				us, err := r.read(after, 1024)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -45,6 +45,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -125,6 +126,7 @@ var (
 	bucketMeta = []byte("meta")
 	keyLast    = []byte("last")
 	keyCount   = []byte("count")
+	keyEpoch   = []byte("epoch")
 	empty      = []byte{}
 )
 
@@ -132,6 +134,7 @@ var (
 type Engine struct {
 	db       *bbolt.DB
 	j        *journal
+	epoch    uint64 // names this file's log; kept in the meta bucket
 	logger   *slog.Logger
 	maxCount int
 	maxAge   time.Duration
@@ -365,6 +368,15 @@ func (e *Engine) load(tx *bbolt.Tx) error {
 		}
 	}
 	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(keyEpoch); len(v) == 8 {
+		e.epoch = binary.BigEndian.Uint64(v)
+	} else {
+		// A new file, or one from before epochs: this log starts here.
+		e.epoch = newEpoch()
+		if err := meta.Put(keyEpoch, binary.BigEndian.AppendUint64(nil, e.epoch)); err != nil {
+			return err
+		}
+	}
 	if v := meta.Get(keyLast); len(v) == 8 {
 		e.last = binary.BigEndian.Uint64(v)
 	}
@@ -380,9 +392,34 @@ func (e *Engine) load(tx *bbolt.Tx) error {
 	return nil
 }
 
-// Listen implements hub.Engine.
-func (e *Engine) Listen(feed func([]*hub.Update)) {
-	e.feed.Store(&feed)
+// newEpoch draws a random, non-zero epoch.
+func newEpoch() uint64 {
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+		if v := binary.BigEndian.Uint64(b[:]); v != 0 {
+			return v
+		}
+	}
+}
+
+// Listen implements hub.Engine. It must be called before the first Append,
+// so the writer's last Seq is the head.
+func (e *Engine) Listen(feed func(hub.Batch)) (hub.Position, error) {
+	epoch := e.epoch
+	f := func(us []*hub.Update) {
+		feed(hub.Batch{Epoch: epoch, After: us[0].Seq - 1, Updates: us})
+	}
+	e.feed.Store(&f)
+	return hub.Position{Epoch: e.epoch, Seq: e.headSeq()}, nil
+}
+
+// headSeq is the Seq of the last update appended and visible to Read.
+func (e *Engine) headSeq() uint64 {
+	e.mu.RLock()
+	last := e.tail.last()
+	e.mu.RUnlock()
+	return max(last, e.treeLast.Load())
 }
 
 // Append implements hub.Engine. The feed has been called with u when Append
@@ -872,7 +909,18 @@ func appendIDKey[S ~string | ~[]byte](b []byte, id S, seq uint64) []byte {
 
 // Lookup implements hub.Engine with one index Seek in the tree and one map
 // lookup in the tail.
-func (e *Engine) Lookup(ctx context.Context, id string) (seq uint64, found bool, err error) {
+func (e *Engine) Lookup(ctx context.Context, id string) (hub.Position, bool, error) {
+	// The head first: an update with id that retention drops during the
+	// lookup was appended before it.
+	head := e.headSeq()
+	seq, found, err := e.lookup(id)
+	if !found {
+		seq = head
+	}
+	return hub.Position{Epoch: e.epoch, Seq: seq}, found, err
+}
+
+func (e *Engine) lookup(id string) (seq uint64, found bool, err error) {
 	if e.closed.Load() {
 		return 0, false, hub.ErrClosed
 	}
@@ -905,7 +953,31 @@ func (e *Engine) Lookup(ctx context.Context, id string) (seq uint64, found bool,
 // Read implements hub.Engine. It copies at most limit records out of one
 // short read transaction (a read transaction held long would stop the file
 // from being remapped as it grows), then takes the rest from the tail.
-func (e *Engine) Read(ctx context.Context, after uint64, limit int) ([]*hub.Update, error) {
+func (e *Engine) Read(ctx context.Context, after hub.Position, limit int) (hub.Range, error) {
+	if after.Epoch != e.epoch {
+		if e.closed.Load() {
+			return hub.Range{}, hub.ErrClosed
+		}
+		return hub.Range{}, hub.ErrEpoch
+	}
+	// The head before the read: every update fed before it is at most
+	// head, and found below unless retention dropped it.
+	head := e.headSeq()
+	us, err := e.read(after.Seq, limit)
+	if err != nil {
+		return hub.Range{}, err
+	}
+	r := hub.Range{Updates: us, Head: head}
+	if n := len(us); n > 0 {
+		r.Head = max(head, us[n-1].Seq)
+		r.Gap = us[0].Seq > after.Seq+1
+	} else {
+		r.Gap = head > after.Seq
+	}
+	return r, nil
+}
+
+func (e *Engine) read(after uint64, limit int) ([]*hub.Update, error) {
 	if limit <= 0 {
 		return nil, errors.New("read: limit must be positive")
 	}

@@ -69,7 +69,7 @@ func TestBadID(t *testing.T) {
 	if err := e.Append(t.Context(), u); err != nil {
 		t.Fatal(err)
 	}
-	if seq, ok, err := e.Lookup(t.Context(), u.ID); err != nil || !ok || seq != 1 {
+	if seq, ok, err := e.lookup(u.ID); err != nil || !ok || seq != 1 {
 		t.Fatalf("Lookup = %d, %v, %v; want 1", seq, ok, err)
 	}
 }
@@ -124,11 +124,11 @@ func TestTrimBacklog(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	us, err := e.Read(t.Context(), 0, 10)
+	us, err := e.read(0, 10)
 	if err != nil || len(us) != 1 || us[0].ID != "new" {
 		t.Fatalf("Read = %v, %v; want the new update only", us, err)
 	}
-	if _, ok, _ := e.Lookup(t.Context(), "old-0-0"); ok {
+	if _, ok, _ := e.lookup("old-0-0"); ok {
 		t.Fatal("expired update still found")
 	}
 }
@@ -136,10 +136,10 @@ func TestTrimBacklog(t *testing.T) {
 func TestReadClosed(t *testing.T) {
 	e := open(t, t.TempDir(), hub.Retention{}).(*Engine)
 	_ = e.Close()
-	if _, err := e.Read(t.Context(), 0, 1); !errors.Is(err, hub.ErrClosed) {
+	if _, err := e.read(0, 1); !errors.Is(err, hub.ErrClosed) {
 		t.Fatalf("Read after Close = %v, want hub.ErrClosed", err)
 	}
-	if _, _, err := e.Lookup(t.Context(), "x"); !errors.Is(err, hub.ErrClosed) {
+	if _, _, err := e.lookup("x"); !errors.Is(err, hub.ErrClosed) {
 		t.Fatalf("Lookup after Close = %v, want hub.ErrClosed", err)
 	}
 }

@@ -186,7 +186,7 @@ var holdTail = &testOptions{segment: journalSegment, applyCount: 1 << 30, applyB
 // Lookup.
 func checkHistory(t *testing.T, e *Engine, want []*hub.Update) {
 	t.Helper()
-	got, err := e.Read(t.Context(), 0, len(want)+10)
+	got, err := e.read(0, len(want)+10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func checkHistory(t *testing.T, e *Engine, want []*hub.Update) {
 		if u.Seq != w.Seq || u.ID != w.ID || !bytes.Equal(u.Frame, w.Frame) {
 			t.Fatalf("update %d: Seq %d id %q, want Seq %d id %q (frames equal: %v)", i, u.Seq, u.ID, w.Seq, w.ID, bytes.Equal(u.Frame, w.Frame))
 		}
-		if seq, ok, err := e.Lookup(t.Context(), w.ID); err != nil || !ok || seq != earliest[w.ID] {
+		if seq, ok, err := e.lookup(w.ID); err != nil || !ok || seq != earliest[w.ID] {
 			t.Fatalf("Lookup(%q) = %d, %v, %v; want %d", w.ID, seq, ok, err, earliest[w.ID])
 		}
 	}
@@ -274,7 +274,7 @@ func TestJournalRounds(t *testing.T) {
 	for range 2 {
 		readers.Go(func() {
 			for ctx.Err() == nil {
-				us, err := e.Read(ctx, 0, 10_000)
+				us, err := e.read(0, 10_000)
 				if err != nil {
 					t.Error(err)
 					return
@@ -361,13 +361,13 @@ func TestTailRetention(t *testing.T) {
 	add("x", "e", "x")
 	// The tree holds 1-4, the tail 5-7.
 	checkHistory(t, e, all)
-	if seq, ok, _ := e.Lookup(t.Context(), "x"); !ok || seq != 5 {
+	if seq, ok, _ := e.lookup("x"); !ok || seq != 5 {
 		t.Fatalf("Lookup(x) = %d, %v; want 5", seq, ok)
 	}
 	add("f") // the tail is due: 5-8 go to the tree, which trims to 5
 	waitFor(t, "second apply", func() bool { return e.applies.Load() == 2 })
 	checkHistory(t, e, all[3:])
-	if seq, ok, _ := e.Lookup(t.Context(), "x"); !ok || seq != 5 {
+	if seq, ok, _ := e.lookup("x"); !ok || seq != 5 {
 		t.Fatalf("Lookup(x) after apply = %d, %v; want 5", seq, ok)
 	}
 }

@@ -83,3 +83,11 @@ func (t *tail) after(seq uint64) []entry {
 	}
 	return es
 }
+
+// last returns the Seq of the last entry, or zero.
+func (t *tail) last() uint64 {
+	if len(t.entries) == 0 {
+		return 0
+	}
+	return t.entries[len(t.entries)-1].u.Seq
+}

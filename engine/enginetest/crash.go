@@ -163,7 +163,9 @@ func runPattern(name string) string {
 // that dies closes the pipe, and the next print ends the child.
 func crashChild(t *testing.T, open Factory, dir string) {
 	e := open(t, dir, hub.Retention{})
-	e.Listen(func([]*hub.Update) {})
+	if _, err := e.Listen(func(hub.Batch) {}); err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	var (

@@ -50,6 +50,7 @@ func Run(t *testing.T, open Factory, opts Options) {
 	t.Run("CloseWhileBusy", s.testCloseWhileBusy)
 	t.Run("Reopen", s.testReopen)
 	t.Run("ReopenAfterEviction", s.testReopenAfterEviction)
+	t.Run("Handover", s.testHandover)
 }
 
 type suite struct {
@@ -63,6 +64,7 @@ type instance struct {
 	s    *suite
 	e    hub.Engine
 	feed *recorder
+	head hub.Position // what Listen returned
 }
 
 // start opens an engine in dir, registers a recording feed and arranges
@@ -70,9 +72,16 @@ type instance struct {
 func (s *suite) start(t testing.TB, dir string, r hub.Retention) *instance {
 	t.Helper()
 	e := s.open(t, dir, r)
-	rec := &recorder{}
-	e.Listen(rec.feed)
-	in := &instance{t: t, s: s, e: e, feed: rec}
+	rec := &recorder{e: e, ctx: context.WithoutCancel(t.Context())}
+	head, err := e.Listen(rec.feed)
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	if head.Epoch == 0 {
+		t.Fatal("Listen returned epoch 0: an epoch is never zero")
+	}
+	rec.epoch, rec.last = head.Epoch, head.Seq
+	in := &instance{t: t, s: s, e: e, feed: rec, head: head}
 	t.Cleanup(func() {
 		in.close()
 		rec.check(t)
@@ -109,23 +118,49 @@ func (in *instance) appendIDs(ids ...string) []*hub.Update {
 
 func (in *instance) lookup(id string) (uint64, bool) {
 	in.t.Helper()
-	seq, ok, err := in.e.Lookup(in.t.Context(), id)
+	pos, ok, err := in.e.Lookup(in.t.Context(), id)
 	if err != nil {
 		in.t.Fatalf("Lookup(%q): %v", id, err)
 	}
-	return seq, ok
+	if ok && pos.Epoch != in.head.Epoch {
+		in.t.Fatalf("Lookup(%q) in epoch %d, the log's is %d", id, pos.Epoch, in.head.Epoch)
+	}
+	return pos.Seq, ok
 }
 
 func (in *instance) read(after uint64, limit int) []*hub.Update {
 	in.t.Helper()
-	us, err := in.e.Read(in.t.Context(), after, limit)
+	return in.readRange(after, limit).Updates
+}
+
+// readRange reads and checks what holds of every Range: order, the limit,
+// a Head at least as far as what was returned, and a Gap exactly where
+// Seqs jump (Seqs take every position, so a jump is a dropped update).
+func (in *instance) readRange(after uint64, limit int) hub.Range {
+	in.t.Helper()
+	r, err := in.e.Read(in.t.Context(), hub.Position{Epoch: in.head.Epoch, Seq: after}, limit)
 	if err != nil {
 		in.t.Fatalf("Read(%d, %d): %v", after, limit, err)
 	}
+	us := r.Updates
 	if len(us) > limit {
 		in.t.Fatalf("Read(%d, %d) returned %d updates", after, limit, len(us))
 	}
-	return us
+	prev := after
+	for i, u := range us {
+		if u.Seq <= prev || i > 0 && u.Seq != prev+1 {
+			in.t.Fatalf("Read(%d, %d) returned Seqs %v: want increasing without holes", after, limit, seqs(us))
+		}
+		prev = u.Seq
+	}
+	if len(us) > 0 && r.Head < prev {
+		in.t.Fatalf("Read(%d, %d): Head %d before the last update returned (%d)", after, limit, r.Head, prev)
+	}
+	wantGap := len(us) > 0 && us[0].Seq > after+1 || len(us) == 0 && r.Head > after
+	if r.Gap != wantGap {
+		in.t.Fatalf("Read(%d, %d) = Seqs %v, Head %d: Gap %v, want %v", after, limit, seqs(us), r.Head, r.Gap, wantGap)
+	}
+	return r
 }
 
 // readAll reads every retained update after after, checking the order.
@@ -167,10 +202,11 @@ func (in *instance) eventually(what string, cond func() error) {
 // returns the right suffix, Lookup finds each id, and HistoryLen agrees.
 func (in *instance) retained(want []*hub.Update) error {
 	ctx := in.t.Context()
-	got, err := in.e.Read(ctx, 0, len(want)+10)
+	r, err := in.e.Read(ctx, hub.Position{Epoch: in.head.Epoch}, len(want)+10)
 	if err != nil {
 		return err
 	}
+	got := r.Updates
 	if len(got) != len(want) {
 		return fmt.Errorf("Read(0) returned %d updates, want %d", len(got), len(want))
 	}
@@ -188,25 +224,59 @@ func (in *instance) retained(want []*hub.Update) error {
 }
 
 // recorder is a feed that records what it gets and notices overlapping
-// calls and disorder.
+// calls, disorder, skips, epoch changes, and updates fed before Read and
+// Lookup can see them.
 type recorder struct {
-	busy atomic.Int32
-	mu   sync.Mutex
-	got  []*hub.Update
-	errs []string
+	e     hub.Engine
+	ctx   context.Context // for the reads made from the feed
+	busy  atomic.Int32
+	mu    sync.Mutex
+	epoch uint64 // from Listen
+	last  uint64 // Seq of the last update fed, or the head at Listen
+	got   []*hub.Update
+	errs  []string
 }
 
-func (r *recorder) feed(us []*hub.Update) {
+func (r *recorder) feed(b hub.Batch) {
 	if r.busy.Add(1) != 1 {
 		r.fail("feed calls overlap")
 	}
 	defer r.busy.Add(-1)
+	// The feed runs only once an update is visible: Read and Lookup find
+	// every update of the batch from inside the feed call. Retention may
+	// have dropped the oldest of them already, so the check covers what
+	// Read still returns and only ids that Read returns.
+	if len(b.Updates) > 0 {
+		first := b.Updates[0]
+		rg, err := r.e.Read(r.ctx, hub.Position{Epoch: b.Epoch, Seq: first.Seq - 1}, len(b.Updates))
+		switch {
+		case err != nil:
+			r.fail(fmt.Sprintf("feed: Read of the batch being fed: %v", err))
+		case !rg.Gap && len(rg.Updates) != len(b.Updates):
+			r.fail(fmt.Sprintf("feed: batch of Seqs %v fed while Read returns %v", seqs(b.Updates), seqs(rg.Updates)))
+		case rg.Head < b.Updates[len(b.Updates)-1].Seq:
+			r.fail(fmt.Sprintf("feed: Read's Head %d is before the batch fed (last Seq %d)", rg.Head, b.Updates[len(b.Updates)-1].Seq))
+		case len(rg.Updates) > 0:
+			u := rg.Updates[len(rg.Updates)-1]
+			if pos, ok, err := r.e.Lookup(r.ctx, u.ID); err != nil || !ok || pos.Seq > u.Seq {
+				r.fail(fmt.Sprintf("feed: Lookup(%q) of an update being fed = %v, %v, %v", u.ID, pos, ok, err))
+			}
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, u := range us {
-		if n := len(r.got); n > 0 && u.Seq <= r.got[n-1].Seq {
-			r.errs = append(r.errs, fmt.Sprintf("feed: Seq %d after %d", u.Seq, r.got[n-1].Seq))
+	if b.Epoch != r.epoch {
+		r.errs = append(r.errs, fmt.Sprintf("feed: epoch %d, Listen said %d", b.Epoch, r.epoch))
+	}
+	if b.After != r.last {
+		// One node's engine has no reason to skip.
+		r.errs = append(r.errs, fmt.Sprintf("feed: batch after Seq %d, the last fed was %d", b.After, r.last))
+	}
+	for _, u := range b.Updates {
+		if u.Seq != r.last+1 {
+			r.errs = append(r.errs, fmt.Sprintf("feed: Seq %d after %d", u.Seq, r.last))
 		}
+		r.last = u.Seq
 		r.got = append(r.got, u)
 	}
 }
@@ -367,9 +437,11 @@ func (s *suite) testLookup(t *testing.T) {
 		}
 	}
 	// Prefixes, extensions and case variants of stored ids are other ids.
+	// Not found, Lookup gives the head.
+	head := us[len(us)-1].Seq
 	for _, id := range []string{"", "c", "a/", "abc", "été", "a/b?c=d#e ", "urn:uuid:", "\x00"} {
-		if seq, ok := in.lookup(id); ok {
-			t.Errorf("Lookup(%q) = %d, true; want not found", id, seq)
+		if seq, ok := in.lookup(id); ok || seq != head {
+			t.Errorf("Lookup(%q) = %d, %v; want not found at the head, %d", id, seq, ok, head)
 		}
 	}
 }
@@ -380,10 +452,11 @@ func (s *suite) testDuplicateIDs(t *testing.T) {
 		t.Helper()
 		in.eventually(step, func() error {
 			for id, seq := range want {
-				got, ok, err := in.e.Lookup(t.Context(), id)
+				pos, ok, err := in.e.Lookup(t.Context(), id)
 				if err != nil {
 					return err
 				}
+				got := pos.Seq
 				if seq == 0 && ok {
 					return fmt.Errorf("Lookup(%q) = %d, want not found", id, got)
 				}
@@ -525,7 +598,7 @@ func (s *suite) testClosed(t *testing.T) {
 		t.Errorf("Append after Close set Seq %d", u.Seq)
 	}
 	// Reading a closed engine may work or fail with ErrClosed, never panic.
-	if _, err := in.e.Read(t.Context(), 0, 10); err != nil && !errors.Is(err, hub.ErrClosed) {
+	if _, err := in.e.Read(t.Context(), hub.Position{Epoch: in.head.Epoch}, 10); err != nil && !errors.Is(err, hub.ErrClosed) {
 		t.Errorf("Read after Close = %v, want nil or hub.ErrClosed", err)
 	}
 	if _, _, err := in.e.Lookup(t.Context(), "before"); err != nil && !errors.Is(err, hub.ErrClosed) {
@@ -575,7 +648,7 @@ func (s *suite) testCloseWhileBusy(t *testing.T) {
 	for r := range 4 {
 		wg.Go(func() {
 			for i := 0; ; i++ {
-				_, err := in.e.Read(ctx, uint64(i%50), 10)
+				_, err := in.e.Read(ctx, hub.Position{Epoch: in.head.Epoch, Seq: uint64(i % 50)}, 10)
 				if err == nil {
 					_, _, err = in.e.Lookup(ctx, fmt.Sprintf("busy-%d-%d", r, i%50))
 				}

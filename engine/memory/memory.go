@@ -5,6 +5,8 @@ package memory
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"sync"
 	"time"
@@ -35,17 +37,18 @@ type Engine struct {
 	// calls never overlap and arrive in Seq order. It is a channel rather
 	// than a mutex so that a waiting Append can give up when its ctx ends.
 	turn   chan struct{}
-	feed   func([]*hub.Update) // set by Listen, read only under turn
-	closed bool                // guarded by turn (and read under mu by readers)
+	feed   func(hub.Batch) // set by Listen, read only under turn
+	closed bool            // guarded by turn (and read under mu by readers)
 
 	// mu guards the ring and the index. Appends hold it only to insert and
 	// evict, never across the feed, so a slow feed does not block Read.
-	mu   sync.RWMutex
-	buf  []*hub.Update // ring; grows up to maxCount
-	head int           // index in buf of the oldest retained update
-	n    int           // retained updates
-	last uint64        // Seq of the last appended update
-	ids  map[string]uint64
+	mu    sync.RWMutex
+	buf   []*hub.Update // ring; grows up to maxCount
+	head  int           // index in buf of the oldest retained update
+	n     int           // retained updates
+	last  uint64        // Seq of the last appended update
+	epoch uint64        // names this log; Reset draws a new one
+	ids   map[string]uint64
 	// dups holds, for ids that occur more than once in the ring, the Seqs of
 	// the occurrences after the earliest (which is in ids), oldest first.
 	// Updates with unique ids, the common case, never touch it, and
@@ -77,14 +80,51 @@ func New(opts Options) *Engine {
 		e.now = time.Now
 	}
 	e.buf = make([]*hub.Update, min(e.maxCount, 64))
+	e.epoch = newEpoch()
 	return e
 }
 
+// newEpoch draws a random, non-zero epoch.
+func newEpoch() uint64 {
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+		if v := binary.LittleEndian.Uint64(b[:]); v != 0 {
+			return v
+		}
+	}
+}
+
 // Listen implements hub.Engine.
-func (e *Engine) Listen(feed func([]*hub.Update)) {
+func (e *Engine) Listen(feed func(hub.Batch)) (hub.Position, error) {
 	e.turn <- struct{}{}
+	defer func() { <-e.turn }()
 	e.feed = feed
-	<-e.turn
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return hub.Position{Epoch: e.epoch, Seq: e.last}, nil
+}
+
+// Reset drops the whole history and starts a new log with a new epoch,
+// whose Seqs start again at 1, and tells the feed. It is what a shared
+// store that lost its data looks like to the hub, for tests.
+func (e *Engine) Reset() {
+	e.turn <- struct{}{}
+	defer func() { <-e.turn }()
+	if e.closed {
+		return
+	}
+	e.mu.Lock()
+	clear(e.buf)
+	e.head, e.n, e.last = 0, 0, 0
+	clear(e.ids)
+	clear(e.dups)
+	e.epoch = newEpoch()
+	epoch := e.epoch
+	e.mu.Unlock()
+	if e.feed != nil {
+		e.feed(hub.Batch{Epoch: epoch})
+	}
 }
 
 // Append implements hub.Engine. The feed has been called with u when Append
@@ -108,10 +148,11 @@ func (e *Engine) Append(ctx context.Context, u *hub.Update) error {
 	u.Seq = e.last
 	e.push(u)
 	e.evict(e.now())
+	epoch := e.epoch
 	e.mu.Unlock()
 
 	if e.feed != nil {
-		e.feed([]*hub.Update{u})
+		e.feed(hub.Batch{Epoch: epoch, After: u.Seq - 1, Updates: []*hub.Update{u}})
 	}
 	return nil
 }
@@ -201,38 +242,49 @@ func (e *Engine) rlock() error {
 }
 
 // Lookup implements hub.Engine.
-func (e *Engine) Lookup(ctx context.Context, id string) (uint64, bool, error) {
+func (e *Engine) Lookup(ctx context.Context, id string) (hub.Position, bool, error) {
 	if err := e.rlock(); err != nil {
-		return 0, false, err
+		return hub.Position{}, false, err
 	}
 	defer e.mu.RUnlock()
 	seq, ok := e.ids[id]
-	return seq, ok, nil
+	if !ok {
+		seq = e.last
+	}
+	return hub.Position{Epoch: e.epoch, Seq: seq}, ok, nil
 }
 
 // Read implements hub.Engine.
-func (e *Engine) Read(ctx context.Context, after uint64, limit int) ([]*hub.Update, error) {
+func (e *Engine) Read(ctx context.Context, after hub.Position, limit int) (hub.Range, error) {
 	if limit <= 0 {
-		return nil, errors.New("memory: read limit must be positive")
+		return hub.Range{}, errors.New("memory: read limit must be positive")
 	}
 	if err := e.rlock(); err != nil {
-		return nil, err
+		return hub.Range{}, err
 	}
 	defer e.mu.RUnlock()
-	if e.n == 0 || after >= e.last {
-		return nil, nil
+	if after.Epoch != e.epoch {
+		return hub.Range{}, hub.ErrEpoch
+	}
+	r := hub.Range{Head: e.last}
+	if after.Seq >= e.last {
+		return r, nil
 	}
 	// The ring holds Seqs last-n+1 .. last, without gaps.
 	first := e.last - uint64(e.n) + 1
+	r.Gap = after.Seq+1 < first
 	start := 0
-	if after >= first {
-		start = int(after - first + 1)
+	if after.Seq >= first {
+		start = int(after.Seq - first + 1)
 	}
-	out := make([]*hub.Update, 0, min(limit, e.n-start))
-	for i := start; i < e.n && len(out) < limit; i++ {
-		out = append(out, e.buf[(e.head+i)%len(e.buf)])
+	if start == e.n {
+		return r, nil
 	}
-	return out, nil
+	r.Updates = make([]*hub.Update, 0, min(limit, e.n-start))
+	for i := start; i < e.n && len(r.Updates) < limit; i++ {
+		r.Updates = append(r.Updates, e.buf[(e.head+i)%len(e.buf)])
+	}
+	return r, nil
 }
 
 // HistoryLen implements hub.Stats.

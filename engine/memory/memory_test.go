@@ -24,6 +24,10 @@ func TestConformance(t *testing.T) {
 func TestDefaultCapacity(t *testing.T) {
 	e := memory.New(memory.Options{})
 	defer e.Close()
+	head, err := e.Listen(func(hub.Batch) {})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range memory.DefaultMaxCount + 5 {
 		if err := e.Append(t.Context(), enginetest.NewUpdate(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
@@ -32,9 +36,9 @@ func TestDefaultCapacity(t *testing.T) {
 	if n := e.HistoryLen(); n != memory.DefaultMaxCount {
 		t.Fatalf("HistoryLen() = %d, want %d", n, memory.DefaultMaxCount)
 	}
-	us, err := e.Read(t.Context(), 0, 1)
-	if err != nil || len(us) != 1 || us[0].Seq != 6 {
-		t.Fatalf("Read(0, 1) = %v, %v; want Seq 6", us, err)
+	r, err := e.Read(t.Context(), hub.Position{Epoch: head.Epoch}, 1)
+	if err != nil || len(r.Updates) != 1 || r.Updates[0].Seq != 6 || !r.Gap {
+		t.Fatalf("Read(0, 1) = %+v, %v; want Seq 6 after a gap", r, err)
 	}
 }
 
@@ -42,7 +46,7 @@ func TestDefaultCapacity(t *testing.T) {
 func BenchmarkAppend(b *testing.B) {
 	e := memory.New(memory.Options{})
 	defer e.Close()
-	e.Listen(func([]*hub.Update) {})
+	_, _ = e.Listen(func(hub.Batch) {})
 	u := enginetest.NewUpdate("x")
 	b.SetParallelism(8)
 	b.RunParallel(func(pb *testing.PB) {
