@@ -566,3 +566,211 @@ func TestWriteDelayClockStepsBack(t *testing.T) {
 		t.Errorf("update after the clock stepped back took %v; the wait should be capped at %v", d, delay)
 	}
 }
+
+// hookEngine runs afterLookup once a Lookup has answered, to move the
+// history between a resume's lookup and its first read.
+type hookEngine struct {
+	*memory.Engine
+	afterLookup func()
+}
+
+func (e *hookEngine) Lookup(ctx context.Context, id string) (hub.Position, bool, error) {
+	pos, ok, err := e.Engine.Lookup(ctx, id)
+	if e.afterLookup != nil {
+		e.afterLookup()
+	}
+	return pos, ok, err
+}
+
+// TestResumeTrimmedAfterLookup: retention drops what follows the resume
+// point between the lookup and the first read; the response must not
+// claim an exact resume.
+func TestResumeTrimmedAfterLookup(t *testing.T) {
+	mem := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 3}})
+	eng := &hookEngine{Engine: mem}
+	h, err := hub.New(hub.Config{Engine: eng, Heartbeat: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	defer h.Close()
+	ctx := t.Context()
+	pub := func(id string) {
+		if _, err := h.Publish(ctx, hub.Message{ID: id, Topics: []string{"t"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		pub(fmt.Sprint(i))
+	}
+	m, _ := hub.NewMatcher(hub.MatchExact, "t", "")
+	o := hub.SubscribeOptions{Matchers: []*hub.Matcher{m}, Resume: true, LastEventID: "0"}
+	// Exact while nothing moves.
+	s, err := h.Subscribe(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ResumedFrom() != "0" {
+		t.Fatalf("ResumedFrom = %q, want 0", s.ResumedFrom())
+	}
+	s.Close()
+	// Three more push 0, 1 and 2 out after the lookup found 0.
+	eng.afterLookup = func() {
+		eng.afterLookup = nil
+		for i := 3; i < 6; i++ {
+			pub(fmt.Sprint(i))
+		}
+	}
+	s, err = h.Subscribe(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ResumedFrom() != hub.EarliestID {
+		t.Fatalf("ResumedFrom = %q after the range was trimmed; want %q", s.ResumedFrom(), hub.EarliestID)
+	}
+	rec := &recorder{}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(sctx, rec) }()
+	pub("sentinel")
+	waitFor(t, "the sentinel", func() bool { n := len(rec.events(t)); return n > 0 && rec.events(t)[n-1].ID == "sentinel" })
+	cancel()
+	<-done
+	if got := fmt.Sprint(ids(rec.events(t))); got != "[3 4 5 sentinel]" {
+		t.Fatalf("got %v, want what was retained, then live", got)
+	}
+}
+
+// blockingReader is a CanRead that parks the dispatcher on its first
+// private update until released: a stand-in for a dispatcher that fell
+// far behind.
+type blockingReader struct {
+	parked  chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (b *blockingReader) canRead([]string) bool {
+	b.once.Do(func() {
+		close(b.parked)
+		<-b.release
+	})
+	return true
+}
+
+// TestDispatcherBehindReadsBack: while the dispatcher is stuck, the feed
+// keeps handing over without waiting (publishes return), drops what does
+// not fit, and the dispatcher reads it back from the history: nothing is
+// lost and nothing repeats.
+func TestDispatcherBehindReadsBack(t *testing.T) {
+	f := newFixture(t, hub.Config{InboxBytes: 512, Heartbeat: -1})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	br := &blockingReader{parked: make(chan struct{}), release: make(chan struct{})}
+	stuck := &recorder{}
+	f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "p")}, CanRead: br.canRead}, stuck)
+	rec := &recorder{}
+	f.serve(ctx, f.onTopic("t"), rec)
+	f.publish("p", "private", "", true)
+	<-br.parked
+	for i := range 200 { // far more than 512 bytes of frames
+		f.publish("t", fmt.Sprint(i), "", false)
+	}
+	close(br.release)
+	f.publish("t", "sentinel", "", false)
+	waitFor(t, "the sentinel", func() bool { evs := rec.events(t); return len(evs) > 0 && evs[len(evs)-1].ID == "sentinel" })
+	got := ids(rec.events(t))
+	if len(got) != 201 {
+		t.Fatalf("got %d updates, want 201", len(got))
+	}
+	for i, id := range got[:200] {
+		if id != fmt.Sprint(i) {
+			t.Fatalf("update %d is %s", i, id)
+		}
+	}
+}
+
+// TestDispatcherGapEndsLive: the dispatcher falls behind by more than the
+// history keeps; the live subscribers that may have missed an update end
+// with ErrLost instead of skipping silently, and new ones work.
+func TestDispatcherGapEndsLive(t *testing.T) {
+	eng := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 5}})
+	h, err := hub.New(hub.Config{Engine: eng, InboxBytes: 512, Heartbeat: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	defer h.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	m, _ := hub.NewMatcher(hub.MatchExact, "t", "")
+	pm, _ := hub.NewMatcher(hub.MatchExact, "p", "")
+	br := &blockingReader{parked: make(chan struct{}), release: make(chan struct{})}
+	serve := func(o hub.SubscribeOptions, rec *recorder) chan error {
+		s, err := h.Subscribe(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(ctx, rec) }()
+		return done
+	}
+	serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{pm}, CanRead: br.canRead}, &recorder{})
+	live := serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{m}}, &recorder{})
+	pub := func(topic, id string, private bool) {
+		if _, err := h.Publish(ctx, hub.Message{ID: id, Topics: []string{topic}, Private: private}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub("p", "private", true)
+	<-br.parked
+	for i := range 100 {
+		pub("t", fmt.Sprint(i), false)
+	}
+	close(br.release)
+	select {
+	case err := <-live:
+		if !errors.Is(err, hub.ErrLost) {
+			t.Fatalf("live subscriber ended with %v, want ErrLost", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("live subscriber not ended after the dispatcher skipped trimmed updates")
+	}
+	rec := &recorder{}
+	serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{m}}, rec)
+	pub("t", "after", false)
+	waitFor(t, "a new subscriber's update", func() bool { return len(rec.events(t)) == 1 })
+}
+
+// TestLostLogEndsStreams: the engine reports a new epoch (its log was
+// replaced); every stream ends with ErrLost, a resume from an id of the
+// old log is told earliest, and the hub goes on in the new log.
+func TestLostLogEndsStreams(t *testing.T) {
+	f := newFixture(t, hub.Config{Heartbeat: -1})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	f.publish("t", "old-1", "", false)
+	f.publish("t", "old-2", "", false)
+	_, live := f.serve(ctx, f.onTopic("t"), &recorder{})
+	// A replay parked in its first write while the log is replaced.
+	release := make(chan struct{})
+	_, replaying := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: "old-1"}, &recorder{block: release})
+	f.eng.Reset()
+	if err := <-live; !errors.Is(err, hub.ErrLost) {
+		t.Fatalf("live: Serve returned %v, want ErrLost", err)
+	}
+	close(release)
+	if err := <-replaying; !errors.Is(err, hub.ErrLost) {
+		t.Fatalf("replaying: Serve returned %v, want ErrLost", err)
+	}
+	rec := &recorder{}
+	s, _ := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: "old-2"}, rec)
+	if s.ResumedFrom() != hub.EarliestID {
+		t.Fatalf("resume from an id of the lost log: ResumedFrom %q, want earliest", s.ResumedFrom())
+	}
+	u := f.publish("t", "new-1", "", false)
+	if u.Seq != 1 {
+		t.Fatalf("first update of the new log has Seq %d", u.Seq)
+	}
+	waitFor(t, "the new log's update", func() bool { return len(rec.events(t)) == 1 })
+}

@@ -50,6 +50,7 @@ func Run(t *testing.T, open Factory, opts Options) {
 	t.Run("CloseWhileBusy", s.testCloseWhileBusy)
 	t.Run("Reopen", s.testReopen)
 	t.Run("ReopenAfterEviction", s.testReopenAfterEviction)
+	t.Run("Epoch", s.testEpoch)
 	t.Run("Handover", s.testHandover)
 }
 
@@ -500,9 +501,14 @@ func (s *suite) testRetentionCount(t *testing.T) {
 			t.Errorf("Lookup(%q) = %d, %v; want %d", u.ID, seq, ok, u.Seq)
 		}
 	}
-	// Reading after a dropped position skips to the oldest retained.
+	// Reading after a dropped position skips to the oldest retained and
+	// says so (readRange checks Gap against the Seqs).
 	for after := uint64(0); after < kept[0].Seq; after++ {
-		got := in.read(after, 3)
+		r := in.readRange(after, 3)
+		if wantGap := after+1 < kept[0].Seq; r.Gap != wantGap {
+			t.Fatalf("Read(%d, 3): Gap %v, want %v", after, r.Gap, wantGap)
+		}
+		got := r.Updates
 		if len(got) != 3 || got[0].Seq != kept[0].Seq {
 			t.Fatalf("Read(%d, 3) = %d updates from Seq %v, want 3 from %d", after, len(got), seqs(got), kept[0].Seq)
 		}
@@ -551,7 +557,8 @@ func (s *suite) testRetentionAge(t *testing.T) {
 }
 
 func (s *suite) testContextDone(t *testing.T) {
-	in := s.start(t, t.TempDir(), hub.Retention{})
+	dir := t.TempDir()
+	in := s.start(t, dir, hub.Retention{})
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	u := NewUpdate("canceled")
@@ -576,6 +583,58 @@ func (s *suite) testContextDone(t *testing.T) {
 		t.Error(err)
 	}
 	in.fed(want)
+	if !s.opts.Durable {
+		return
+	}
+	// A failed Append leaves nothing across a reopen either.
+	in.close()
+	in = s.start(t, dir, hub.Retention{})
+	if err := in.retained(want); err != nil {
+		t.Errorf("after reopen: %v", err)
+	}
+	if u.Seq == 0 {
+		if _, ok := in.lookup(u.ID); ok {
+			t.Error("after reopen, a failed Append is found by Lookup")
+		}
+	}
+}
+
+// testEpoch: positions carry the epoch of their log. A reopened durable
+// engine continues its log (same epoch, same head); another log, even an
+// empty one, has another epoch; Read refuses a position of another epoch
+// rather than read it as one of its own.
+func (s *suite) testEpoch(t *testing.T) {
+	dir := t.TempDir()
+	in := s.start(t, dir, hub.Retention{})
+	if in.head.Seq != 0 {
+		t.Fatalf("Listen on a new log returned head %d, want 0", in.head.Seq)
+	}
+	us := in.appendIDs("e1", "e2", "e3")
+	pos, ok, err := in.e.Lookup(t.Context(), "e2")
+	if err != nil || !ok || pos != (hub.Position{Epoch: in.head.Epoch, Seq: us[1].Seq}) {
+		t.Fatalf("Lookup(e2) = %+v, %v, %v; want Seq %d in epoch %d", pos, ok, err, us[1].Seq, in.head.Epoch)
+	}
+	other := s.start(t, t.TempDir(), hub.Retention{})
+	if other.head.Epoch == in.head.Epoch {
+		t.Fatalf("two logs share epoch %d", in.head.Epoch)
+	}
+	for _, bad := range []uint64{other.head.Epoch, in.head.Epoch + 1} {
+		if r, err := in.e.Read(t.Context(), hub.Position{Epoch: bad}, 10); !errors.Is(err, hub.ErrEpoch) {
+			t.Errorf("Read in epoch %d of a log of epoch %d = %d updates, %v; want hub.ErrEpoch", bad, in.head.Epoch, len(r.Updates), err)
+		}
+	}
+	if !s.opts.Durable {
+		return
+	}
+	epoch := in.head.Epoch
+	in.close()
+	in = s.start(t, dir, hub.Retention{})
+	if in.head != (hub.Position{Epoch: epoch, Seq: us[2].Seq}) {
+		t.Fatalf("after reopen, Listen = %+v; want the same log, epoch %d at Seq %d", in.head, epoch, us[2].Seq)
+	}
+	if got := in.read(0, 10); len(got) != 3 {
+		t.Fatalf("after reopen, Read in the old epoch returned %d updates, want 3", len(got))
+	}
 }
 
 func (s *suite) testClosed(t *testing.T) {
