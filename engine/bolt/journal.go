@@ -303,6 +303,9 @@ const eraseChunk = 64 << 10
 // even one whose bytes a later commit at off happens to repeat (the
 // chained sums alone would let such a frame's successors through).
 //
+// The file's size, not the failed write's count, says how far the commit
+// may have reached: os.File.WriteAt leaves out of its count what one
+// pwrite wrote before the next one failed (a disk that fills up midway).
 // Rewriting every page the failed commit touched is what makes a
 // successful sync here mean something: those pages are written again in
 // full, and the acknowledged frames before off that share the first one
