@@ -39,6 +39,25 @@
 // "-journal.0" and "-journal.1" added to its name. Retention applies to
 // records as they reach the tree, at most defaultApplyDelay after they were
 // appended.
+//
+// Acknowledged means durable, and refused means absent, now and after any
+// restart. A journal commit that fails (a short write, a full disk, a
+// failed fdatasync) may have put some of its frames in the file anyway;
+// before its appends are refused, what it may have written is overwritten
+// with zeros and synced, and the next commit writes in its place. If that
+// fails too, nothing is known of what the file holds (after a failed
+// fsync, the page cache no longer says what reached the disk), so the
+// engine fail-stops, as databases do: it writes the last acknowledged Seq
+// to the tree, a file with its own syncs (key "fence" in bucket "meta"),
+// so that the next Open replays nothing past it; it refuses every later
+// Append with ErrFailed until a restart; and it keeps serving reads of
+// what it acknowledged. The gauge herald_journal_stopped says so.
+//
+// The tail is bounded in bytes (Options.MaxTailBytes, 64 MiB by default):
+// when the tree falls behind or cannot be written, appends wait for room,
+// up to Options.TailWait and their context, then fail with ErrTailFull,
+// rather than growing memory and the journal without end. The gauge
+// herald_journal_tail_bytes shows how full it is.
 package bolt
 
 import (
@@ -79,13 +98,14 @@ const (
 	// 32 KiB, and an index key is the id plus 9 bytes.
 	MaxIDLen = bbolt.MaxKeySize - 9
 	// DefaultMaxTailBytes bounds the tail when Options.MaxTailBytes is
-	// zero. The applier takes the tail at 4 MiB (defaultApplyBytes) or
-	// after 50 ms, so a tail 16 times that only builds up when the tree
-	// stalls: it rides out a tree commit of a second or so at 100,000
-	// appends per second of 500 bytes without slowing publishers, and
-	// keeps the memory the tail takes (about twice its bytes: each entry
-	// holds the update and its encoded record) and the journal file that
-	// grows while the other waits for the tree, at about 128 MiB at most.
+	// zero. The applier takes the tail once it holds 4 MiB
+	// (defaultApplyBytes) or is 50 ms old, so the tail only grows past
+	// that while tree transactions are slow or failing: 64 MiB rides out
+	// a stall of about a second at 100,000 appends per second of 600
+	// bytes without slowing publishers. The memory it takes is about
+	// twice its bytes (each entry keeps the update, frame included, and
+	// its encoded record), and the journal file being written grows by
+	// about as much while the other waits for the tree.
 	DefaultMaxTailBytes = 64 << 20
 	// DefaultTailWait bounds the wait for room in a full tail when
 	// Options.TailWait is zero: well below the 30 s an HTTP client
@@ -125,8 +145,8 @@ type Options struct {
 	// counted as encoded records. When the tail is full, appends wait for
 	// the applier (up to TailWait and their context), so a tree that
 	// falls behind or fails slows publishers down instead of growing
-	// memory. The tail exceeds it by one update at most. Zero means
-	// DefaultMaxTailBytes.
+	// memory. The tail exceeds it by one update at most. Zero or less
+	// means DefaultMaxTailBytes.
 	MaxTailBytes int
 	// TailWait bounds how long an append waits for room in a full tail
 	// before it fails with ErrTailFull. Zero means DefaultTailWait;
@@ -411,8 +431,9 @@ func (e *Engine) replay(found [2][]frame) error {
 		return fmt.Errorf("reset journal: %w", err)
 	}
 	if stopped {
-		// File 0's round may hold refused frames too: only once it can
-		// never be read again may the fence go.
+		// File 0's round may hold refused frames too (file 1's was
+		// ended above): only once it can never be read again may the
+		// fence go.
 		if err := e.j.invalidate(0); err != nil {
 			return fmt.Errorf("reset journal: %w", err)
 		}
@@ -692,7 +713,7 @@ func (e *Engine) commit(batch []*request) {
 	}
 }
 
-// fail refuses every append of batch: none of them is in the journal.
+// fail refuses every append of batch.
 func (e *Engine) fail(batch []*request, err error) {
 	err = fmt.Errorf("append: %w", err)
 	for _, r := range batch {
@@ -723,9 +744,10 @@ const (
 	journalSegment = 8 << 20
 )
 
-// applier is the only goroutine that writes to the tree: it moves the tail
-// there and trims the history by age when idle, on a timer it owns. When
-// the writer has returned, it applies what is left and returns.
+// applier is the only goroutine that writes records to the tree (the
+// writer only puts a fence there when it stops): it moves the tail there
+// and trims the history by age when idle, on a timer it owns. When the
+// writer has returned, it applies what is left and returns.
 func (e *Engine) applier() {
 	defer close(e.applied)
 	// Trim at once: retention may have been tightened since the last run.

@@ -342,7 +342,11 @@ func (j *journal) erase(off int64, n int) error {
 // invalidate overwrites the header of file i, so that nothing it holds is
 // read again, and syncs it.
 func (j *journal) invalidate(i int) error {
-	if _, err := j.writeAt(j.files[i], make([]byte, journalHeader), 0); err != nil {
+	n, err := j.writeAt(j.files[i], make([]byte, journalHeader), 0)
+	if err == nil && n < journalHeader {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
 		return err
 	}
 	if j.noSync {
