@@ -59,6 +59,9 @@ type injector struct {
 	erase    fault
 	failSync bool // the next sync fails
 	fired    int  // faults that fired
+	// landsOne makes a short write put one byte in the file at least,
+	// so that there is something to erase.
+	landsOne bool
 }
 
 func newInjector(seed uint64) *injector {
@@ -95,7 +98,11 @@ func (in *injector) writeAt(f *os.File, b []byte, off int64) (int, error) {
 		in.failSync = err == nil
 		return n, err
 	case faultShort, faultNoSpace:
-		n, err := f.WriteAt(b[:in.rng.IntN(len(b))], off)
+		least := 0
+		if in.landsOne {
+			least = min(1, len(b)-1) // short still: not all of b
+		}
+		n, err := f.WriteAt(b[:least+in.rng.IntN(len(b)-least)], off)
 		if err != nil {
 			return n, err
 		}
@@ -276,6 +283,7 @@ func TestFailStop(t *testing.T) {
 		t.Run(tc.commit.String()+"/"+tc.erase.String(), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "herald.db")
 			in := newInjector(seed(t))
+			in.landsOne = true
 			opts := faultOpts(in)
 			reg := newRegistry()
 			opts.Registerer = reg
