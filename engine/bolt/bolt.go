@@ -392,11 +392,11 @@ func Open(path string, opts Options) (*Engine, error) {
 // yet, then starts a new round of the first journal file: everything in
 // both files is in the tree then.
 func (e *Engine) replay(found [2][]frame) error {
-	fence, stopped, err := e.readFence()
+	fence, hasFence, err := e.readFence()
 	if err != nil {
 		return fmt.Errorf("read journal fence: %w", err)
 	}
-	if stopped {
+	if hasFence {
 		// The last run stopped after a commit it could not erase: what
 		// lies past the fence was refused.
 		found = fenced(found, fence)
@@ -430,7 +430,7 @@ func (e *Engine) replay(found [2][]frame) error {
 	if err := e.j.invalidate(1); err != nil {
 		return fmt.Errorf("reset journal: %w", err)
 	}
-	if stopped {
+	if hasFence {
 		// File 0's round may hold refused frames too (file 1's was
 		// ended above): only once it can never be read again may the
 		// fence go.

@@ -313,6 +313,9 @@ func TestFailStop(t *testing.T) {
 			if got := gauge(t, reg, "herald_journal_stopped"); got != 1 {
 				t.Fatalf("herald_journal_stopped = %v, want 1", got)
 			}
+			if got := gauge(t, reg, "herald_journal_commit_failures_total"); got != 1 {
+				t.Fatalf("herald_journal_commit_failures_total = %v, want 1", got)
+			}
 			checkHistory(t, e, l.acked)
 			img := copyImage(t, path)
 			if err := e.Close(); err != nil {
