@@ -39,6 +39,25 @@
 // "-journal.0" and "-journal.1" added to its name. Retention applies to
 // records as they reach the tree, at most defaultApplyDelay after they were
 // appended.
+//
+// Acknowledged means durable, and refused means absent, now and after any
+// restart. A journal commit that fails (a short write, a full disk, a
+// failed fdatasync) may have put some of its frames in the file anyway;
+// before its appends are refused, what it may have written is overwritten
+// with zeros and synced, and the next commit writes in its place. If that
+// fails too, nothing is known of what the file holds (after a failed
+// fsync, the page cache no longer says what reached the disk), so the
+// engine fail-stops, as databases do: it writes the last acknowledged Seq
+// to the tree, a file with its own syncs (key "fence" in bucket "meta"),
+// so that the next Open replays nothing past it; it refuses every later
+// Append with ErrFailed until a restart; and it keeps serving reads of
+// what it acknowledged. The gauge herald_journal_stopped says so.
+//
+// The tail is bounded in bytes (Options.MaxTailBytes, 64 MiB by default):
+// when the tree falls behind or cannot be written, appends wait for room,
+// up to Options.TailWait and their context, then fail with ErrTailFull,
+// rather than growing memory and the journal without end. The gauge
+// herald_journal_tail_bytes shows how full it is.
 package bolt
 
 import (
@@ -58,6 +77,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	bbolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
@@ -78,6 +98,22 @@ const (
 	// MaxIDLen is the longest id the engine stores: bbolt keys are at most
 	// 32 KiB, and an index key is the id plus 9 bytes.
 	MaxIDLen = bbolt.MaxKeySize - 9
+	// DefaultMaxTailBytes bounds the tail when Options.MaxTailBytes is
+	// zero. The applier takes the tail once it holds 4 MiB
+	// (defaultApplyBytes) or is 50 ms old, so the tail only grows past
+	// that while tree transactions are slow or failing: 64 MiB rides out
+	// a stall of about a second at 100,000 appends per second of 600
+	// bytes without slowing publishers. The memory it takes is about
+	// twice its bytes (each entry keeps the update, frame included, and
+	// its encoded record), and the journal file being written grows by
+	// about as much while the other waits for the tree.
+	DefaultMaxTailBytes = 64 << 20
+	// DefaultTailWait bounds the wait for room in a full tail when
+	// Options.TailWait is zero: well below the 30 s an HTTP client
+	// commonly waits for a response (the Go client's header timeout), so
+	// a publisher gets a refusal it can retry rather than a timeout that
+	// leaves it guessing.
+	DefaultTailWait = 5 * time.Second
 )
 
 // Options configures an Engine. The zero value is valid.
@@ -105,6 +141,21 @@ type Options struct {
 	// turns the kernel's readahead off. Zero means DefaultWarm; negative
 	// turns warming off.
 	Warm int64
+	// MaxTailBytes bounds the tail: the journaled updates the engine
+	// holds in memory until the applier has written them to the tree,
+	// counted as encoded records. When the tail is full, appends wait for
+	// the applier (up to TailWait and their context), so a tree that
+	// falls behind or fails slows publishers down instead of growing
+	// memory. The tail exceeds it by one update at most. Zero or less
+	// means DefaultMaxTailBytes.
+	MaxTailBytes int
+	// TailWait bounds how long an append waits for room in a full tail
+	// before it fails with ErrTailFull. Zero means DefaultTailWait;
+	// negative fails such appends at once.
+	TailWait time.Duration
+	// Registerer receives the engine's metrics (herald_journal_*); nil
+	// means none. Close unregisters them.
+	Registerer prometheus.Registerer
 
 	// tune adjusts bbolt's options; benchmarks use it to compare settings.
 	tune func(*bbolt.Options)
@@ -112,12 +163,19 @@ type Options struct {
 	test *testOptions
 }
 
+// testOptions: zero values keep the defaults.
 type testOptions struct {
 	maxApply   int
 	segment    int64
 	applyCount int
 	applyBytes int
 	applyDelay time.Duration
+	// writeAt and syncData replace the journal's file operations.
+	writeAt  func(f *os.File, b []byte, off int64) (int, error)
+	syncData func(f *os.File) error
+	// apply, when it returns an error, fails the applier's transaction
+	// before it begins.
+	apply func() error
 }
 
 var (
@@ -146,6 +204,27 @@ type Engine struct {
 	applyBytes int
 	applyDelay time.Duration
 	maxApply   int
+	// applyHook is testOptions.apply.
+	applyHook func() error
+
+	// The bound on the tail.
+	maxTail  int
+	tailWait time.Duration
+	// room: the applier tells the writer that the tail shrank; capacity 1.
+	room chan struct{}
+	// full is closed by the writer when it starts waiting for room in the
+	// tail, and replaced by an open one once there is room: an Append that
+	// waits to hand its request over starts counting TailWait then.
+	full atomic.Pointer[chan struct{}]
+	// stopped holds the error that stopped the engine (failstop.go), nil
+	// while it takes appends.
+	stopped atomic.Pointer[error]
+	// commitFailures counts journal commits that failed.
+	commitFailures atomic.Int64
+
+	// Metrics on Options.Registerer, taken off at Close.
+	reg        prometheus.Registerer
+	collectors []prometheus.Collector
 
 	feed    atomic.Pointer[func([]*hub.Update)]
 	reqs    chan *request // unbuffered: a request is taken or not, never queued
@@ -224,7 +303,12 @@ func Open(path string, opts Options) (*Engine, error) {
 		applied:    make(chan struct{}),
 		poke:       make(chan struct{}, 1),
 		warmed:     make(chan struct{}),
+		maxTail:    cmp.Or(max(opts.MaxTailBytes, 0), DefaultMaxTailBytes),
+		tailWait:   cmp.Or(opts.TailWait, DefaultTailWait),
+		room:       make(chan struct{}, 1),
 	}
+	full := make(chan struct{})
+	e.full.Store(&full)
 	if e.logger == nil {
 		e.logger = slog.New(slog.DiscardHandler)
 	}
@@ -239,9 +323,12 @@ func Open(path string, opts Options) (*Engine, error) {
 	}
 	segment := int64(journalSegment)
 	if opts.test != nil {
-		segment = opts.test.segment
-		e.applyCount, e.applyBytes, e.applyDelay = opts.test.applyCount, opts.test.applyBytes, opts.test.applyDelay
+		segment = cmp.Or(opts.test.segment, segment)
+		e.applyCount = cmp.Or(opts.test.applyCount, e.applyCount)
+		e.applyBytes = cmp.Or(opts.test.applyBytes, e.applyBytes)
+		e.applyDelay = cmp.Or(opts.test.applyDelay, e.applyDelay)
 		e.maxApply = cmp.Or(opts.test.maxApply, maxApply)
+		e.applyHook = opts.test.apply
 	}
 	bo := &bbolt.Options{
 		Timeout: opts.LockTimeout,
@@ -275,10 +362,23 @@ func Open(path string, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("open history %s: %w", path, err)
 	}
 	e.j = j
+	if t := opts.test; t != nil && t.writeAt != nil {
+		j.writeAt = t.writeAt
+	}
+	if t := opts.test; t != nil && t.syncData != nil {
+		j.syncData = t.syncData
+	}
 	if err := e.replay(found); err != nil {
 		_ = j.close()
 		_ = db.Close()
 		return nil, fmt.Errorf("open history %s: %w", path, err)
+	}
+	if opts.Registerer != nil {
+		if err := e.register(opts.Registerer); err != nil {
+			_ = j.close()
+			_ = db.Close()
+			return nil, fmt.Errorf("open history %s: %w", path, err)
+		}
 	}
 	e.count.Store(e.n)
 	go e.run()
@@ -295,6 +395,15 @@ func Open(path string, opts Options) (*Engine, error) {
 // yet, then starts a new round of the first journal file: everything in
 // both files is in the tree then.
 func (e *Engine) replay(found [2][]frame) error {
+	fence, hasFence, err := e.readFence()
+	if err != nil {
+		return fmt.Errorf("read journal fence: %w", err)
+	}
+	if hasFence {
+		// The last run stopped after a commit it could not erase: what
+		// lies past the fence was refused.
+		found = fenced(found, fence)
+	}
 	frames, gap := recoverFrames(found, e.last)
 	if gap != nil {
 		// Frames never go missing between two that made it to disk; a
@@ -323,6 +432,17 @@ func (e *Engine) replay(found [2][]frame) error {
 	// (a new salt); file 1's round ends here.
 	if err := e.j.invalidate(1); err != nil {
 		return fmt.Errorf("reset journal: %w", err)
+	}
+	if hasFence {
+		// File 0's round may hold refused frames too (file 1's was
+		// ended above): only once it can never be read again may the
+		// fence go.
+		if err := e.j.invalidate(0); err != nil {
+			return fmt.Errorf("reset journal: %w", err)
+		}
+		if err := e.clearFence(); err != nil {
+			return fmt.Errorf("reset journal: %w", err)
+		}
 	}
 	return e.j.restart(0)
 }
@@ -439,25 +559,56 @@ func (e *Engine) Append(ctx context.Context, u *hub.Update) error {
 		return hub.ErrClosed
 	default:
 	}
+	if err := e.stopErr(); err != nil {
+		return fmt.Errorf("append: %w", err)
+	}
 	rec, err := u.MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("append: %w", err)
 	}
 	r := &request{u: u, rec: rec, done: make(chan error, 1)}
-	e.coming.Add(1)
-	select {
-	case e.reqs <- r:
-		e.coming.Add(-1)
-	case <-ctx.Done():
-		e.coming.Add(-1)
-		return ctx.Err()
-	case <-e.quit:
-		e.coming.Add(-1)
-		return hub.ErrClosed
+	if err := e.handOver(ctx, r); err != nil {
+		return err
 	}
 	// The writer has taken u: it is in a transaction now, and the answer
 	// comes whatever ctx does.
 	return <-r.done
+}
+
+// handOver gives r to the writer. While the tail is full the writer takes
+// nothing, and r waits for room up to the tail wait.
+func (e *Engine) handOver(ctx context.Context, r *request) error {
+	e.coming.Add(1)
+	defer e.coming.Add(-1)
+	full := *e.full.Load()
+	var (
+		timer  *time.Timer
+		waited <-chan time.Time
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		select {
+		case e.reqs <- r:
+			return nil
+		case <-ctx.Done():
+			if timer != nil {
+				return fmt.Errorf("append: waiting for room in a full journal tail: %w", ctx.Err())
+			}
+			return ctx.Err()
+		case <-e.quit:
+			return hub.ErrClosed
+		case <-full:
+			full = nil
+			timer = time.NewTimer(max(e.tailWait, 0))
+			waited = timer.C
+		case <-waited:
+			return fmt.Errorf("append: %w (waited %v for the history file)", ErrTailFull, max(e.tailWait, 0))
+		}
+	}
 }
 
 // run is the writer: the only goroutine that writes to the journal. It
@@ -466,19 +617,26 @@ func (e *Engine) run() {
 	defer close(e.ended)
 	batch := make([]*request, 0, e.maxBatch)
 	for {
+		room, ok := e.waitRoom()
+		if !ok {
+			return
+		}
 		select {
 		case <-e.quit:
 			return
 		case r := <-e.reqs:
 			batch = append(batch[:0], r)
+			room -= len(r.rec)
 		}
-		// Take every append pending now. One that is on its way (it
-		// called Append and is about to hand its request over) is worth
-		// a yield or two: a sync costs far more than waiting for it.
-		for yields := 0; len(batch) < e.maxBatch; {
+		// Take every append pending now, while the tail has room (it
+		// only shrinks meanwhile). One that is on its way (it called
+		// Append and is about to hand its request over) is worth a yield
+		// or two: a sync costs far more than waiting for it.
+		for yields := 0; len(batch) < e.maxBatch && room > 0; {
 			select {
 			case r := <-e.reqs:
 				batch = append(batch, r)
+				room -= len(r.rec)
 				continue
 			default:
 			}
@@ -493,6 +651,38 @@ func (e *Engine) run() {
 	}
 }
 
+// waitRoom returns the room left in the tail once it has some, or false at
+// Close. While it waits, the appends waiting to hand their requests over
+// count their tail wait.
+func (e *Engine) waitRoom() (int, bool) {
+	room := e.maxTail - e.tailBytes()
+	if room > 0 {
+		return room, true
+	}
+	close(*e.full.Load())
+	select {
+	case e.poke <- struct{}{}:
+	default:
+	}
+	for room <= 0 {
+		select {
+		case <-e.quit:
+			return 0, false
+		case <-e.room:
+		}
+		room = e.maxTail - e.tailBytes()
+	}
+	full := make(chan struct{})
+	e.full.Store(&full)
+	return room, true
+}
+
+func (e *Engine) tailBytes() int {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.tail.bytes
+}
+
 // maxYields bounds how often the writer yields, before it commits, for
 // appends on their way: called, not yet handed over. With 64 publishers
 // over HTTP (herald bench publish) the yields took batches from 12 appends
@@ -502,6 +692,10 @@ const maxYields = 4
 // commit journals batch, makes it visible in the tail, feeds it and
 // answers each Append.
 func (e *Engine) commit(batch []*request) {
+	if err := e.stopErr(); err != nil {
+		e.fail(batch, err)
+		return
+	}
 	if e.j.full() {
 		if e.treeLast.Load() >= e.j.last[e.j.other()] {
 			if err := e.j.restart(e.j.other()); err != nil {
@@ -517,6 +711,13 @@ func (e *Engine) commit(batch []*request) {
 		e.j.add(e.last+1+uint64(i), r.rec)
 	}
 	if err := e.j.commit(); err != nil {
+		// The journal has erased what the commit may have written, or
+		// is broken: then the tree must learn where the acknowledged
+		// appends end before these are refused.
+		e.commitFailures.Add(1)
+		if errors.Is(err, ErrFailed) {
+			err = e.stop(err)
+		}
 		e.fail(batch, err)
 		return
 	}
@@ -541,7 +742,7 @@ func (e *Engine) commit(batch []*request) {
 	}
 	// Wake the applier when the tail starts, when it is due in full, and
 	// when this file is full and the other still waits for the tree.
-	if was == 0 || now >= e.applyCount || nowBytes >= e.applyBytes || e.urgent.Load() {
+	if was == 0 || now >= e.applyCount || nowBytes >= min(e.applyBytes, e.maxTail) || e.urgent.Load() {
 		select {
 		case e.poke <- struct{}{}:
 		default:
@@ -549,6 +750,7 @@ func (e *Engine) commit(batch []*request) {
 	}
 }
 
+// fail refuses every append of batch.
 func (e *Engine) fail(batch []*request, err error) {
 	err = fmt.Errorf("append: %w", err)
 	for _, r := range batch {
@@ -579,9 +781,10 @@ const (
 	journalSegment = 8 << 20
 )
 
-// applier is the only goroutine that writes to the tree: it moves the tail
-// there and trims the history by age when idle, on a timer it owns. When
-// the writer has returned, it applies what is left and returns.
+// applier is the only goroutine that writes records to the tree (the
+// writer only puts a fence there when it stops): it moves the tail there
+// and trims the history by age when idle, on a timer it owns. When the
+// writer has returned, it applies what is left and returns.
 func (e *Engine) applier() {
 	defer close(e.applied)
 	// Trim at once: retention may have been tightened since the last run.
@@ -589,6 +792,10 @@ func (e *Engine) applier() {
 	defer timer.Stop()
 	var due, trimAt time.Time // zero: nothing scheduled
 	trimAt = time.Now()
+	// After a failed transaction, the next waits retryDelay however
+	// often the writer wakes us: a failing tree is not hammered, nor is
+	// the log flooded.
+	var retryAt time.Time
 	for {
 		select {
 		case <-e.ended:
@@ -601,16 +808,18 @@ func (e *Engine) applier() {
 		e.mu.RLock()
 		n, size := len(e.tail.entries), e.tail.bytes
 		e.mu.RUnlock()
+		ready := n >= e.applyCount || size >= min(e.applyBytes, e.maxTail) || e.urgent.Load() ||
+			!due.IsZero() && !now.Before(due)
 		switch {
 		case n == 0:
 			due = time.Time{}
-		case n >= e.applyCount || size >= e.applyBytes || e.urgent.Load() ||
-			!due.IsZero() && !now.Before(due):
+		case ready && !now.Before(retryAt):
 			next, err := e.apply()
 			switch {
 			case err != nil:
 				e.logger.Error("write history", "err", err)
 				due = now.Add(retryDelay)
+				retryAt = due
 			case n > e.maxApply:
 				due = now // more to do: come back at once
 			default:
@@ -671,6 +880,11 @@ func (e *Engine) applyAll() {
 // apply writes the front of the tail (up to maxApply records) to the tree
 // and drops it from the tail. It returns when to trim next, as trim does.
 func (e *Engine) apply() (time.Duration, error) {
+	if e.applyHook != nil {
+		if err := e.applyHook(); err != nil {
+			return retryDelay, err
+		}
+	}
 	e.mu.RLock()
 	batch := e.tail.entries[:min(len(e.tail.entries), e.maxApply)]
 	e.mu.RUnlock()
@@ -681,6 +895,11 @@ func (e *Engine) apply() (time.Duration, error) {
 	e.mu.Lock()
 	e.tail.drop(len(batch))
 	e.mu.Unlock()
+	// The writer may be waiting for room.
+	select {
+	case e.room <- struct{}{}:
+	default:
+	}
 	return next, nil
 }
 
@@ -1049,6 +1268,7 @@ func (e *Engine) Close() error {
 		<-e.applied
 		<-e.warmed
 		e.closed.Store(true)
+		e.unregister()
 		e.closeErr = errors.Join(e.j.close(), e.db.Close())
 	})
 	return e.closeErr

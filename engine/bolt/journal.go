@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -28,9 +29,17 @@ import (
 // frame's checksum covers the salt, so frames left over from an earlier
 // round (or bytes inside an earlier round's payloads) never pass for
 // frames of the current one. Each frame's checksum also covers the one
-// before it, so after a failed write, whose frames may be on disk anyway,
-// the frames written over them at the same place can never be followed by
-// the failed ones that lie beyond.
+// before it, so a frame is read only after the very frame that preceded it
+// when it was written.
+//
+// A commit that fails (a short write, a failed fdatasync, a full disk) may
+// have put some of its frames in the file anyway: after a failed fsync,
+// what the disk holds is unknown. Before its appends are answered, the
+// bytes it may have written are overwritten with zeros and synced (erase),
+// so a reopen stops where it began and a refused append never comes back.
+// The next commit writes at the same place. When the erasure fails too,
+// the journal is broken: it writes nothing more, and the engine stops
+// taking appends until a restart (see Engine.stop).
 //
 //	header: "HJ01" | salt uint64 | crc32c(magic, salt) uint32      (16 bytes)
 //	frame:  length uint32 | sum uint32 | seq uint64 | record
@@ -64,6 +73,15 @@ type journal struct {
 	prev    uint64 // last[cur] before them
 	chain   uint32 // sum of the last frame added in this round
 	chained uint32 // chain before the frames in buf
+	// broken is set when a failed commit could not be erased: what the
+	// current file holds past off is unknown, so nothing more is written.
+	broken error
+
+	// writeAt and syncData are the file operations of commits and
+	// erasures: os.File.WriteAt and fdatasync, which tests replace to
+	// inject faults.
+	writeAt  func(f *os.File, b []byte, off int64) (int, error)
+	syncData func(f *os.File) error
 }
 
 // journalPaths names the two journal files of the tree at path.
@@ -81,7 +99,7 @@ type frame struct {
 // path and returns the frames each holds in its current round.
 func openJournal(path string, segment int64, noSync bool) (*journal, [2][]frame, error) {
 	var found [2][]frame
-	j := &journal{segment: segment, noSync: noSync}
+	j := &journal{segment: segment, noSync: noSync, writeAt: (*os.File).WriteAt, syncData: fdatasync}
 	created := false
 	for i, p := range journalPaths(path) {
 		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
@@ -239,9 +257,10 @@ func (j *journal) add(seq uint64, rec []byte) {
 }
 
 // commit writes what add gathered with one write and one fdatasync. On
-// error the pending frames are dropped and the next commit writes at the
-// same place: their Seqs go to the next appends, and the chained sums keep
-// whatever of them reached the disk from being read after those.
+// error the pending frames are dropped, whatever of them may be in the
+// file is erased before commit returns, and the next commit writes at the
+// same place: their Seqs go to the next appends. When the erasure fails,
+// the error wraps ErrFailed and every later commit returns it.
 func (j *journal) commit() error {
 	defer func() {
 		j.buf = j.buf[:0]
@@ -249,31 +268,91 @@ func (j *journal) commit() error {
 			j.buf = nil // one large batch must not pin its buffer
 		}
 	}()
-	_, err := j.files[j.cur].WriteAt(j.buf, j.off)
-	if err == nil && !j.noSync {
-		err = syncData(j.files[j.cur])
-	}
-	if err != nil {
+	if j.broken != nil {
 		j.last[j.cur], j.chain = j.prev, j.chained
-		return fmt.Errorf("journal: %w", err)
+		return j.broken
 	}
-	j.off += int64(len(j.buf))
-	return nil
+	f := j.files[j.cur]
+	n, err := j.writeAt(f, j.buf, j.off)
+	if err == nil && n < len(j.buf) {
+		err = io.ErrShortWrite
+	}
+	if err == nil && !j.noSync {
+		err = j.syncData(f)
+	}
+	if err == nil {
+		j.off += int64(len(j.buf))
+		return nil
+	}
+	j.last[j.cur], j.chain = j.prev, j.chained
+	err = fmt.Errorf("journal: %w", err)
+	if eerr := j.erase(j.off, len(j.buf)); eerr != nil {
+		j.broken = fmt.Errorf("%w: %w; erasing it: %w", ErrFailed, err, eerr)
+		return j.broken
+	}
+	return err
 }
 
-// syncData is fdatasync; tests replace it to make a sync fail.
-var syncData = fdatasync
+// eraseChunk bounds the zeros erase writes at once.
+const eraseChunk = 64 << 10
+
+// erase overwrites with zeros, and syncs, what a failed commit of n bytes
+// at off may have left in the current file: the part of off..off+n that
+// the file holds. The first frame header at off then reads as the end of
+// the round, and no frame of the failed commit survives beyond it, not
+// even one whose bytes a later commit at off happens to repeat (the
+// chained sums alone would let such a frame's successors through).
+//
+// The file's size, not the failed write's count, says how far the commit
+// may have reached: os.File.WriteAt leaves out of its count what one
+// pwrite wrote before the next one failed (a disk that fills up midway).
+// Rewriting every page the failed commit touched is what makes a
+// successful sync here mean something: those pages are written again in
+// full, and the acknowledged frames before off that share the first one
+// were synced by earlier commits. The zeros stay inside the file's
+// current size, so a full disk never needs a block for them.
+func (j *journal) erase(off int64, n int) error {
+	f := j.files[j.cur]
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	end := min(off+int64(n), st.Size())
+	if end <= off {
+		return nil // nothing of the commit reached the file
+	}
+	zeros := make([]byte, min(end-off, eraseChunk))
+	for at := off; at < end; {
+		w := zeros[:min(end-at, int64(len(zeros)))]
+		m, err := j.writeAt(f, w, at)
+		if err == nil && m < len(w) {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return err
+		}
+		at += int64(m)
+	}
+	if j.noSync {
+		return nil
+	}
+	return j.syncData(f)
+}
 
 // invalidate overwrites the header of file i, so that nothing it holds is
 // read again, and syncs it.
 func (j *journal) invalidate(i int) error {
-	if _, err := j.files[i].WriteAt(make([]byte, journalHeader), 0); err != nil {
+	n, err := j.writeAt(j.files[i], make([]byte, journalHeader), 0)
+	if err == nil && n < journalHeader {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
 		return err
 	}
 	if j.noSync {
 		return nil
 	}
-	return syncData(j.files[i])
+	return j.syncData(j.files[i])
 }
 
 // full reports whether the current file has reached its segment size.

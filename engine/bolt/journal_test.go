@@ -466,45 +466,64 @@ func FuzzScanJournal(f *testing.F) {
 }
 
 // TestJournalFailedCommit: a commit whose sync fails may leave its frames
-// on disk. The next commit writes over them at the same place, with the
-// same Seqs; the failed frames beyond must not be read after it, even where
-// a frame boundary lines up.
+// on disk. They are erased before commit returns, so the file reads as if
+// it had never been tried, and the next commit writes over them at the
+// same place, with the same Seqs: the failed frames beyond must not be
+// read after it, even where the retry repeats the failed frames' bytes
+// (a publisher that retries the same update), which the chained sums
+// alone would let through.
 func TestJournalFailedCommit(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "h.db")
-	j, _, err := openJournal(path, 1<<20, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.close()
-	if err := j.restart(0); err != nil {
-		t.Fatal(err)
-	}
-	j.add(1, []byte("aaaa"))
-	if err := j.commit(); err != nil {
-		t.Fatal(err)
-	}
-	syncData = func(*os.File) error { return errors.New("injected sync failure") }
-	j.add(2, []byte("bbbb"))
-	j.add(3, []byte("cccc"))
-	err = j.commit()
-	syncData = fdatasync
-	if err == nil {
-		t.Fatal("commit with a failing sync returned nil")
-	}
-	j.add(2, []byte("dddd"))
-	if err := j.commit(); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(journalPaths(path)[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, fs := scanJournal(data)
-	if got := frameSeqs(fs); !slices.Equal(got, []uint64{1, 2}) {
-		t.Fatalf("frames %v, want 1 2: the failed frame 3 came back", got)
-	}
-	if string(fs[1].rec) != "dddd" {
-		t.Fatalf("frame 2 holds %q, want the retried record", fs[1].rec)
+	for _, retry := range []string{"dddd", "bbbb"} {
+		t.Run("retry "+retry, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "h.db")
+			j, _, err := openJournal(path, 1<<20, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.close()
+			if err := j.restart(0); err != nil {
+				t.Fatal(err)
+			}
+			j.add(1, []byte("aaaa"))
+			if err := j.commit(); err != nil {
+				t.Fatal(err)
+			}
+			fails := 1
+			j.syncData = func(f *os.File) error {
+				if fails > 0 {
+					fails--
+					return errors.New("injected sync failure")
+				}
+				return fdatasync(f)
+			}
+			j.add(2, []byte("bbbb"))
+			j.add(3, []byte("cccc"))
+			if err := j.commit(); err == nil || errors.Is(err, ErrFailed) {
+				t.Fatalf("commit with a failing sync returned %v, want an error that is not ErrFailed", err)
+			}
+			read := func() []frame {
+				data, err := os.ReadFile(journalPaths(path)[0])
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, fs := scanJournal(data)
+				return fs
+			}
+			if got := frameSeqs(read()); !slices.Equal(got, []uint64{1}) {
+				t.Fatalf("frames %v after the failed commit, want 1", got)
+			}
+			j.add(2, []byte(retry))
+			if err := j.commit(); err != nil {
+				t.Fatal(err)
+			}
+			fs := read()
+			if got := frameSeqs(fs); !slices.Equal(got, []uint64{1, 2}) {
+				t.Fatalf("frames %v, want 1 2: the failed frame 3 came back", got)
+			}
+			if string(fs[1].rec) != retry {
+				t.Fatalf("frame 2 holds %q, want the retried record", fs[1].rec)
+			}
+		})
 	}
 }
 
