@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,7 +35,29 @@ func open(t testing.TB, dir string, r hub.Retention) hub.Engine {
 }
 
 func TestConformance(t *testing.T) {
-	enginetest.Run(t, open, enginetest.Options{Durable: true})
+	enginetest.Run(t, open, enginetest.Options{Durable: true, Faulty: openFaulty})
+}
+
+// openFaulty opens an engine whose next journal sync fails once the
+// switch is on: the failed commit's frames are in the file by then, and
+// the sync of their erasure succeeds, so the engine goes on.
+// TestFailStop covers an erasure that fails too.
+func openFaulty(t testing.TB, dir string, r hub.Retention) (hub.Engine, func(bool)) {
+	t.Helper()
+	var failing atomic.Bool
+	e, err := Open(filepath.Join(dir, "herald.db"), Options{Retention: r, test: &testOptions{
+		syncData: func(f *os.File) error {
+			if failing.CompareAndSwap(true, false) {
+				return errors.New("injected sync failure")
+			}
+			return fdatasync(f)
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e, failing.Store
 }
 
 func TestCrash(t *testing.T) {

@@ -30,6 +30,11 @@ type Options struct {
 	// time (the feed, eviction by age). Zero means 10 seconds. It is a
 	// deadline against hangs, never a speed requirement.
 	Timeout time.Duration
+	// Faulty, when set, opens an engine like the Factory, with a switch
+	// that makes its storage fail while on: appends must then fail, and
+	// leave nothing behind, now or after a reopen by the Factory. Durable
+	// engines fail where it hurts most: after the data reached the disk.
+	Faulty func(t testing.TB, dir string, r hub.Retention) (e hub.Engine, fail func(on bool))
 }
 
 // Run runs the conformance suite against the engines open returns.
@@ -51,6 +56,9 @@ func Run(t *testing.T, open Factory, opts Options) {
 	t.Run("Reopen", s.testReopen)
 	t.Run("ReopenAfterEviction", s.testReopenAfterEviction)
 	t.Run("Epoch", s.testEpoch)
+	if opts.Faulty != nil {
+		t.Run("FailedAppend", s.testFailedAppend)
+	}
 	t.Run("Handover", s.testHandover)
 }
 
@@ -833,4 +841,69 @@ func seqs(us []*hub.Update) []uint64 {
 		out[i] = u.Seq
 	}
 	return out
+}
+
+// testFailedAppend: an append the storage refuses fails, takes no Seq,
+// and is absent from Read, Lookup and the feed, and, for a durable engine,
+// after a reopen too, whether or not a later append succeeded before it.
+func (s *suite) testFailedAppend(t *testing.T) {
+	for _, later := range []bool{true, false} {
+		t.Run(fmt.Sprintf("later=%v", later), func(t *testing.T) {
+			dir := t.TempDir()
+			e, fail := s.opts.Faulty(t, dir, hub.Retention{})
+			rec := &recorder{e: e, ctx: context.WithoutCancel(t.Context())}
+			head, err := e.Listen(rec.feed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec.epoch, rec.last = head.Epoch, head.Seq
+			in := &instance{t: t, s: s, e: e, feed: rec, head: head}
+			t.Cleanup(func() { in.close(); rec.check(t) })
+			want := in.appendIDs("ok-1", "ok-2")
+			fail(true)
+			refused := NewUpdate("refused")
+			if err := e.Append(t.Context(), refused); err == nil {
+				t.Fatal("Append succeeded while the storage fails")
+			}
+			if refused.Seq != 0 {
+				t.Errorf("failed Append set Seq %d", refused.Seq)
+			}
+			fail(false)
+			if later {
+				u := NewUpdate("ok-3")
+				if err := e.Append(t.Context(), u); err != nil {
+					// A durable engine may stop after a write failure
+					// rather than risk what it cannot check.
+					t.Logf("Append after the storage healed: %v", err)
+				} else {
+					want = append(want, u)
+					if u.Seq != 3 {
+						t.Errorf("Append after a failed one got Seq %d, want 3", u.Seq)
+					}
+				}
+			}
+			if _, ok := in.lookup("refused"); ok {
+				t.Error("a failed Append is found by Lookup")
+			}
+			if err := in.retained(want); err != nil {
+				t.Error(err)
+			}
+			in.fed(want)
+			if !s.opts.Durable {
+				return
+			}
+			in.close()
+			in = s.start(t, dir, hub.Retention{})
+			if err := in.retained(want); err != nil {
+				t.Errorf("after reopen: %v", err)
+			}
+			if _, ok := in.lookup("refused"); ok {
+				t.Error("after reopen, a failed Append is found by Lookup")
+			}
+			next := in.append(NewUpdate("after-reopen"))
+			if next.Seq != uint64(len(want)+1) {
+				t.Errorf("after reopen, Append got Seq %d, want %d", next.Seq, len(want)+1)
+			}
+		})
+	}
 }
