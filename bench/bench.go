@@ -121,6 +121,17 @@ type Config struct {
 	SlowMode     string        `json:"slow_mode,omitempty"`
 	SlowDelay    time.Duration `json:"slow_delay,omitempty"`
 
+	// Patterns adds this many URL patterns (match_urlpattern), the same
+	// for every subscriber and matching none of the published topics, to
+	// each subscription of the fleet: what many subscribers sharing their
+	// patterns cost (idle, fanout).
+	Patterns int `json:"patterns,omitempty"`
+	// FloodConns and FloodPatterns are flood's crowd: connections that
+	// each subscribe with their own distinct URL patterns (default 100
+	// connections of 64 patterns).
+	FloodConns    int `json:"flood_conns,omitempty"`
+	FloodPatterns int `json:"flood_patterns,omitempty"`
+
 	// Workers puts the subscribers in this many child processes. 0
 	// decides: as many as the open-files limit requires, and one from
 	// 1,000 subscribers so that they do not disturb the publishers'

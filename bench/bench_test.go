@@ -59,6 +59,7 @@ type seen struct {
 	pubConns map[string]struct{} // remote addresses of publishes
 	sources  map[string]struct{} // source IPs
 	gets     int                 // subscription requests
+	patterns map[int]int         // subscription requests by their number of URL patterns
 }
 
 func (s *seen) wrap(h http.Handler) http.Handler {
@@ -72,6 +73,10 @@ func (s *seen) wrap(h http.Handler) http.Handler {
 		}
 		if r.Method == http.MethodGet {
 			s.gets++
+			if s.patterns == nil {
+				s.patterns = make(map[int]int)
+			}
+			s.patterns[len(r.URL.Query()["match_urlpattern"])]++
 		}
 		s.mu.Unlock()
 		h.ServeHTTP(w, r)

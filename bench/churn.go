@@ -256,7 +256,7 @@ func churnOne(ctx context.Context, e *Env, st *churnStats, lat *recorder, i int,
 		return
 	}
 	// Abrupt: a raw connection, reset.
-	rc, err := e.rawSubscribe(cctx, topic)
+	rc, err := e.rawSubscribe(cctx, topic, nil)
 	if err != nil {
 		st.connectErr(ctx, err)
 		return
@@ -444,7 +444,7 @@ type rawConn struct {
 // rawSubscribe opens a subscription to topic on a new connection and
 // returns once the hub answered 200 with an event stream; ctx bounds the
 // opening only.
-func (e *Env) rawSubscribe(ctx context.Context, topic string) (*rawConn, error) {
+func (e *Env) rawSubscribe(ctx context.Context, topic string, patterns []string) (*rawConn, error) {
 	cfg := e.Cfg
 	u, err := url.Parse(cfg.Hub)
 	if err != nil {
@@ -455,6 +455,9 @@ func (e *Env) rawSubscribe(ctx context.Context, topic string) (*rawConn, error) 
 		q.Add("topic", topic)
 	} else {
 		q.Add("match", topic)
+	}
+	for _, p := range patterns {
+		q.Add("match_urlpattern", p)
 	}
 	u.RawQuery = q.Encode()
 	port := u.Port()
@@ -510,7 +513,7 @@ func (e *Env) rawSubscribe(ctx context.Context, topic string) (*rawConn, error) 
 	}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fail(fmt.Errorf("hub answered %s: %s", resp.Status, strings.TrimSpace(string(b))))
+		return fail(&statusError{code: resp.StatusCode, msg: fmt.Sprintf("hub answered %s: %s", resp.Status, strings.TrimSpace(string(b)))})
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		return fail(fmt.Errorf("hub answered %q, not an event stream", ct))
@@ -523,6 +526,14 @@ func (e *Env) rawSubscribe(ctx context.Context, topic string) (*rawConn, error) 
 	rc.read.Store(0)
 	return rc, nil
 }
+
+// statusError is a subscription the hub refused with an HTTP status.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e *statusError) Error() string { return e.msg }
 
 // Read reads from the connection; while draining, each read gives up
 // after quiet without data.

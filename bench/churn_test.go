@@ -83,7 +83,7 @@ func TestRawSubscribeReset(t *testing.T) {
 	defer e.close()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	rc, err := e.rawSubscribe(ctx, e.Topic("raw", 0))
+	rc, err := e.rawSubscribe(ctx, e.Topic("raw", 0), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

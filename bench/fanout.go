@@ -43,7 +43,7 @@ func init() {
 func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result, error) {
 	cfg := e.Cfg
 	topics := e.Topics(name, cfg.Topics)
-	fleet := e.NewFleet(FleetSpec{Subscribers: cfg.Subscribers, Topics: topics})
+	fleet := e.NewFleet(FleetSpec{Subscribers: cfg.Subscribers, Topics: topics, URLPatterns: sharedPatterns(cfg.Patterns)})
 	defer fleet.Close()
 	var published atomic.Int64
 	mon := e.StartMonitor(name, func() Counters {

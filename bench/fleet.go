@@ -25,6 +25,8 @@ type FleetSpec struct {
 	Topics []string `json:"topics"`
 	// LastEventID is the resume point every subscriber asks for.
 	LastEventID string `json:"last_event_id,omitempty"`
+	// URLPatterns are added to every subscription.
+	URLPatterns []string `json:"url_patterns,omitempty"`
 	// Buffer is each subscription's event channel capacity (client default
 	// when 0).
 	Buffer int `json:"buffer,omitempty"`
@@ -326,6 +328,7 @@ func (f *localFleet) openOne(i int, deadline time.Time) {
 	watchdog := time.AfterFunc(time.Until(deadline), cancel)
 	sub, err := f.e.subs.Subscribe(ctx, client.SubscribeOptions{
 		Topics:      []string{f.spec.Topics[s.topic]},
+		URLPatterns: f.spec.URLPatterns,
 		LastEventID: f.spec.LastEventID,
 		Buffer:      f.spec.Buffer,
 		OnConnect: func(ci client.ConnectInfo) {

@@ -47,7 +47,7 @@ func runIdle(ctx context.Context, e *Env) (*Result, error) {
 		}
 	}
 
-	fleet := e.NewFleet(FleetSpec{Subscribers: cfg.Subscribers, Topics: e.Topics("idle", cfg.Topics)})
+	fleet := e.NewFleet(FleetSpec{Subscribers: cfg.Subscribers, Topics: e.Topics("idle", cfg.Topics), URLPatterns: sharedPatterns(cfg.Patterns)})
 	defer fleet.Close()
 	mon := e.StartMonitor("idle", func() Counters { return Counters{Open: fleet.Stats().Open} })
 	defer mon.Stop()

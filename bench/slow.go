@@ -95,7 +95,7 @@ func runSlow(ctx context.Context, e *Env) (*Result, error) {
 	})
 	defer mon.Stop()
 
-	alone, err := slowPass(ctx, e, mon, &cur, probe, "alone", nPrompt, 0, false)
+	alone, err := slowPass(ctx, e, mon, &cur, probe, "alone", nPrompt, crowd{})
 	if err != nil {
 		return nil, fmt.Errorf("run without slow readers: %w", err)
 	}
@@ -103,7 +103,7 @@ func runSlow(ctx context.Context, e *Env) (*Result, error) {
 		alone.res.Timeline = mon.Stop()
 		return alone.res, ctx.Err()
 	}
-	reading, err := slowPass(ctx, e, mon, &cur, probe, "reading", nPrompt, nSlow, true)
+	reading, err := slowPass(ctx, e, mon, &cur, probe, "reading", nPrompt, crowd{n: nSlow, readAll: true})
 	if err != nil {
 		return nil, fmt.Errorf("run with every subscriber reading: %w", err)
 	}
@@ -111,7 +111,7 @@ func runSlow(ctx context.Context, e *Env) (*Result, error) {
 		reading.res.Timeline = mon.Stop()
 		return reading.res, ctx.Err()
 	}
-	with, err := slowPass(ctx, e, mon, &cur, probe, "with", nPrompt, nSlow, false)
+	with, err := slowPass(ctx, e, mon, &cur, probe, "with", nPrompt, crowd{n: nSlow})
 	if err != nil {
 		return nil, fmt.Errorf("run with slow readers: %w", err)
 	}
@@ -170,20 +170,30 @@ type slowPassOut struct {
 	slow        *slowSummary
 }
 
-// slowPass opens nSlow slow readers (reading promptly when readAll),
-// then nPrompt prompt subscribers (a fleet, in workers as it decides),
-// publishes for Cfg.Duration, waits for the prompt deliveries, counts,
-// and drains the slow readers.
-func slowPass(ctx context.Context, e *Env, mon *Monitor, cur *atomic.Pointer[slowPassState], probe *serverProbe, name string, nPrompt, nSlow int, readAll bool) (*slowPassOut, error) {
+// crowd is what a pass opens beside its prompt subscribers: n raw
+// connections that read as Cfg.SlowMode says, or promptly when readAll,
+// each subscribed to a topic of the pass and, when patterns is set, to
+// the URL patterns it gives for connection i.
+type crowd struct {
+	n         int
+	readAll   bool
+	patterns  func(i int) []string
+	refusable bool // the hub may refuse every one of them
+}
+
+// slowPass opens the crowd, then nPrompt prompt subscribers (a fleet, in
+// workers as it decides), publishes for Cfg.Duration, waits for the prompt
+// deliveries, counts, and drains the crowd.
+func slowPass(ctx context.Context, e *Env, mon *Monitor, cur *atomic.Pointer[slowPassState], probe *serverProbe, name string, nPrompt int, c crowd) (*slowPassOut, error) {
 	cfg := e.Cfg
 	topics := e.Topics("slow-"+name, cfg.Topics)
 	out := &slowPassOut{}
 	state := &slowPassState{published: new(atomic.Int64)}
-	if nSlow > 0 {
+	if c.n > 0 {
 		mon.SetPhase(name + ": connecting slow readers")
-		state.slow = openSlowGroup(ctx, e, topics, nSlow, readAll)
+		state.slow = openSlowGroup(ctx, e, topics, c)
 		defer state.slow.close()
-		if state.slow.open.Load() == 0 {
+		if state.slow.open.Load() == 0 && !c.refusable {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
@@ -269,6 +279,7 @@ type slowGroup struct {
 	open     atomic.Int64
 	connErrs int
 	firstErr string
+	refused  map[int]int // connections the hub refused, by status
 
 	drainCh   chan struct{} // closed when the run is over: drain
 	abort     chan struct{} // closed to end the readers now
@@ -296,13 +307,15 @@ const (
 // openSlowGroup opens n raw subscriptions over topics,
 // Cfg.ConnectConcurrency at a time, within Cfg.ConnectTimeout. They read
 // as Cfg.SlowMode says, or promptly when prompt is set.
-func openSlowGroup(ctx context.Context, e *Env, topics []string, n int, prompt bool) *slowGroup {
+func openSlowGroup(ctx context.Context, e *Env, topics []string, c crowd) *slowGroup {
 	cfg := e.Cfg
+	n := c.n
 	g := &slowGroup{
 		stall: cfg.SlowMode == "stall", delay: cfg.SlowDelay,
 		drainCh: make(chan struct{}), abort: make(chan struct{}),
+		refused: make(map[int]int),
 	}
-	if prompt {
+	if c.readAll {
 		g.stall, g.delay = false, 0
 	}
 	octx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
@@ -325,11 +338,18 @@ func openSlowGroup(ctx context.Context, e *Env, topics []string, n int, prompt b
 			defer func() { <-sem }()
 			cctx, ccancel := context.WithTimeout(octx, churnConnectTimeout)
 			defer ccancel()
-			rc, err := e.rawSubscribe(cctx, topics[i%len(topics)])
+			var patterns []string
+			if c.patterns != nil {
+				patterns = c.patterns(i)
+			}
+			rc, err := e.rawSubscribe(cctx, topics[i%len(topics)], patterns)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				g.connErrs++
+				if se, ok := errors.AsType[*statusError](err); ok {
+					g.refused[se.code]++
+				}
 				if g.firstErr == "" {
 					g.firstErr = err.Error()
 				}
@@ -428,6 +448,12 @@ func (g *slowGroup) check(cfg Config) *slowSummary {
 		<-done
 	}
 	sum := &slowSummary{Mode: cfg.SlowMode, Subscribers: len(g.readers) + g.connErrs, ConnectErrors: g.connErrs, FirstError: g.firstErr}
+	for code, n := range g.refused {
+		if sum.Refused == nil {
+			sum.Refused = make(map[string]int)
+		}
+		sum.Refused[fmt.Sprint(code)] = n
+	}
 	if !g.stall {
 		sum.DelayMs = float64(cfg.SlowDelay) / float64(time.Millisecond)
 	}
@@ -468,6 +494,9 @@ type slowSummary struct {
 	Subscribers   int     `json:"subscribers"`
 	ConnectErrors int     `json:"connect_errors"`
 	FirstError    string  `json:"first_error,omitempty"`
+	// Refused counts the subscriptions the hub answered with an error
+	// status, by status code.
+	Refused map[string]int `json:"refused,omitempty"`
 	// Disconnected counts the streams the hub ended: seen ending during
 	// the run (slow mode), or found ended when drained after it.
 	Disconnected    int `json:"disconnected"`
