@@ -6,7 +6,7 @@
 #   scripts/bench-compare.sh OUT-DIR [scenario...]
 #
 # Scenarios: idle10k idle18k fanout fanout-nodelay fanout-delay fanout-max publish publish-attached
-# publish-fanout resume resume-restart resume-cold churn slow.
+# publish-fanout resume resume-restart resume-cold churn slow flood idle-patterns.
 # Everything runs on loopback; every run is bounded by --duration.
 set -euo pipefail
 
@@ -119,6 +119,17 @@ for s in "${scenarios[@]}"; do
 		bench "$s" herald resume --history 1000000 --publishers 64 --duration 120s \
 			--restart-cmd "sh $work/restart.sh"
 		pid=$(cat "$work/hub.pid")
+		stop_hub ;;
+	flood) # herald only: the same fanout calm and beside 100 connections of 64 distinct URL patterns each
+		start_hub herald
+		bench flood herald flood --subscribers 2500 --topics 1 --rate 80 --payload 100 --duration 15s --flood-conns 100 --flood-patterns 64
+		stop_hub ;;
+	idle-patterns) # herald only: 10,000 idle subscribers with one exact topic, then each also with the same 64 URL patterns
+		start_hub herald
+		bench idle10k-exact herald idle --subscribers 10000 --duration 20s
+		stop_hub
+		start_hub herald
+		bench idle10k-patterns64 herald idle --subscribers 10000 --duration 20s --patterns 64
 		stop_hub ;;
 	churn) pair churn churn -- --subscribers 10000 --churn-rate 1000 --duration 10s --settle 60s ;;
 	slow) pair slow slow -- --subscribers 5000 --slow-fraction 0.1 --rate 50 --payload 100 --duration 15s ;;
