@@ -51,12 +51,18 @@ var componentFields = [numComponents]string{"protocol", "username", "password", 
 // to; it matches any value without a newline.
 const fullWildcard = `\A(?:(.*))\z`
 
-// components holds a URL pattern's compiled component expressions.
+// components holds a URL pattern's compiled component expressions, with
+// what their syntax trees say for sure, which answers most tests without
+// running an expression: a component that must equal a literal, or begin
+// and end with literal text.
 type components struct {
 	re    [numComponents]*regexp.Regexp
 	any   uint8 // bit i: re[i] is fullWildcard
-	insts int   // RE2 instructions, all components
-	own   int   // instructions not shared with other patterns
+	lit   uint8 // bit i: re[i] matches pre[i] and nothing else
+	pre   [numComponents]string
+	suf   [numComponents]string
+	insts int // RE2 instructions, all components
+	own   int // instructions not shared with other patterns
 }
 
 // readComponents reads p's component expressions; ok is false when the
@@ -92,6 +98,13 @@ func readComponents(p *urlpattern.URLPattern) (c *components, ok bool) {
 		if src == fullWildcard {
 			c.any |= 1 << i
 		}
+		var complete bool
+		c.pre[i], complete = literalPrefix(re)
+		if complete {
+			c.lit |= 1 << i
+		} else {
+			c.suf[i] = literalSuffix(re)
+		}
 		n := insts(re)
 		c.insts += n
 		if src != fullWildcard && src != `\A(?:)\z` {
@@ -109,10 +122,14 @@ func (c *components) match(pt *parsedTopic) bool {
 		return false
 	}
 	for i, re := range c.re {
-		if c.any&(1<<i) != 0 && strings.IndexByte(pt.c[i], '\n') < 0 {
-			continue
-		}
-		if !re.MatchString(pt.c[i]) {
+		v := pt.c[i]
+		switch {
+		case c.lit&(1<<i) != 0:
+			if v != c.pre[i] {
+				return false
+			}
+		case c.any&(1<<i) != 0 && strings.IndexByte(v, '\n') < 0:
+		case !strings.HasPrefix(v, c.pre[i]) || !strings.HasSuffix(v, c.suf[i]) || !re.MatchString(v):
 			return false
 		}
 	}
@@ -230,6 +247,28 @@ func literalPrefix(re *regexp.Regexp) (prefix string, complete bool) {
 	}
 	complete = i == len(subs)-1 && subs[i].Op == syntax.OpEndText
 	return b.String(), complete
+}
+
+// literalSuffix reads re's syntax tree for the text every match of re
+// ends with (re must be anchored at the end of the text for there to be
+// one).
+func literalSuffix(re *regexp.Regexp) string {
+	t, err := syntax.Parse(re.String(), syntax.Perl)
+	if err != nil {
+		return ""
+	}
+	t = t.Simplify()
+	if t.Op != syntax.OpConcat || len(t.Sub) < 2 || t.Sub[len(t.Sub)-1].Op != syntax.OpEndText {
+		return ""
+	}
+	i := len(t.Sub) - 2
+	for i > 0 && t.Sub[i].Op == syntax.OpEmptyMatch {
+		i--
+	}
+	if s := t.Sub[i]; s.Op == syntax.OpLiteral && s.Flags&syntax.FoldCase == 0 {
+		return string(s.Rune)
+	}
+	return ""
 }
 
 // route says where the index files a pattern, so that an update is tested

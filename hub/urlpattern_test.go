@@ -246,6 +246,18 @@ func TestLiteralPrefix(t *testing.T) {
 			t.Errorf("%s: got %q %v, want %q %v", c.re, p, complete, c.prefix, c.complete)
 		}
 	}
+	for re, want := range map[string]string{
+		`\A(?:\/books(?:\/([^\/]+?))\/p7)\z`: "/p7",
+		`\A(?:\/books(?:\/([^\/]+?)))\z`:     "",
+		`\A(?:(.*)\.example\.com)\z`:         ".example.com",
+		`(?i)\A(?:(.*)abc)\z`:                "",
+		`\A(?:(.*)abc)`:                      "",
+		`\A(?:(.*)(?:a|b))\z`:                "",
+	} {
+		if got := literalSuffix(regexp.MustCompile(re)); got != want {
+			t.Errorf("%s: suffix %q, want %q", re, got, want)
+		}
+	}
 }
 
 // TestMatcherComplexity: patterns whose expressions would be large are
