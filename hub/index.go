@@ -116,13 +116,14 @@ func (x *index) admit(s *Subscriber, subject string) error {
 // set here, outside the budgets.
 func (x *index) add(s *Subscriber) {
 	set := x.setOf(s)
-	if set == nil && len(s.matchers) > 0 {
-		set, _ = x.setFor(s.matchers, "", false)
+	if set == nil {
+		if set, _ = x.setFor(s.matchers, "", false); set == nil {
+			s.matchers = nil
+			return
+		}
 		s.matchers = set.ms
 	}
-	if set != nil {
-		set.subs[s] = struct{}{}
-	}
+	set.subs[s] = struct{}{}
 }
 
 // remove unfiles s; its set goes when its last subscriber does.

@@ -128,4 +128,17 @@ func TestPatternBudgetsHTTP(t *testing.T) {
 	waitPatterns(4)
 	s, body, _ = get("carol", []int{6})
 	expect(s, body, http.StatusOK, "")
+
+	// Every stream gone, the table keeps only what the cached grants
+	// hold: their one "*" matcher.
+	cancel()
+	for deadline := time.Now().Add(5 * time.Second); h.Subscribers() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d subscribers left", h.Subscribers())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n, p := h.Matchers().Len(), h.Patterns(); n != 1 || p != 0 {
+		t.Fatalf("after every stream closed: %d matchers in the table, %d patterns", n, p)
+	}
 }
