@@ -22,13 +22,13 @@ import (
 // of its matchers match.
 //
 // Patterns are not all tested for every update. Each pattern group is
-// filed by route (route.go's literal analysis): URL patterns with a literal
-// protocol and host under that host and the literal start of their path,
-// selectors under the literal start of their template; only the rest is
-// tested for every topic. The groups a topic matched are remembered
-// (topicCache) until a new pattern comes. Budgets bound the number of
-// distinct patterns (budget.go), so that nothing a client subscribes to
-// makes the per-update work unbounded.
+// filed by route (route.go, from what urlpattern.go reads in the compiled
+// expressions): URL patterns with a literal protocol and host under that
+// host and the literal start of their path, selectors under the literal
+// start of their template; only the rest is tested for every topic. The
+// groups a topic matched are remembered (topicCache) until a new pattern
+// comes. Budgets bound the number of distinct patterns (budget.go), so
+// that nothing a client subscribes to makes the per-update work unbounded.
 type index struct {
 	mu sync.RWMutex
 
@@ -41,8 +41,10 @@ type index struct {
 	patterns map[matcherKey]*patternGroup
 	routes   routes
 
-	sets     map[setKey][]*matcherSet  // for interning: by subject and hash
-	bySlice  map[**Matcher]*matcherSet // a subscriber's set, from its matchers
+	sets    map[setKey][]*matcherSet  // for interning: by subject and hash
+	bySlice map[**Matcher]*matcherSet // a subscriber's set, from its matchers
+	// subjects counts, for each subject, the sets holding each pattern:
+	// its keys are the subject's distinct patterns, for its budget.
 	subjects map[string]map[matcherKey]int
 
 	// Dispatcher state. match runs with mu read-locked; dmu keeps it
