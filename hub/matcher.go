@@ -70,7 +70,8 @@ type Matcher struct {
 	pattern *urlpattern.URLPattern
 	comps   *components
 
-	tmpl *regexp.Regexp
+	tmpl      *regexp.Regexp
+	tmplInsts int
 
 	route route
 }
@@ -131,11 +132,12 @@ func newMatcher(kind MatchKind, value, base string, b *baseURL) (*Matcher, error
 			if err != nil {
 				return nil, fmt.Errorf("invalid URI template: %w", err)
 			}
-			if insts(re) > MaxMatcherInsts {
+			f := factsOf(re)
+			if f.insts > MaxMatcherInsts {
 				return nil, ErrMatcherComplex
 			}
-			m.tmpl = re
-			m.route = selectorRoute(re, value)
+			m.tmpl, m.tmplInsts = re, f.insts
+			m.route = selectorRoute(f, value)
 		}
 	default:
 		return nil, fmt.Errorf("unknown matcher kind %d", kind)

@@ -98,19 +98,16 @@ func readComponents(p *urlpattern.URLPattern) (c *components, ok bool) {
 		if src == fullWildcard {
 			c.any |= 1 << i
 		}
-		var complete bool
-		c.pre[i], complete = literalPrefix(re)
-		if complete {
+		facts := factsOf(re)
+		c.pre[i], c.suf[i] = facts.prefix, facts.suffix
+		if facts.complete {
 			c.lit |= 1 << i
-		} else {
-			c.suf[i] = literalSuffix(re)
 		}
-		n := insts(re)
-		c.insts += n
+		c.insts += facts.insts
 		if src != fullWildcard && src != `\A(?:)\z` {
 			// The library shares the compiled wildcard and empty
 			// expressions between patterns.
-			c.own += n
+			c.own += facts.insts
 		}
 	}
 	return c, true
@@ -134,20 +131,6 @@ func (c *components) match(pt *parsedTopic) bool {
 		}
 	}
 	return true
-}
-
-// insts returns the number of instructions of re's RE2 program, compiled
-// the way package regexp compiles it.
-func insts(re *regexp.Regexp) int {
-	t, err := syntax.Parse(re.String(), syntax.Perl)
-	if err != nil {
-		return 0
-	}
-	p, err := syntax.Compile(t.Simplify())
-	if err != nil {
-		return 0
-	}
-	return len(p.Inst)
 }
 
 // regexpGroupsAtLeast reports whether the regular expression groups of a
@@ -217,58 +200,63 @@ func minInsts(re *syntax.Regexp, limit int) int {
 	return min(n, limit)
 }
 
-// literalPrefix reads re's syntax tree for the text every match of re
-// begins with (re must be anchored at the start of the text for there to
-// be one); complete is true when re matches that text and nothing else.
-func literalPrefix(re *regexp.Regexp) (prefix string, complete bool) {
+// exprFacts is what a compiled expression's syntax tree says for sure.
+type exprFacts struct {
+	// insts is the size of its RE2 program, compiled the way package
+	// regexp compiles it.
+	insts int
+	// prefix and suffix are literal text every match begins and ends
+	// with (there is one only where the expression is anchored at the
+	// start, or the end, of the text); complete is true when the
+	// expression matches prefix and nothing else.
+	prefix, suffix string
+	complete       bool
+}
+
+func factsOf(re *regexp.Regexp) exprFacts {
+	var f exprFacts
 	t, err := syntax.Parse(re.String(), syntax.Perl)
 	if err != nil {
-		return "", false
+		return f
 	}
 	t = t.Simplify()
+	if p, err := syntax.Compile(t); err == nil {
+		f.insts = len(p.Inst)
+	}
 	subs := []*syntax.Regexp{t}
 	if t.Op == syntax.OpConcat {
 		subs = t.Sub
 	}
-	if len(subs) == 0 || subs[0].Op != syntax.OpBeginText {
-		return "", false
-	}
-	var b strings.Builder
-	i := 1
-	for ; i < len(subs); i++ {
-		s := subs[i]
-		if s.Op == syntax.OpEmptyMatch {
-			continue
+	if len(subs) > 1 && subs[0].Op == syntax.OpBeginText {
+		var b strings.Builder
+		i := 1
+		for ; i < len(subs); i++ {
+			s := subs[i]
+			if s.Op == syntax.OpEmptyMatch {
+				continue
+			}
+			if !plainLiteral(s) {
+				break
+			}
+			b.WriteString(string(s.Rune))
 		}
-		if s.Op != syntax.OpLiteral || s.Flags&syntax.FoldCase != 0 {
-			break
-		}
-		b.WriteString(string(s.Rune))
+		f.prefix = b.String()
+		f.complete = i == len(subs)-1 && subs[i].Op == syntax.OpEndText
 	}
-	complete = i == len(subs)-1 && subs[i].Op == syntax.OpEndText
-	return b.String(), complete
+	if n := len(subs); !f.complete && n > 1 && subs[n-1].Op == syntax.OpEndText {
+		i := n - 2
+		for i > 0 && subs[i].Op == syntax.OpEmptyMatch {
+			i--
+		}
+		if plainLiteral(subs[i]) {
+			f.suffix = string(subs[i].Rune)
+		}
+	}
+	return f
 }
 
-// literalSuffix reads re's syntax tree for the text every match of re
-// ends with (re must be anchored at the end of the text for there to be
-// one).
-func literalSuffix(re *regexp.Regexp) string {
-	t, err := syntax.Parse(re.String(), syntax.Perl)
-	if err != nil {
-		return ""
-	}
-	t = t.Simplify()
-	if t.Op != syntax.OpConcat || len(t.Sub) < 2 || t.Sub[len(t.Sub)-1].Op != syntax.OpEndText {
-		return ""
-	}
-	i := len(t.Sub) - 2
-	for i > 0 && t.Sub[i].Op == syntax.OpEmptyMatch {
-		i--
-	}
-	if s := t.Sub[i]; s.Op == syntax.OpLiteral && s.Flags&syntax.FoldCase == 0 {
-		return string(s.Rune)
-	}
-	return ""
+func plainLiteral(re *syntax.Regexp) bool {
+	return re.Op == syntax.OpLiteral && re.Flags&syntax.FoldCase == 0
 }
 
 // route says where the index files a pattern, so that an update is tested
@@ -284,19 +272,17 @@ type route struct {
 }
 
 func urlRoute(c *components) route {
-	proto, ok1 := literalPrefix(c.re[compProtocol])
-	host, ok2 := literalPrefix(c.re[compHostname])
-	if !ok1 || !ok2 {
+	const both = 1<<compProtocol | 1<<compHostname
+	if c.lit&both != both {
 		return route{}
 	}
-	path, _ := literalPrefix(c.re[compPathname])
-	return route{host: true, proto: proto, hostname: host, prefix: path}
+	return route{host: true, proto: c.pre[compProtocol], hostname: c.pre[compHostname], prefix: c.pre[compPathname]}
 }
 
 // selectorRoute: a selector matches its own value or an expansion of its
 // template, so the prefix is what both begin with.
-func selectorRoute(re *regexp.Regexp, value string) route {
-	p, _ := literalPrefix(re)
+func selectorRoute(f exprFacts, value string) route {
+	p := f.prefix
 	n := 0
 	for n < len(p) && n < len(value) && p[n] == value[n] {
 		n++
@@ -413,7 +399,7 @@ func estimateSize(m *Matcher) int {
 	case m.pattern != nil:
 		n += sizeURLFixed + 2*len(m.value) + 8*sizeRegexp + 100*sizePerInst
 	case m.tmpl != nil:
-		n += sizeTmplFixed + 2*len(m.value) + insts(m.tmpl)*sizeTmplInst
+		n += sizeTmplFixed + 2*len(m.value) + m.tmplInsts*sizeTmplInst
 	}
 	return n
 }

@@ -241,8 +241,8 @@ func TestLiteralPrefix(t *testing.T) {
 		{`\A(?:a|b)\z`, "", false},
 		{`^(?:https://example\.com/books/)((?:[a-z])*)?$`, "https://example.com/books/", false},
 	} {
-		p, complete := literalPrefix(regexp.MustCompile(c.re))
-		if p != c.prefix || complete != c.complete {
+		f := factsOf(regexp.MustCompile(c.re))
+		if p, complete := f.prefix, f.complete; p != c.prefix || complete != c.complete {
 			t.Errorf("%s: got %q %v, want %q %v", c.re, p, complete, c.prefix, c.complete)
 		}
 	}
@@ -254,7 +254,7 @@ func TestLiteralPrefix(t *testing.T) {
 		`\A(?:(.*)abc)`:                      "",
 		`\A(?:(.*)(?:a|b))\z`:                "",
 	} {
-		if got := literalSuffix(regexp.MustCompile(re)); got != want {
+		if got := factsOf(regexp.MustCompile(re)).suffix; got != want {
 			t.Errorf("%s: suffix %q, want %q", re, got, want)
 		}
 	}
