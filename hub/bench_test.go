@@ -27,7 +27,12 @@ func (e *nopEngine) Read(context.Context, Position, int) (Range, error) { return
 // drained by the benchmark itself) and measures dispatching one update to
 // all of them.
 func benchFanout(b *testing.B, n int, matcher func(i int) *Matcher, topic string) {
-	h, err := New(Config{Engine: &nopEngine{}, QueueBytes: 1 << 30, Heartbeat: -1})
+	benchFanoutTopics(b, n, matcher, []string{topic})
+}
+
+// benchFanoutTopics is benchFanout with updates cycling through topics.
+func benchFanoutTopics(b *testing.B, n int, matcher func(i int) *Matcher, topicList []string) {
+	h, err := New(Config{Engine: &nopEngine{}, QueueBytes: 1 << 30, Heartbeat: -1, MaxPatterns: -1, MaxPatternsPerSubject: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -42,7 +47,10 @@ func benchFanout(b *testing.B, n int, matcher func(i int) *Matcher, topic string
 	}
 	frame, _ := sse.Encode(&sse.Event{ID: "x", Data: "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"})
 	updates := make([]Update, 256)
-	topics := []string{topic}
+	topics := make([][]string, len(topicList))
+	for i, t := range topicList {
+		topics[i] = []string{t}
+	}
 	seq := uint64(0)
 	drain := func() {
 		for _, s := range subs {
@@ -56,7 +64,7 @@ func benchFanout(b *testing.B, n int, matcher func(i int) *Matcher, topic string
 	// running hub, where the writer swaps and reuses two buffers.
 	for i := range updates {
 		seq++
-		updates[i] = Update{Seq: seq, ID: "x", Topics: topics, Frame: frame}
+		updates[i] = Update{Seq: seq, ID: "x", Topics: topics[i%len(topics)], Frame: frame}
 		h.dispatch(&updates[i])
 	}
 	drain()
@@ -65,7 +73,7 @@ func benchFanout(b *testing.B, n int, matcher func(i int) *Matcher, topic string
 	for i := 0; b.Loop(); i++ {
 		u := &updates[i%len(updates)]
 		seq++
-		*u = Update{Seq: seq, ID: "x", Topics: topics, Frame: frame}
+		*u = Update{Seq: seq, ID: "x", Topics: topics[i%len(topics)], Frame: frame}
 		h.dispatch(u)
 		if i%len(updates) == len(updates)-1 {
 			b.StopTimer()
@@ -104,6 +112,41 @@ func BenchmarkFanout(b *testing.B) {
 	})
 	b.Run("exact-1-of-10000-topics", func(b *testing.B) {
 		benchFanout(b, n, func(i int) *Matcher { return mustMatcher(MatchExact, fmt.Sprint("https://example.com/", i)) }, "https://example.com/7")
+	})
+
+	// 1,000 subscribers with one pattern each: the same one, or 1,000
+	// distinct ones. Distinct patterns cost a test each per update,
+	// unless the host rules them out or the topic's answer is cached.
+	const m = 1000
+	distinct := func(format string) func(int) *Matcher {
+		return func(i int) *Matcher { return mustMatcher(MatchURLPattern, fmt.Sprintf(format, i)) }
+	}
+	// A fresh topic for every update, so that no answer is cached.
+	fresh := make([]string, 1<<16)
+	for i := range fresh {
+		fresh[i] = fmt.Sprintf("https://example.com/x%d/p7", i)
+	}
+	shared := func(int) *Matcher { return mustMatcher(MatchURLPattern, "https://example.com/:t/p7") }
+	b.Run("urlpattern-1-shared/1000", func(b *testing.B) {
+		benchFanout(b, m, shared, "https://example.com/x/p7")
+	})
+	b.Run("urlpattern-1-shared-fresh-topics/1000", func(b *testing.B) {
+		benchFanoutTopics(b, m, shared, fresh)
+	})
+	b.Run("urlpattern-1000-distinct-1-match/1000", func(b *testing.B) {
+		benchFanout(b, m, distinct("https://example.com/:t/p%d"), "https://example.com/x/p7")
+	})
+	b.Run("urlpattern-1000-distinct-1-match-fresh-topics/1000", func(b *testing.B) {
+		benchFanoutTopics(b, m, distinct("https://example.com/:t/p%d"), fresh)
+	})
+	b.Run("urlpattern-1000-distinct-all-match/1000", func(b *testing.B) {
+		benchFanout(b, m, distinct("https://example.com/:t%d/*"), "https://example.com/x/p7")
+	})
+	b.Run("urlpattern-1000-distinct-all-match-fresh-topics/1000", func(b *testing.B) {
+		benchFanoutTopics(b, m, distinct("https://example.com/:t%d/*"), fresh)
+	})
+	b.Run("urlpattern-1000-distinct-other-host-fresh-topics/1000", func(b *testing.B) {
+		benchFanoutTopics(b, m, distinct("https://other.example/:t/p%d"), fresh)
 	})
 }
 

@@ -67,6 +67,19 @@ type Config struct {
 	RandomIDs bool
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Matchers is the table of compiled matchers the hub's subscriptions
+	// share; nil gives the hub a table of its own. Give the token
+	// validator the same table so that grants share the copies too.
+	Matchers *Matchers
+	// MaxPatterns bounds the distinct patterns (URL patterns and URI
+	// templates; exact topics and the wildcard are free) that the hub's
+	// subscriptions hold together, and MaxPatternsPerSubject those that
+	// the subscriptions of one token subject hold (anonymous ones, and
+	// tokens without sub, count as one subject). A subscription that
+	// would go over is refused with a *BudgetError. Zero means the
+	// defaults (DefaultMaxPatterns, DefaultMaxPatternsPerSubject);
+	// negative means no limit.
+	MaxPatterns, MaxPatternsPerSubject int
 }
 
 func (c *Config) fill() {
@@ -159,7 +172,7 @@ func New(cfg Config) (*Hub, error) {
 		m:      cfg.Metrics,
 		done:   make(chan struct{}),
 	}
-	h.idx.init()
+	h.idx.init(&cfg)
 	h.inbox.init(cfg.InboxBytes)
 	h.pace.init(cfg.WriteDelay)
 	h.subs.init()

@@ -43,59 +43,106 @@ const Wildcard = "*"
 // MaxMatcherLen bounds the length of a matcher value.
 const MaxMatcherLen = 2048
 
+// MaxMatcherInsts bounds the size of a matcher's compiled regular
+// expressions, in RE2 instructions. Matching costs time in proportion to
+// it and holding the matcher costs memory (about 50 bytes an instruction):
+// without a bound, a 2 KB URL pattern made of repeats such as
+// "([a-z]{1000})" compiles to megabytes and matches slowly. A typical URL
+// pattern takes under 150, a typical URI template under 100.
+const MaxMatcherInsts = 1024
+
 // Matcher tests topics. It is immutable and safe for concurrent use.
 //
 // Every kind matches in time linear in the topic's length: URL patterns and
 // URI templates compile to Go's RE2 regular expressions, which never
-// backtrack, so a crafted pattern cannot stall the hub.
+// backtrack, so a crafted pattern cannot stall the hub, and their size is
+// bounded (MaxMatcherInsts).
 type Matcher struct {
-	kind    MatchKind
-	value   string
-	base    string
-	any     bool
+	kind  MatchKind
+	value string
+	any   bool
+	size  int // estimated bytes held, see estimateSize
+
+	// URL patterns: the topic is parsed against base once (see
+	// urlpattern.go), then each component is matched by comps. pattern
+	// is kept for the rare case where comps could not be read.
+	base    *baseURL
 	pattern *urlpattern.URLPattern
-	tmpl    *regexp.Regexp
+	comps   *components
+
+	tmpl      *regexp.Regexp
+	tmplInsts int
+
+	route route
 }
 
 // Errors returned by NewMatcher.
 var (
 	ErrMatcherText    = errors.New("matcher contains invalid UTF-8, control or format characters")
 	ErrMatcherTooLong = fmt.Errorf("matcher is longer than %d bytes", MaxMatcherLen)
+	ErrMatcherComplex = fmt.Errorf("matcher compiles to more than %d regular expression instructions", MaxMatcherInsts)
 )
 
 // NewMatcher compiles value as a matcher of the given kind. base is the hub
 // URL, against which relative URL patterns and relative topics resolve.
+//
+// A Matcher from NewMatcher is its caller's alone; a hub's Matchers table
+// (Hub.Matchers) hands out shared ones instead.
 func NewMatcher(kind MatchKind, value, base string) (*Matcher, error) {
+	return newMatcher(kind, value, base, nil)
+}
+
+// newMatcher compiles a matcher; b, when not nil, is base already parsed.
+func newMatcher(kind MatchKind, value, base string, b *baseURL) (*Matcher, error) {
 	if len(value) > MaxMatcherLen {
 		return nil, ErrMatcherTooLong
 	}
 	if !ValidText(value) {
 		return nil, ErrMatcherText
 	}
-	m := &Matcher{kind: kind, value: value, base: base, any: value == Wildcard}
-	if m.any {
-		return m, nil
-	}
-	switch kind {
-	case MatchExact:
-	case MatchURLPattern:
+	m := &Matcher{kind: kind, value: value, any: value == Wildcard}
+	switch {
+	case m.any:
+	case kind == MatchExact:
+	case kind == MatchURLPattern:
+		if regexpGroupsAtLeast(value, MaxMatcherInsts+1) {
+			// Refused before the library compiles it: compiling is
+			// where the megabytes would go.
+			return nil, ErrMatcherComplex
+		}
 		p, err := compileURLPattern(value, base)
 		if err != nil {
 			return nil, fmt.Errorf("invalid URL pattern: %w", err)
 		}
-		m.pattern = p
-	case MatchSelector:
+		if b == nil {
+			b = newBaseURL(base)
+		}
+		m.pattern, m.base = p, b
+		if c, ok := readComponents(p); ok {
+			m.comps = c
+			m.route = urlRoute(c)
+			if c.insts > MaxMatcherInsts {
+				return nil, ErrMatcherComplex
+			}
+		}
+	case kind == MatchSelector:
 		// A selector that is not a valid template still matches itself.
 		if t, err := uritemplate.New(value); err == nil && len(t.Varnames()) > 0 {
 			re, err := templateRegexp(t)
 			if err != nil {
 				return nil, fmt.Errorf("invalid URI template: %w", err)
 			}
-			m.tmpl = re
+			f := factsOf(re)
+			if f.insts > MaxMatcherInsts {
+				return nil, ErrMatcherComplex
+			}
+			m.tmpl, m.tmplInsts = re, f.insts
+			m.route = selectorRoute(f, value)
 		}
 	default:
 		return nil, fmt.Errorf("unknown matcher kind %d", kind)
 	}
+	m.size = estimateSize(m)
 	return m, nil
 }
 
@@ -131,13 +178,38 @@ func (m *Matcher) Value() string { return m.value }
 // IsWildcard reports whether the matcher matches every topic.
 func (m *Matcher) IsWildcard() bool { return m.any }
 
+// IsPattern reports whether the matcher is a pattern: a URL pattern or a
+// URI template, which the hub must evaluate, as opposed to an exact topic
+// or the wildcard, which it finds by lookup. Budgets count patterns.
+func (m *Matcher) IsPattern() bool { return !m.any && !m.literal() }
+
+// Size returns an estimate of the bytes the compiled matcher holds.
+func (m *Matcher) Size() int { return m.size }
+
+// literal reports whether m matches exactly its own value and nothing else.
+func (m *Matcher) literal() bool {
+	return !m.any && (m.kind == MatchExact || (m.kind == MatchSelector && m.tmpl == nil))
+}
+
+// baseText returns the base URL a URL pattern resolves against, "" for
+// the other kinds, whose matching does not depend on it.
+func (m *Matcher) baseText() string {
+	if m.base == nil {
+		return ""
+	}
+	return m.base.raw
+}
+
 // Match reports whether topic matches.
 func (m *Matcher) Match(topic string) bool {
 	switch {
 	case m.any:
 		return true
 	case m.kind == MatchURLPattern:
-		return m.testPattern(topic)
+		if m.comps == nil {
+			return m.testPattern(topic)
+		}
+		return m.comps.match(m.base.lookup(topic))
 	case m.value == topic:
 		return true
 	case m.tmpl != nil:
@@ -146,13 +218,23 @@ func (m *Matcher) Match(topic string) bool {
 	return false
 }
 
+// matchParsed is Match for a URL pattern given the topic already parsed
+// against the pattern's base (pt comes from m.base.parse(topic) or a base
+// with the same text).
+func (m *Matcher) matchParsed(topic string, pt *parsedTopic) bool {
+	if m.comps == nil {
+		return m.testPattern(topic)
+	}
+	return m.comps.match(pt)
+}
+
 func (m *Matcher) testPattern(topic string) (ok bool) {
 	defer func() {
 		if recover() != nil {
 			ok = false
 		}
 	}()
-	return m.pattern.Test(topic, m.base)
+	return m.pattern.Test(topic, m.base.raw)
 }
 
 // MatchAny reports whether one of topics matches.

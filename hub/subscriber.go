@@ -28,6 +28,9 @@ type SubscribeOptions struct {
 	LastEventID string
 	// Expires closes the stream at that time; zero means never.
 	Expires time.Time
+	// Subject is the token subject the subscription is counted against
+	// for Config.MaxPatternsPerSubject; empty for anonymous subscribers.
+	Subject string
 }
 
 // Stream is where a subscriber's frames go: an HTTP response in practice.
@@ -140,6 +143,10 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 	}
 	s.lastWrite.Store(h.cfg.Now().UnixNano())
 	h.idx.mu.Lock()
+	if err := h.idx.admit(s, o.Subject); err != nil {
+		h.idx.mu.Unlock()
+		return nil, err
+	}
 	s.epoch = h.epoch
 	if from.Epoch != 0 && from.Epoch != h.epoch {
 		// The id was found in a log the hub has left (or not reached

@@ -29,6 +29,9 @@ const (
 // DefaultPath is the well-known hub path.
 const DefaultPath = "/.well-known/mercure"
 
+// DefaultMaxPatterns is the default Config.MaxPatterns.
+const DefaultMaxPatterns = 32
+
 // Config configures a Handler. Zero values of the limits mean defaults.
 type Config struct {
 	// Hub receives publications and subscriptions. Required.
@@ -58,6 +61,13 @@ type Config struct {
 	MaxTopics int
 	// MaxMatchers bounds the matchers of one subscription. Default 64.
 	MaxMatchers int
+	// MaxPatterns bounds the distinct patterns (URL patterns and URI
+	// templates; exact topics and the wildcard are free) of one
+	// subscription: the hub tests each for every update it cannot rule
+	// out otherwise. Default 32; negative means MaxMatchers alone
+	// bounds them. The hub bounds those of a token subject and of the
+	// whole hub (hub.Config.MaxPatternsPerSubject and MaxPatterns).
+	MaxPatterns int
 	// MaxFieldBytes bounds a topic, id or type. Default 2048.
 	MaxFieldBytes int
 	// MaxLifetime closes subscriptions older than this, so that revoked
@@ -110,6 +120,12 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.MaxMatchers <= 0 {
 		cfg.MaxMatchers = 64
+	}
+	switch {
+	case cfg.MaxPatterns == 0:
+		cfg.MaxPatterns = DefaultMaxPatterns
+	case cfg.MaxPatterns < 0:
+		cfg.MaxPatterns = cfg.MaxMatchers
 	}
 	if cfg.MaxFieldBytes <= 0 {
 		cfg.MaxFieldBytes = hub.MaxMatcherLen

@@ -58,6 +58,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	if grant != nil {
 		opts.CanRead = grant.CanRead
 		opts.Expires = grant.Expires
+		opts.Subject = grant.Subject
 	}
 	if h.cfg.MaxLifetime > 0 {
 		if limit := time.Now().Add(h.cfg.MaxLifetime); opts.Expires.IsZero() || limit.Before(opts.Expires) {
@@ -70,6 +71,11 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	}
 	sub, err := h.hub.Subscribe(r.Context(), opts)
 	if err != nil {
+		var budget *hub.BudgetError
+		if errors.As(err, &budget) {
+			plainError(w, http.StatusTooManyRequests, budget.Error())
+			return
+		}
 		if errors.Is(err, hub.ErrShutdown) {
 			// EventSource gives up for good on any status but 200, so a
 			// stream that ends at once with a short retry is what makes
@@ -195,7 +201,7 @@ func (s *stream) SetWriteDeadline(t time.Time) error {
 func (h *Handler) parseSubscription(r *http.Request, query, params []field) (subscription, *publishError) {
 	var sp subscription
 	seen := make(map[hub.MatchKind]map[string]bool)
-	count := 0
+	count, patterns := 0, 0
 	add := func(kind hub.MatchKind, value string) *publishError {
 		if count++; count > h.cfg.MaxMatchers {
 			return badRequest("more than %d topic matchers", h.cfg.MaxMatchers)
@@ -203,9 +209,16 @@ func (h *Handler) parseSubscription(r *http.Request, query, params []field) (sub
 		if seen[kind][value] {
 			return nil // identical matchers are one subscription
 		}
-		m, err := hub.NewMatcher(kind, value, h.base)
+		// The hub's table hands out the compiled copy other subscribers
+		// share, and compiles only what no one holds yet.
+		m, err := h.hub.Matchers().Get(kind, value, h.base)
 		if err != nil {
 			return badRequest("invalid %s matcher %q: %v", kind, value, err)
+		}
+		if m.IsPattern() {
+			if patterns++; patterns > h.cfg.MaxPatterns {
+				return badRequest("more than %d URL patterns and URI templates in one subscription (the per-subscription pattern budget); exact topics do not count", h.cfg.MaxPatterns)
+			}
 		}
 		if seen[kind] == nil {
 			seen[kind] = make(map[string]bool)

@@ -81,6 +81,16 @@ type TokenConfig struct {
 	Leeway time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Matchers is the table grants get their compiled matchers from, so
+	// that tokens naming the same pattern share one copy; give it the
+	// hub's (hub.Hub.Matchers) to share with subscriptions as well. Nil
+	// gives the validator a table of its own.
+	Matchers *hub.Matchers
+	// CacheBytes bounds the memory of the cache of validated tokens: the
+	// tokens, their grants and the compiled matchers those hold (each
+	// counted once however many grants hold it). Default 16 MiB;
+	// negative turns the cache off.
+	CacheBytes int
 }
 
 // Validator validates access tokens of both drafts and turns them into
@@ -105,9 +115,19 @@ type Validator struct {
 // token with every request and subscribers with every reconnection, and a
 // full validation (signature, JSON, matcher compilation) costs about 17 µs
 // and 150 allocations. Only successes are cached; grants are immutable.
+//
+// It is bounded in entries and in bytes: a token may be 16 KiB and hold a
+// few hundred compiled patterns of several KB each, so a bound on entries
+// alone would let a few thousand tokens hold gigabytes. Matchers come from
+// a shared table and count once, however many cached grants hold them; an
+// arbitrary entry makes room.
 type grantCache struct {
-	mu sync.Mutex
-	m  map[grantKey]cachedGrant
+	mu       sync.Mutex
+	m        map[grantKey]*cachedGrant
+	table    *hub.Matchers
+	held     map[*hub.Matcher]int // matchers of cached grants, with how many grants hold each
+	bytes    int
+	maxBytes int // negative: cache nothing
 }
 
 type grantKey struct {
@@ -117,11 +137,26 @@ type grantKey struct {
 
 type cachedGrant struct {
 	g        *Grant
-	notAfter time.Time // zero: the token has no exp
+	notAfter time.Time      // zero: the token has no exp
+	own      int            // bytes of the entry but its matchers
+	ms       []*hub.Matcher // its distinct matchers, acquired in table
 }
 
-// grantCacheSize bounds the cache; an arbitrary entry makes room.
-const grantCacheSize = 4096
+const (
+	// grantCacheSize bounds the entries of the cache.
+	grantCacheSize = 4096
+	// DefaultTokenCacheBytes is the default TokenConfig.CacheBytes.
+	DefaultTokenCacheBytes = 16 << 20
+	// grantOverhead estimates a cached grant's fixed cost: the map entry,
+	// the Grant and the cache's bookkeeping.
+	grantOverhead = 400
+)
+
+func (c *grantCache) init(table *hub.Matchers, maxBytes int) {
+	c.m = make(map[grantKey]*cachedGrant)
+	c.held = make(map[*hub.Matcher]int)
+	c.table, c.maxBytes = table, maxBytes
+}
 
 func (c *grantCache) get(k grantKey, now time.Time) *Grant {
 	c.mu.Lock()
@@ -131,25 +166,117 @@ func (c *grantCache) get(k grantKey, now time.Time) *Grant {
 		return nil
 	}
 	if !e.notAfter.IsZero() && !now.Before(e.notAfter) {
-		delete(c.m, k)
+		c.drop(k, e)
 		return nil
 	}
 	return e.g
 }
 
-func (c *grantCache) put(k grantKey, g *Grant) {
+// put caches g, which has not been handed out yet: its matchers are
+// replaced with the table's shared copies. It returns the grant to use,
+// the one already cached when another validation of the same token won.
+func (c *grantCache) put(k grantKey, g *Grant) *Grant {
+	if c.maxBytes < 0 {
+		return g
+	}
+	ms := grantMatchers(g)
+	own := grantSize(k, g)
+	need := own
+	for _, m := range ms {
+		need += m.Size()
+	}
+	if need > c.maxBytes {
+		return g // it would not fit alone
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = make(map[grantKey]cachedGrant)
+	if e := c.m[k]; e != nil {
+		return e.g
 	}
-	if len(c.m) >= grantCacheSize {
-		for old := range c.m {
-			delete(c.m, old)
-			break
+	shared := make(map[*hub.Matcher]*hub.Matcher, len(ms))
+	for i, m := range ms {
+		sm := c.table.Acquire(m)
+		shared[m], ms[i] = sm, sm
+		if c.held[sm]++; c.held[sm] == 1 {
+			c.bytes += sm.Size()
 		}
 	}
-	c.m[k] = cachedGrant{g: g, notAfter: g.Expires}
+	swapMatchers(g, shared)
+	e := &cachedGrant{g: g, notAfter: g.Expires, own: own, ms: ms}
+	c.m[k] = e
+	c.bytes += own
+	// Make room, never dropping the new entry: its matchers are held.
+	for c.bytes > c.maxBytes || len(c.m) > grantCacheSize {
+		for old, oe := range c.m {
+			if oe != e {
+				c.drop(old, oe)
+				break
+			}
+		}
+	}
+	return g
+}
+
+// drop removes an entry and gives back its matchers. Call with mu held.
+func (c *grantCache) drop(k grantKey, e *cachedGrant) {
+	delete(c.m, k)
+	c.bytes -= e.own
+	for _, m := range e.ms {
+		if c.held[m]--; c.held[m] == 0 {
+			delete(c.held, m)
+			c.bytes -= m.Size()
+		}
+		c.table.Release(m)
+	}
+}
+
+// grantMatchers returns g's distinct matchers.
+func grantMatchers(g *Grant) []*hub.Matcher {
+	seen := make(map[*hub.Matcher]bool)
+	var ms []*hub.Matcher
+	for _, list := range [][]*hub.Matcher{g.Publish, g.Subscribe} {
+		for _, m := range list {
+			if !seen[m] {
+				seen[m] = true
+				ms = append(ms, m)
+			}
+		}
+	}
+	return ms
+}
+
+// swapMatchers points g at the shared copies of its matchers.
+func swapMatchers(g *Grant, shared map[*hub.Matcher]*hub.Matcher) {
+	lists := [][]*hub.Matcher{g.Publish, g.Subscribe}
+	for _, d := range g.details {
+		lists = append(lists, d.topics)
+	}
+	for _, list := range lists {
+		for i, m := range list {
+			if sm, ok := shared[m]; ok {
+				list[i] = sm
+			}
+		}
+	}
+}
+
+// grantSize estimates the bytes a cached grant holds beside its matchers:
+// the token (the key), the payloads and the slices.
+func grantSize(k grantKey, g *Grant) int {
+	n := grantOverhead + len(k.raw) + len(g.Subject) + len(g.Issuer) + len(g.payload)
+	n += 8 * (len(g.Publish) + len(g.Subscribe))
+	for _, d := range g.details {
+		n += 48 + 8*len(d.topics) + len(d.payload)
+	}
+	return n
+}
+
+// CachedTokens returns the number of validated tokens cached and an
+// estimate of the bytes they hold.
+func (v *Validator) CachedTokens() (n, bytes int) {
+	v.cache.mu.Lock()
+	defer v.cache.mu.Unlock()
+	return len(v.cache.m), v.cache.bytes
 }
 
 // NewValidator checks c and fills in its defaults.
@@ -175,7 +302,14 @@ func NewValidator(c TokenConfig) (*Validator, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Matchers == nil {
+		c.Matchers = hub.NewMatchers()
+	}
+	if c.CacheBytes == 0 {
+		c.CacheBytes = DefaultTokenCacheBytes
+	}
 	v := &Validator{c: c}
+	v.cache.init(c.Matchers, c.CacheBytes)
 	v.publisher = tokenParser(c.PublisherKey)
 	v.subscribe = tokenParser(c.SubscriberKey)
 	return v, nil
@@ -314,8 +448,7 @@ func (v *Validator) Validate(raw string, action Action) (*Grant, error) {
 	if terr != nil {
 		return nil, terr
 	}
-	v.cache.put(k, g)
-	return g, nil
+	return v.cache.put(k, g), nil
 }
 
 func (v *Validator) validate(raw string, action Action) (*Grant, *TokenError) {
@@ -570,7 +703,7 @@ func (v *Validator) topicMatcher(raw json.RawMessage) (*hub.Matcher, string) {
 			return nil, "unsupported match_type"
 		}
 	}
-	m, err := hub.NewMatcher(kind, match, v.c.Base)
+	m, err := v.c.Matchers.Get(kind, match, v.c.Base)
 	if err != nil {
 		return nil, "invalid " + kind.String() + " matcher"
 	}
@@ -613,7 +746,7 @@ func (v *Validator) selectors(raw json.RawMessage, name string) ([]*hub.Matcher,
 	}
 	ms := make([]*hub.Matcher, 0, len(list))
 	for _, s := range list {
-		m, err := hub.NewMatcher(hub.MatchSelector, s, v.c.Base)
+		m, err := v.c.Matchers.Get(hub.MatchSelector, s, v.c.Base)
 		if err != nil {
 			return nil, invalidToken("malformed mercure claim: invalid " + name + " selector")
 		}
