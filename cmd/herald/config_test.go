@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herald-hub/herald/mercure"
 )
@@ -142,5 +145,22 @@ func TestVersionAndUnknownCommand(t *testing.T) {
 	}
 	if err := run(t.Context(), []string{"frobnicate"}, io.Discard, io.Discard); err == nil {
 		t.Fatal("unknown command accepted")
+	}
+}
+
+// TestOpenHistoryError: a history that cannot be opened is named once in
+// the error, not wrapped twice.
+func TestOpenHistoryError(t *testing.T) {
+	dir := t.TempDir()
+	// A directory where the file should be: bbolt cannot open it.
+	if err := os.Mkdir(filepath.Join(dir, "herald.db"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := openEngine(&serveConfig{engine: "bolt", dataDir: dir}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err == nil {
+		t.Fatal("a directory opened as the history")
+	}
+	if n := strings.Count(err.Error(), "open history"); n != 1 || !strings.Contains(err.Error(), filepath.Join(dir, "herald.db")) {
+		t.Fatalf("error %q: want the file named once after one \"open history\"", err)
 	}
 }

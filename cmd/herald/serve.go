@@ -37,6 +37,7 @@ type serveConfig struct {
 	heartbeat, historyMaxAge, writeTimeout, shutdown     time.Duration
 	maxLifetime                                          time.Duration
 	historySize, queueBytes                              int
+	maxPatterns, maxPatternsSubject, maxPatternsSub      int
 	maxBody                                              int64
 	tlsCert, tlsKey, logFormat, logLevel                 string
 }
@@ -59,6 +60,9 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "idle time before a keep-alive comment; 0 disables")
 	fs.IntVar(&c.historySize, "history-size", 100_000, "updates kept for resume; 0 means no count limit")
 	fs.DurationVar(&c.historyMaxAge, "history-max-age", 24*time.Hour, "age after which updates leave the history; 0 means no age limit")
+	fs.IntVar(&c.maxPatterns, "max-patterns", hub.DefaultMaxPatterns, "distinct URL patterns and URI templates all subscriptions may hold together; over it a subscribe gets 429; -1 means no limit")
+	fs.IntVar(&c.maxPatternsSubject, "max-patterns-per-subject", hub.DefaultMaxPatternsPerSubject, "distinct patterns the subscriptions of one token sub may hold (anonymous subscribers count as one); over it 429; -1 means no limit")
+	fs.IntVar(&c.maxPatternsSub, "max-patterns-per-subscription", mercure.DefaultMaxPatterns, "distinct patterns one subscription may carry; over it 400")
 	fs.IntVar(&c.queueBytes, "queue-bytes", 4<<20, "per-subscriber queue budget; a subscriber over it is disconnected and resumes")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "deadline of every write to a subscriber")
 	fs.StringVar(&c.writeDelay, "write-delay", "auto", "least time between two writes to one stream, updates coming sooner waiting to share one write: auto (set by load, up to 50ms), a fixed duration, or 0 to write at once")
@@ -163,7 +167,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			log.Warn("an HMAC secret shorter than 32 bytes is easy to brute-force; use a longer one")
 		}
 	}
+	// Subscriptions and token grants share one table of compiled matchers.
+	matchers := hub.NewMatchers()
 	tokens, err := mercure.NewValidator(mercure.TokenConfig{
+		Matchers:      matchers,
 		PublisherKey:  pubKey,
 		SubscriberKey: subKey,
 		Issuer:        c.jwtIssuer,
@@ -176,27 +183,30 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	engine, closeEngine, err := openEngine(c, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	engine, closeEngine, err := openEngine(c, log, reg)
 	if err != nil {
 		return err
 	}
 	defer closeEngine()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	heartbeat := c.heartbeat
 	if heartbeat <= 0 {
 		heartbeat = -1
 	}
 	h, err := hub.New(hub.Config{
-		Engine:       engine,
-		Logger:       log.WithGroup("hub"),
-		Metrics:      hub.NewMetrics(reg),
-		QueueBytes:   c.queueBytes,
-		Heartbeat:    heartbeat,
-		WriteTimeout: c.writeTimeout,
-		WriteDelay:   writeDelay,
-		RandomIDs:    c.randomIDs,
+		Engine:                engine,
+		Logger:                log.WithGroup("hub"),
+		Metrics:               hub.NewMetrics(reg),
+		QueueBytes:            c.queueBytes,
+		Heartbeat:             heartbeat,
+		WriteTimeout:          c.writeTimeout,
+		WriteDelay:            writeDelay,
+		RandomIDs:             c.randomIDs,
+		Matchers:              matchers,
+		MaxPatterns:           c.maxPatterns,
+		MaxPatternsPerSubject: c.maxPatternsSubject,
 	})
 	if err != nil {
 		return err
@@ -215,6 +225,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Logger:         log.WithGroup("mercure"),
 		MaxBodyBytes:   c.maxBody,
 		MaxLifetime:    c.maxLifetime,
+		MaxPatterns:    c.maxPatternsSub,
 	})
 	if err != nil {
 		return err
@@ -332,7 +343,7 @@ func publicURL(c *serveConfig, addr net.Addr) (*url.URL, error) {
 	return &url.URL{Scheme: scheme, Host: host, Path: mercure.DefaultPath}, nil
 }
 
-func openEngine(c *serveConfig, log *slog.Logger) (hub.Engine, func(), error) {
+func openEngine(c *serveConfig, log *slog.Logger, reg prometheus.Registerer) (hub.Engine, func(), error) {
 	ret := hub.Retention{MaxCount: c.historySize, MaxAge: c.historyMaxAge}
 	switch c.engine {
 	case "memory":
@@ -343,9 +354,9 @@ func openEngine(c *serveConfig, log *slog.Logger) (hub.Engine, func(), error) {
 			return nil, nil, fmt.Errorf("create data directory: %w", err)
 		}
 		path := filepath.Join(c.dataDir, "herald.db")
-		e, err := bolt.Open(path, bolt.Options{Retention: ret, Logger: log.WithGroup("bolt")})
+		e, err := bolt.Open(path, bolt.Options{Retention: ret, Logger: log.WithGroup("bolt"), Registerer: reg})
 		if err != nil {
-			return nil, nil, fmt.Errorf("open history %s: %w", path, err)
+			return nil, nil, err // it names the file already
 		}
 		return e, func() {
 			if err := e.Close(); err != nil {

@@ -348,7 +348,7 @@ func Open(path string, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("open history %s: locked by another process for %v (is another herald using it?)", path, bo.Timeout)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open history: %w", err)
+		return nil, fmt.Errorf("open history %s: %w", path, err)
 	}
 	e.db = db
 	if err := db.Update(e.load); err != nil {
