@@ -25,6 +25,7 @@ import (
 	"github.com/herald-hub/herald/hub"
 	"github.com/herald-hub/herald/mercure"
 	"github.com/herald-hub/herald/server"
+	"github.com/herald-hub/herald/stream"
 )
 
 // serveConfig holds every serve flag. Each flag also reads HERALD_<FLAG>
@@ -203,7 +204,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer h.Close()
 	var srv *server.Server
+	streams := new(stream.Tracker)
 	handler, err := mercure.New(mercure.Config{
+		Streams:        streams,
 		HijackedClosed: func() { srv.HijackedClosed() },
 		Hub:            h,
 		Tokens:         tokens,
@@ -227,6 +230,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		H2C:             c.h2c,
 		Handler:         handler,
 		Hub:             h,
+		Streams:         streams,
 		Registry:        reg,
 		Logger:          log.WithGroup("server"),
 		ShutdownTimeout: c.shutdown,
