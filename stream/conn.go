@@ -47,6 +47,7 @@ type Conn struct {
 	buf      *[]byte
 	single   []byte    // the batch's only frame so far, not copied
 	deadline time.Time // as set by SetWriteDeadline
+	begun    time.Time // when the batch's first Write checked the deadline
 
 	// limit is the tracker's bound on every write (unix nanoseconds, 0:
 	// none). It is stored under mu and read without it on the Write path.
@@ -123,16 +124,25 @@ func (c *Conn) buffer() *[]byte {
 	return c.buf
 }
 
-// Write queues p for the next Flush; it fails with os.ErrDeadlineExceeded
-// once the write deadline has passed. The first frame of a batch is only
+// Write queues p for the next Flush. The first frame of a batch is only
 // referenced, not copied: frames are shared and never modified, and a
 // batch of one frame, the common case, then goes out without touching the
 // buffer pool. The caller must not modify p before the Flush.
+//
+// The first Write of a batch fails with os.ErrDeadlineExceeded once the
+// write deadline has passed; the frames queued behind it share its fate
+// at the Flush, which never sends after the deadline. Checking the clock
+// for every frame would cost more than copying it.
 func (c *Conn) Write(p []byte) (int, error) {
-	if c.expired() {
-		return 0, os.ErrDeadlineExceeded
-	}
 	if c.buf == nil && c.single == nil {
+		c.begun = time.Time{}
+		if dl := c.effective(); !dl.IsZero() {
+			now := time.Now()
+			if !now.Before(dl) {
+				return 0, os.ErrDeadlineExceeded
+			}
+			c.begun = now
+		}
 		c.single = p
 		return len(p), nil
 	}
@@ -167,7 +177,7 @@ func (c *Conn) Flush() error {
 		}
 		return nil
 	}
-	err := c.ready()
+	err := c.ready(c.begun)
 	if err == nil {
 		_, err = c.conn.Write(p)
 	}
@@ -192,9 +202,10 @@ func (c *Conn) release() {
 // os.ErrDeadlineExceeded, a write blocked when it passes fails then, and
 // the zero time lifts it. The connection's own deadline is fitted lazily,
 // before the next write to it: an earlier deadline is armed then, a later
-// one only once the armed one falls more than 1/slack of the remaining
-// time short of it (see slack), and lifting it costs nothing until a
-// write without a deadline comes.
+// one only once the armed one falls more than 1/slack of the time left
+// (when the batch began) short of it, and lifting it costs nothing until
+// a write without a deadline comes. So the connection's deadline is never
+// later than the one set: past it, the connection fails the write itself.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.deadline = t
 	return nil
@@ -219,8 +230,11 @@ func (c *Conn) expired() bool {
 
 // ready fits the connection's write deadline to the stream's before a
 // write to the connection: never later than the stream's, and not much
-// earlier.
-func (c *Conn) ready() error {
+// earlier. now is when the batch began, or zero to read the clock; one
+// clock reading per batch is all the deadline costs, since the armed
+// deadline, never later than the stream's, fails a write that comes after
+// it.
+func (c *Conn) ready(now time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	dl := c.effective()
@@ -231,7 +245,10 @@ func (c *Conn) ready() error {
 		c.armed = time.Time{}
 		return c.conn.SetWriteDeadline(c.armed)
 	}
-	left := time.Until(dl)
+	if now.IsZero() {
+		now = time.Now()
+	}
+	left := dl.Sub(now)
 	if left <= 0 {
 		return os.ErrDeadlineExceeded
 	}

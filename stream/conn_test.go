@@ -160,7 +160,8 @@ func TestLazyArming(t *testing.T) {
 // once; a write to a reader that reads succeeds; a write to a stalled
 // reader fails no later than its deadline and no sooner than
 // (slack-1)/slack of the time it had; without a deadline it waits for the
-// reader however long that takes.
+// reader however long that takes. A batch whose deadline passes between
+// its first frame and its flush is not sent.
 func TestDeadlineModel(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
@@ -172,7 +173,7 @@ func TestDeadlineModel(t *testing.T) {
 			for step := range 30 {
 				now := time.Now()
 				expired := !dl.IsZero() && !now.Before(dl)
-				switch op := rng.IntN(5); op {
+				switch op := rng.IntN(6); op {
 				case 0:
 					dl = time.Time{}
 					if rng.IntN(4) > 0 {
@@ -200,6 +201,30 @@ func TestDeadlineModel(t *testing.T) {
 					}
 					if d := time.Since(now); d != 0 {
 						t.Fatalf("run %d step %d: a write to a reader took %v", run, step, d)
+					}
+				case 5: // a pause inside a batch; the reader reads
+					_, werr := c.Write([]byte("abc"))
+					time.Sleep(time.Duration(rng.Int64N(int64(3 * time.Second))))
+					_, werr2 := c.Write([]byte("def"))
+					late := !dl.IsZero() && !time.Now().Before(dl)
+					var read <-chan error
+					if !late {
+						read = readN(peer, 6)
+					}
+					err := c.Flush()
+					switch {
+					case expired && !isDeadline(werr):
+						t.Fatalf("run %d step %d: first write after the deadline: %v", run, step, werr)
+					case !expired && werr != nil:
+						t.Fatalf("run %d step %d: first write before the deadline: %v", run, step, werr)
+					case late && !isDeadline(err):
+						t.Fatalf("run %d step %d: batch flushed after its deadline: %v", run, step, err)
+					case !late && (werr2 != nil || err != nil):
+						t.Fatalf("run %d step %d: batch before its deadline: %v, %v", run, step, werr2, err)
+					case !late:
+						if err := <-read; err != nil {
+							t.Fatal(err)
+						}
 					}
 				case 3, 4: // the reader stalls
 					if dl.IsZero() {
