@@ -65,7 +65,7 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.writeDelay, "write-delay", "auto", "least time between two writes to one stream, updates coming sooner waiting to share one write: auto (set by load, up to 50ms), a fixed duration, or 0 to write at once")
 	fs.DurationVar(&c.maxLifetime, "max-lifetime", 0, "close subscriptions older than this so clients re-authenticate; 0 means no limit")
 	fs.Int64Var(&c.maxBody, "max-body", 1<<20, "largest publish body in bytes")
-	fs.DurationVar(&c.shutdown, "shutdown-timeout", 10*time.Second, "grace period for in-flight publishes at shutdown")
+	fs.DurationVar(&c.shutdown, "shutdown-timeout", 10*time.Second, "grace period at shutdown for in-flight publishes and closing streams")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (enables HTTPS and HTTP/2)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS key file")
 	fs.BoolVar(&c.h2c, "h2c", false, "also accept cleartext HTTP/2 (prior knowledge)")
