@@ -45,10 +45,11 @@ type Ticket struct {
 // tracked is a stream the tracker can bound and close at shutdown.
 type tracked interface {
 	// cut bounds every write from now on, the one in flight included, by
-	// t. It is called from the tracker's goroutine.
+	// t. It may be called from any goroutine, concurrently with the
+	// stream's writer.
 	cut(t time.Time)
 	// abort closes what the tracker must close itself once the grace
-	// period is over. It is called from the tracker's goroutine.
+	// period is over. It may be called from any goroutine.
 	abort()
 	// end ends the tracking; it is called by the stream's owner when the
 	// ticket is released.
