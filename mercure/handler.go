@@ -12,12 +12,12 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	whatwg "github.com/nlnwa/whatwg-url/url"
 
 	"github.com/herald-hub/herald/hub"
+	"github.com/herald-hub/herald/stream"
 )
 
 // Cookie names in which browsers present tokens.
@@ -73,6 +73,11 @@ type Config struct {
 	// MaxLifetime closes subscriptions older than this, so that revoked
 	// credentials stop working even before exp. Zero means no limit.
 	MaxLifetime time.Duration
+	// Streams counts every subscribe request from its arrival to the end
+	// of its stream; hand the same tracker to the server, whose shutdown
+	// closes its gate and waits for it. Nil means the handler makes its
+	// own (see Handler.Streams).
+	Streams *stream.Tracker
 	// NoHijack keeps HTTP/1.1 streams inside net/http instead of taking
 	// their connections (which makes an idle stream far cheaper).
 	NoHijack bool
@@ -95,10 +100,12 @@ type Handler struct {
 	log      *slog.Logger
 	origins  map[string]bool
 	anyOrig  bool
-	streams  sync.WaitGroup // streams served outside net/http, and the hang-up watcher
-	hangups  hangups        // reports clients that left those streams
-	baseURL  *whatwg.Url    // the hub URL, parsed once for topic resolution
-	hubSeg   string         // last segment of the hub path, for reserved()
+	streams  *stream.Tracker
+	baseURL  *whatwg.Url // the hub URL, parsed once for topic resolution
+	hubSeg   string      // last segment of the hub path, for reserved()
+	// hold, when set by a test, is called at the named stages of a
+	// subscribe request, to hold it there while a shutdown starts.
+	hold func(stage string)
 }
 
 // New returns a Handler for cfg.
@@ -152,8 +159,11 @@ func New(cfg Config) (*Handler, error) {
 		link:     fmt.Sprintf("<%s>; rel=\"mercure\"", cfg.PublicURL.String()),
 		log:      cfg.Logger,
 		origins:  make(map[string]bool),
+		streams:  cfg.Streams,
 	}
-	h.hangups.owner = &h.streams
+	if h.streams == nil {
+		h.streams = new(stream.Tracker)
+	}
 	if h.baseURL, err = whatwg.Parse(h.base); err != nil {
 		return nil, fmt.Errorf("mercure: public URL: %w", err)
 	}
@@ -168,6 +178,10 @@ func New(cfg Config) (*Handler, error) {
 	}
 	return h, nil
 }
+
+// Streams returns the tracker of the handler's streams: Config.Streams, or
+// the handler's own.
+func (h *Handler) Streams() *stream.Tracker { return h.streams }
 
 // HubPath returns the path the hub answers on.
 func (h *Handler) HubPath() string { return h.path }

@@ -65,6 +65,7 @@ type testHub struct {
 	client *http.Client
 	engine *memory.Engine
 	hub    *hub.Hub
+	h      *mercure.Handler
 	pubKey *mercure.Key
 	subKey *mercure.Key
 }
@@ -121,15 +122,15 @@ func newHub(t *testing.T, m mode, o options) *testHub {
 	} else {
 		srv.Start()
 	}
-	th := &testHub{t: t, srv: srv, url: hubURL, client: srv.Client(), engine: eng, hub: h, pubKey: pk, subKey: sk}
+	th := &testHub{t: t, srv: srv, url: hubURL, client: srv.Client(), engine: eng, hub: h, h: handler, pubKey: pk, subKey: sk}
 	t.Cleanup(func() {
-		h.EndStreams()
-		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := handler.WaitStreams(ctx); err != nil {
+		if err := handler.Streams().Shutdown(ctx, h.EndStreams); err != nil {
 			t.Errorf("streams still running: %v", err)
 		}
+		srv.Close()
+		handler.Streams().Wait()
 		h.Close()
 		_ = eng.Close()
 	})

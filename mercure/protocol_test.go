@@ -1,15 +1,18 @@
 package mercure_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/herald-hub/herald/mercure"
+	"github.com/herald-hub/herald/sse"
 )
 
 func q(pairs ...string) string {
@@ -548,17 +551,49 @@ func TestMethodNotAllowed(t *testing.T) {
 }
 
 // TestSubscribeWhileDraining: a browser must not be told 503, after which
-// EventSource never reconnects; it gets an empty stream with a retry hint.
+// EventSource never reconnects; it gets an empty stream with a retry hint,
+// drawn from 1-5s so that clients do not all come back at once. This holds
+// whether the hub or the stream tracker's gate refuses it.
 func TestSubscribeWhileDraining(t *testing.T) {
-	th := newHub(t, http1, options{draft7: true, draft8: true, anonymous: true})
-	th.hub.EndStreams()
-	r := th.do(http.MethodGet, th.url+"?"+q("match", "a"), "", nil)
-	if r.status != 200 || r.header.Get("Content-Type") != "text/event-stream" || !strings.Contains(r.body, "retry: 1000\n") {
-		t.Fatalf("%d %q %q", r.status, r.header.Get("Content-Type"), r.body)
-	} // A resuming client is told its cursor stands: nothing was lost.
-	r = th.do(http.MethodGet, th.url+"?"+q("match", "a"), "", map[string]string{"Last-Event-ID": "x1"})
-	if r.header.Get("Mercure-Last-Event-ID") != "x1" {
-		t.Fatalf("Mercure-Last-Event-ID %q while draining", r.header.Get("Mercure-Last-Event-ID"))
+	for _, gate := range []bool{false, true} {
+		th := newHub(t, http1, options{draft7: true, draft8: true, anonymous: true})
+		if gate {
+			// Refused by the tracker's gate, before the hub is asked.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := th.h.Streams().Shutdown(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+		} else {
+			th.hub.EndStreams()
+		}
+		seen := make(map[string]bool)
+		for range 16 {
+			r := th.do(http.MethodGet, th.url+"?"+q("match", "a"), "", nil)
+			if r.status != 200 || r.header.Get("Content-Type") != "text/event-stream" || !strings.HasPrefix(r.body, ": hub shutting down, reconnect\n") {
+				t.Fatalf("gate=%v: %d %q %q", gate, r.status, r.header.Get("Content-Type"), r.body)
+			}
+			rd := sse.NewReader(strings.NewReader(r.body))
+			if ev, err := rd.Next(); err == nil {
+				t.Fatalf("gate=%v: refusal dispatched an event %+v", gate, ev)
+			}
+			if ms, err := strconv.Atoi(rd.Retry()); err != nil || ms < 1000 || ms > 5000 {
+				t.Fatalf("gate=%v: retry %q, want 1000-5000 ms", gate, rd.Retry())
+			}
+			seen[rd.Retry()] = true
+		}
+		if len(seen) < 2 {
+			t.Fatalf("gate=%v: every refusal told the same retry %v", gate, seen)
+		}
+		// A resuming client is told its cursor stands: nothing was lost.
+		r := th.do(http.MethodGet, th.url+"?"+q("match", "a"), "", map[string]string{"Last-Event-ID": "x1"})
+		if r.header.Get("Mercure-Last-Event-ID") != "x1" || r.header.Get("Last-Event-ID") != "x1" {
+			t.Fatalf("gate=%v: resume headers %v while draining", gate, r.header)
+		}
+		// Bad input is still refused as such.
+		if r := th.do(http.MethodGet, th.url, "", nil); r.status != http.StatusBadRequest {
+			t.Fatalf("gate=%v: subscribe without a matcher while draining: %d", gate, r.status)
+		}
 	}
 }
 

@@ -3,13 +3,15 @@ package mercure
 import (
 	"context"
 	"errors"
-	"io"
+	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/herald-hub/herald/hub"
 	"github.com/herald-hub/herald/sse"
+	"github.com/herald-hub/herald/stream"
 )
 
 // subscription is a parsed subscribe request.
@@ -23,6 +25,13 @@ type subscription struct {
 // point, authenticate, register with the hub, then stream until the client
 // leaves, the token expires, the subscriber falls behind or the hub stops.
 func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
+	// Counted from here until the stream ends, so that a shutdown starting
+	// at any point either refuses this request or waits for it.
+	ticket, admitted := h.streams.Enter()
+	defer ticket.Done()
+	if admitted {
+		h.stage("admitted")
+	}
 	query, err := parseForm(r.URL.RawQuery, 2*h.cfg.MaxMatchers+16)
 	if err != nil {
 		plainError(w, http.StatusBadRequest, "too many query parameters")
@@ -69,6 +78,10 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		h.challenge(w, http.StatusUnauthorized, "invalid_token", "token expired")
 		return
 	}
+	if !admitted {
+		h.refuse(w, sp)
+		return
+	}
 	sub, err := h.hub.Subscribe(r.Context(), opts)
 	if err != nil {
 		var budget *hub.BudgetError
@@ -77,22 +90,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if errors.Is(err, hub.ErrShutdown) {
-			// EventSource gives up for good on any status but 200, so a
-			// stream that ends at once with a short retry is what makes
-			// browsers come back and resume.
-			w.Header().Set("Content-Type", "text/event-stream")
-			w.Header().Set("Cache-Control", "no-store")
-			if sp.resume {
-				// Nothing is sent, so the cursor stands where the client
-				// left it: no loss to report.
-				if h.cfg.Draft8 {
-					w.Header().Set("Mercure-Last-Event-ID", sp.lastID)
-				}
-				if h.cfg.Draft7 {
-					w.Header().Set("Last-Event-ID", sp.lastID)
-				}
-			}
-			_, _ = io.WriteString(w, ": hub shutting down, reconnect\nretry: 1000\n\n")
+			h.refuse(w, sp)
 			return
 		}
 		if r.Context().Err() == nil {
@@ -101,6 +99,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	h.stage("subscribed")
 	hd := w.Header()
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "private, no-cache, no-store, must-revalidate, max-age=0")
@@ -114,27 +113,75 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if r.ProtoMajor == 1 && !h.cfg.NoHijack {
-		if rs, ok := hijackStream(w, http.StatusOK, &h.hangups); ok {
+		if c, err := ticket.Hijack(w, http.StatusOK); err == nil {
+			h.stage("hijacked")
 			// The stream leaves net/http: this handler returns, which
 			// frees everything net/http keeps for the connection (its
 			// buffers, the request, the deep stack of its goroutine), and
-			// a fresh goroutine owned by the Handler writes the stream.
-			// The hub ends it (client gone, expiry, shutdown), so it needs
-			// no cancellation from the request, only its values.
+			// a fresh goroutine, counted by the same ticket, writes the
+			// stream. The hub ends it (client gone, expiry, shutdown), so
+			// it needs no cancellation from the request, only its values.
 			ctx := context.WithoutCancel(r.Context())
-			h.streams.Add(1)
-			go func() {
-				defer h.streams.Done()
+			ticket.Go(func() {
 				if h.cfg.HijackedClosed != nil {
 					defer h.cfg.HijackedClosed()
 				}
-				h.stream(ctx, sub, rs)
-			}()
+				h.stream(ctx, sub, c)
+			})
 			return
 		}
 	}
 	w.WriteHeader(http.StatusOK)
-	h.stream(r.Context(), sub, &stream{w: w, rc: http.NewResponseController(w)})
+	h.stream(r.Context(), sub, ticket.Response(w))
+}
+
+// stage calls the test hook, if any.
+func (h *Handler) stage(name string) {
+	if h.hold != nil {
+		h.hold(name)
+	}
+}
+
+// refuse answers a subscription the hub does not take because it is
+// shutting down. EventSource gives up for good on any status but 200, so
+// an event stream that ends at once with a retry hint is what makes
+// browsers come back and resume, spread over the retry window.
+func (h *Handler) refuse(w http.ResponseWriter, sp subscription) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	if sp.resume {
+		// Nothing is sent, so the cursor stands where the client left
+		// it: no loss to report.
+		if h.cfg.Draft8 {
+			w.Header().Set("Mercure-Last-Event-ID", sp.lastID)
+		}
+		if h.cfg.Draft7 {
+			w.Header().Set("Last-Event-ID", sp.lastID)
+		}
+	}
+	_, _ = w.Write(appendRetry([]byte(": hub shutting down, reconnect\n")))
+}
+
+// Clients sent away by a shutdown are told to come back after a delay
+// drawn uniformly from [retryMin, retryMax]. A stream's end at shutdown
+// makes every client reconnect, and with one fixed delay they would all
+// come back in the same instant, to this node after a restart or to the
+// others behind the load balancer. Spread over four seconds, each second
+// sees a quarter of them, which the hub takes (a subscribe is cheap;
+// resuming reads history by position); the first second is left to the
+// restart itself, so fewer clients meet a closed port and back off
+// further. EventSource waits this long before its first reconnection.
+const (
+	retryMin = 1000 // milliseconds
+	retryMax = 5000
+)
+
+// appendRetry appends a retry field with a delay drawn from the window,
+// and the blank line that ends the event.
+func appendRetry(b []byte) []byte {
+	b = append(b, "retry: "...)
+	b = strconv.AppendInt(b, retryMin+rand.Int64N(retryMax-retryMin+1), 10)
+	return append(b, "\n\n"...)
 }
 
 // stream sends the response head, then serves the subscription on st
@@ -148,29 +195,17 @@ func (h *Handler) stream(ctx context.Context, sub *hub.Subscriber, st streamClos
 	reason := sub.Serve(ctx, st)
 	switch {
 	case errors.Is(reason, hub.ErrSlowSubscriber), errors.Is(reason, hub.ErrExpired), errors.Is(reason, hub.ErrShutdown):
-		// Say why before closing; the client reconnects and resumes.
-		_ = st.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = st.Write(sse.AppendComment(nil, "closed: "+reason.Error()))
+		// Say why before closing; the client reconnects and resumes. The
+		// deadline holds even on a stream whose client stopped reading,
+		// so a shutdown waits for this write CloseTimeout at most.
+		msg := sse.AppendComment(nil, "closed: "+reason.Error())
+		if errors.Is(reason, hub.ErrShutdown) {
+			msg = appendRetry(msg)
+		}
+		_ = st.SetWriteDeadline(time.Now().Add(stream.CloseTimeout))
+		_, _ = st.Write(msg)
 		_ = st.Flush()
 		h.log.Debug("stream closed", "reason", reason)
-	}
-}
-
-// WaitStreams waits for the streams running outside net/http (HTTP/1.1
-// streams, whose connections the handler takes over) to end, or for ctx.
-// Call it after hub.EndStreams at shutdown: http.Server.Shutdown does not
-// know these connections.
-func (h *Handler) WaitStreams(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		h.streams.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
 	}
 }
 
@@ -178,22 +213,6 @@ func (h *Handler) WaitStreams(ctx context.Context) error {
 type streamCloser interface {
 	hub.Stream
 	Close() error
-}
-
-// stream adapts an HTTP response to hub.Stream.
-type stream struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
-}
-
-func (s *stream) Write(p []byte) (int, error) { return s.w.Write(p) }
-func (s *stream) Close() error                { return nil }
-func (s *stream) Flush() error                { return s.rc.Flush() }
-func (s *stream) SetWriteDeadline(t time.Time) error {
-	if err := s.rc.SetWriteDeadline(t); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
-	}
-	return nil
 }
 
 // parseSubscription reads matchers and the resume point. query is the URL's
@@ -281,5 +300,3 @@ func (h *Handler) lastEventParam(fs []field) (string, bool) {
 	}
 	return "", false
 }
-
-var _ hub.Stream = (*stream)(nil)

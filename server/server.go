@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/herald-hub/herald/hub"
+	"github.com/herald-hub/herald/stream"
 )
 
 // Config configures a Server. Zero values mean the defaults.
@@ -42,22 +43,23 @@ type Config struct {
 	Handler http.Handler
 	// Hub is ended on shutdown. Required.
 	Hub *hub.Hub
+	// Streams tracks the handler's event streams (mercure.Config.Streams).
+	// Shutdown closes its gate, ends the hub's streams and waits for every
+	// tracked one, including those whose connections the handler took
+	// from net/http, within ShutdownTimeout; then it closes what is left.
+	// Nil means the handler serves no streams outside net/http, and none
+	// is waited for beyond what http.Server.Shutdown waits for.
+	Streams *stream.Tracker
 	// Registry collects metrics for /metrics; nil means a new registry.
 	Registry *prometheus.Registry
 	// Logger receives server logs; nil discards them.
 	Logger *slog.Logger
 	// ShutdownTimeout bounds how long in-flight publishes may take to
-	// finish once shutdown starts. Default 10s.
+	// finish, and streams to close, once shutdown starts. Default 10s.
 	ShutdownTimeout time.Duration
 	// ReadHeaderTimeout bounds how long a client may take to send its
 	// request headers. Default 10s.
 	ReadHeaderTimeout time.Duration
-}
-
-// streamWaiter is a handler that serves streams outside net/http and can
-// wait for them to end.
-type streamWaiter interface {
-	WaitStreams(ctx context.Context) error
 }
 
 // Server is a running herald HTTP server.
@@ -275,19 +277,26 @@ func (s *Server) shutdown(parent context.Context) error {
 	done := make(chan error, 1)
 	go func() { done <- s.http.Shutdown(ctx) }()
 	// http.Server.Shutdown waits for handlers, and SSE handlers never end
-	// by themselves: end them, so only publishes remain to wait for.
-	s.cfg.Hub.EndStreams()
-	err := <-done
-	// Streams the handler took out of net/http are not waited for by
-	// Shutdown; they were ended above and only need to finish.
-	if sw, ok := s.cfg.Handler.(streamWaiter); ok {
-		if werr := sw.WaitStreams(ctx); werr != nil && err == nil {
-			err = werr
-		}
+	// by themselves: end them, so only publishes remain to wait for. The
+	// tracker closes its gate first, so no stream starts after the hub's
+	// were ended, and it waits for the streams net/http no longer knows.
+	var err error
+	if s.cfg.Streams != nil {
+		err = s.cfg.Streams.Shutdown(ctx, s.cfg.Hub.EndStreams)
+	} else {
+		s.cfg.Hub.EndStreams()
+	}
+	if herr := <-done; err == nil {
+		err = herr
 	}
 	if err != nil {
 		err = fmt.Errorf("shutdown: %w", context.Cause(ctx))
 		_ = s.http.Close()
+	}
+	if s.cfg.Streams != nil {
+		// Everything left has been closed: what remains ends at once, and
+		// nothing the server started outlives Serve.
+		s.cfg.Streams.Wait()
 	}
 	if s.admin != nil {
 		_ = s.admin.Shutdown(ctx)

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +31,8 @@ import (
 	"github.com/herald-hub/herald/hub"
 	"github.com/herald-hub/herald/mercure"
 	"github.com/herald-hub/herald/server"
+	"github.com/herald-hub/herald/sse"
+	"github.com/herald-hub/herald/stream"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -37,6 +41,7 @@ type running struct {
 	srv    *server.Server
 	base   string
 	hub    *hub.Hub
+	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan error
 	token  string
@@ -44,8 +49,9 @@ type running struct {
 }
 
 type opts struct {
-	tls, h2c bool
-	admin    bool
+	tls, h2c     bool
+	admin        bool
+	writeTimeout time.Duration // the hub's; zero means its default
 }
 
 func start(t *testing.T, o opts) *running {
@@ -66,7 +72,7 @@ func start(t *testing.T, o opts) *running {
 	base := fmt.Sprintf("%s://%s", scheme, ln.Addr())
 	public, _ := url.Parse(base + mercure.DefaultPath)
 	eng := memory.New(memory.Options{})
-	h, err := hub.New(hub.Config{Engine: eng, Metrics: hub.NewMetrics(cfg.Registry)})
+	h, err := hub.New(hub.Config{Engine: eng, Metrics: hub.NewMetrics(cfg.Registry), WriteTimeout: o.writeTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,11 +81,12 @@ func start(t *testing.T, o opts) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	handler, err := mercure.New(mercure.Config{Hub: h, Tokens: v, PublicURL: public, Draft7: true, Draft8: true, Anonymous: true})
+	streams := new(stream.Tracker)
+	handler, err := mercure.New(mercure.Config{Hub: h, Tokens: v, PublicURL: public, Draft7: true, Draft8: true, Anonymous: true, Streams: streams})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Handler, cfg.Hub = handler, h
+	cfg.Handler, cfg.Hub, cfg.Streams = handler, h, streams
 	cfg.ShutdownTimeout = 5 * time.Second
 	srv, err := server.New(cfg)
 	if err != nil {
@@ -90,7 +97,7 @@ func start(t *testing.T, o opts) *running {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{srv: srv, base: base, hub: h, cancel: cancel, done: make(chan error, 1), token: tok}
+	r := &running{srv: srv, base: base, hub: h, reg: cfg.Registry, cancel: cancel, done: make(chan error, 1), token: tok}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // self-signed test certificate
 	var protos http.Protocols
 	protos.SetHTTP1(!o.h2c)
@@ -348,4 +355,154 @@ func TestRouting(t *testing.T) {
 			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
 		}
 	}
+}
+
+// publishData publishes an update with data on topic.
+func (r *running) publishData(t *testing.T, topic, data string) {
+	t.Helper()
+	form := url.Values{"topic": {topic}, "data": {data}}.Encode()
+	req, _ := http.NewRequest(http.MethodPost, r.base+mercure.DefaultPath, strings.NewReader(form))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+r.token)
+	resp, err := r.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("publish: %d", resp.StatusCode)
+	}
+}
+
+// queuedBytes reads the herald_queue_bytes gauge.
+func (r *running) queuedBytes(t *testing.T) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "herald_queue_bytes" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("no herald_queue_bytes metric")
+	return 0
+}
+
+// subscribeLive opens a stream on topic and waits until it is live: an
+// update published after it arrives on it.
+func (r *running) subscribeLive(t *testing.T, topic string) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	resp, err := r.client.Get(r.base + mercure.DefaultPath + "?match=" + url.QueryEscape(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 {
+		t.Fatalf("subscribe: %d", resp.StatusCode)
+	}
+	return resp, bufio.NewReader(resp.Body)
+}
+
+// served waits for Serve to return and reports its error.
+func (r *running) served(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- nil
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not stop")
+	}
+	return nil
+}
+
+// TestShutdownWithStalledReader: a client that stopped reading, with far
+// more queued for it than the socket buffers and HTTP/2 flow control
+// hold, does not hold the shutdown past its grace period, although the
+// hub's write timeout is a minute: once shutdown starts, every stream's
+// writes are bounded by stream.CloseTimeout, the closing words included.
+func TestShutdownWithStalledReader(t *testing.T) {
+	for name, o := range map[string]opts{"http1": {writeTimeout: time.Minute}, "tls-h2": {tls: true, writeTimeout: time.Minute}} {
+		t.Run(name, func(t *testing.T) {
+			r := start(t, o)
+			_, br := r.subscribeLive(t, "a")
+			r.publish(t, "a")
+			if line, _ := br.ReadString('\n'); !strings.HasPrefix(line, "id: ") {
+				t.Fatalf("first line %q", line)
+			}
+			// The client reads no more. Once a megabyte waits in the
+			// queue, the stream's writer is stuck on it.
+			data := strings.Repeat("x", 64<<10)
+			for i := 0; r.queuedBytes(t) < 1<<20; i++ {
+				if i > 1000 {
+					t.Fatal("the queue does not grow: the client is still reading")
+				}
+				r.publishData(t, "a", data)
+			}
+			r.cancel()
+			if err := r.served(t); err != nil {
+				t.Fatalf("shutdown held by a stalled reader: %v", err)
+			}
+		})
+	}
+}
+
+// TestShutdownSpreadsReconnects: every stream ended by a shutdown is told,
+// after why, to come back after a delay drawn from 1-5s, so its clients do
+// not all come back in the same instant.
+func TestShutdownSpreadsReconnects(t *testing.T) {
+	for name, o := range map[string]opts{"http1": {}, "tls-h2": {tls: true}} {
+		t.Run(name, func(t *testing.T) {
+			r := start(t, o)
+			const n = 16
+			readers := make([]*bufio.Reader, n)
+			for i := range readers {
+				_, readers[i] = r.subscribeLive(t, "a")
+			}
+			r.publish(t, "a")
+			for _, br := range readers {
+				if line, _ := br.ReadString('\n'); !strings.HasPrefix(line, "id: ") {
+					t.Fatalf("first line %q", line)
+				}
+			}
+			r.cancel()
+			seen := make(map[int]bool)
+			for _, br := range readers {
+				rest, _ := io.ReadAll(br)
+				if !strings.Contains(string(rest), ": closed: hub shutting down\n") {
+					t.Fatalf("stream ended without saying why: %q", rest)
+				}
+				retry := retryOf(t, rest)
+				if retry < 1000 || retry > 5000 {
+					t.Fatalf("retry %d ms is outside 1000-5000", retry)
+				}
+				seen[retry] = true
+			}
+			if len(seen) < 2 {
+				t.Fatalf("%d streams were all told the same retry: %v", n, seen)
+			}
+			if err := r.served(t); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// retryOf returns the reconnection time a stream's tail sets.
+func retryOf(t *testing.T, tail []byte) int {
+	t.Helper()
+	rd := sse.NewReader(bytes.NewReader(tail))
+	for {
+		if _, err := rd.Next(); err != nil {
+			break
+		}
+	}
+	v, err := strconv.Atoi(rd.Retry())
+	if err != nil {
+		t.Fatalf("no retry in %q", tail)
+	}
+	return v
 }

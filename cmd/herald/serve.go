@@ -25,6 +25,7 @@ import (
 	"github.com/herald-hub/herald/hub"
 	"github.com/herald-hub/herald/mercure"
 	"github.com/herald-hub/herald/server"
+	"github.com/herald-hub/herald/stream"
 )
 
 // serveConfig holds every serve flag. Each flag also reads HERALD_<FLAG>
@@ -68,7 +69,7 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.writeDelay, "write-delay", "auto", "least time between two writes to one stream, updates coming sooner waiting to share one write: auto (set by load, up to 50ms), a fixed duration, or 0 to write at once")
 	fs.DurationVar(&c.maxLifetime, "max-lifetime", 0, "close subscriptions older than this so clients re-authenticate; 0 means no limit")
 	fs.Int64Var(&c.maxBody, "max-body", 1<<20, "largest publish body in bytes")
-	fs.DurationVar(&c.shutdown, "shutdown-timeout", 10*time.Second, "grace period for in-flight publishes at shutdown")
+	fs.DurationVar(&c.shutdown, "shutdown-timeout", 10*time.Second, "grace period at shutdown for in-flight publishes and closing streams")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (enables HTTPS and HTTP/2)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS key file")
 	fs.BoolVar(&c.h2c, "h2c", false, "also accept cleartext HTTP/2 (prior knowledge)")
@@ -213,7 +214,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer h.Close()
 	var srv *server.Server
+	streams := new(stream.Tracker)
 	handler, err := mercure.New(mercure.Config{
+		Streams:        streams,
 		HijackedClosed: func() { srv.HijackedClosed() },
 		Hub:            h,
 		Tokens:         tokens,
@@ -238,6 +241,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		H2C:             c.h2c,
 		Handler:         handler,
 		Hub:             h,
+		Streams:         streams,
 		Registry:        reg,
 		Logger:          log.WithGroup("server"),
 		ShutdownTimeout: c.shutdown,

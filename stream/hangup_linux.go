@@ -1,4 +1,4 @@
-package mercure
+package stream
 
 import (
 	"crypto/tls"
@@ -17,17 +17,17 @@ import (
 // sockets stay in Go's own poller too; an fd may belong to several epoll
 // sets.
 //
-// The hub polls the flag a hang-up sets (rawStream.Alive) on its shared
-// clock, which costs an atomic load per subscriber instead of a system
-// call.
+// The hub polls the flag a hang-up sets (Conn.Alive) on its shared clock,
+// which costs an atomic load per subscriber instead of a system call.
+//
+// The waiting goroutine belongs to the Tracker, which counts it (hold,
+// letGo) so that its Wait sees it end.
 type hangups struct {
-	mu      sync.Mutex
-	epfd    int // -1 until the first watch; closed when the last one ends
-	wake    [2]int
-	next    uint64
-	flags   map[uint64]*atomic.Bool
-	running sync.WaitGroup // the waiting goroutine
-	owner   *sync.WaitGroup
+	mu    sync.Mutex
+	epfd  int // -1 until the first watch; closed when the last one ends
+	wake  [2]int
+	next  uint64
+	flags map[uint64]*atomic.Bool
 }
 
 const hangupEvents = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR | -syscall.EPOLLET
@@ -35,10 +35,10 @@ const hangupEvents = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR | 
 // wakeToken marks the pipe that wakes the waiting goroutine.
 const wakeToken = 0
 
-// watch starts watching conn. It returns the flag set when the client
-// hangs up and a function to stop watching, which must run before the
-// connection is closed. ok is false when conn cannot be watched.
-func (w *hangups) watch(conn net.Conn) (gone *atomic.Bool, stop func(), ok bool) {
+// watch starts watching conn for owner. It returns the flag set when the
+// client hangs up and a function to stop watching, which must run before
+// the connection is closed. ok is false when conn cannot be watched.
+func (w *hangups) watch(owner *Tracker, conn net.Conn) (gone *atomic.Bool, stop func(), ok bool) {
 	if tc, isTLS := conn.(*tls.Conn); isTLS {
 		conn = tc.NetConn()
 	}
@@ -53,7 +53,7 @@ func (w *hangups) watch(conn net.Conn) (gone *atomic.Bool, stop func(), ok bool)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.flags == nil {
-		if err := w.start(); err != nil {
+		if err := w.start(owner); err != nil {
 			return nil, nil, false
 		}
 	}
@@ -92,7 +92,7 @@ func (w *hangups) watch(conn net.Conn) (gone *atomic.Bool, stop func(), ok bool)
 }
 
 // start creates the epoll set and its waiting goroutine. w.mu is held.
-func (w *hangups) start() error {
+func (w *hangups) start(owner *Tracker) error {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return err
@@ -111,9 +111,8 @@ func (w *hangups) start() error {
 	}
 	w.epfd = epfd
 	w.flags = make(map[uint64]*atomic.Bool)
-	w.running.Add(1)
-	w.owner.Add(1)
-	go w.wait(epfd, w.wake[0], w.wake[1])
+	owner.hold()
+	go w.wait(owner, epfd, w.wake[0], w.wake[1])
 	return nil
 }
 
@@ -126,11 +125,9 @@ func (w *hangups) stopLocked() {
 }
 
 // wait is the goroutine: it marks hung-up connections until woken through
-// the pipe, then releases the set. Its owner is the Handler, whose
-// WaitStreams waits for it.
-func (w *hangups) wait(epfd, wakeR, wakeW int) {
-	defer w.owner.Done()
-	defer w.running.Done()
+// the pipe, then releases the set.
+func (w *hangups) wait(owner *Tracker, epfd, wakeR, wakeW int) {
+	defer owner.letGo()
 	defer func() {
 		syscall.Close(epfd)
 		syscall.Close(wakeR)

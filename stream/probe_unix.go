@@ -1,4 +1,6 @@
-package mercure
+//go:build darwin || dragonfly || freebsd || linux || netbsd || openbsd
+
+package stream
 
 import (
 	"crypto/tls"
@@ -7,9 +9,10 @@ import (
 	"syscall"
 )
 
-// newProbe returns a non-blocking liveness check for conn: a zero-length
+// newProbe returns a non-blocking liveness check for conn: a one-byte
 // peek that sees the peer's FIN or RST without consuming anything and
-// without a goroutine parked on a read.
+// without a goroutine parked on a read. Where the kernel reports hang-ups
+// (hangups) this is the fallback for connections it cannot watch.
 func newProbe(conn net.Conn) func() bool {
 	if tc, ok := conn.(*tls.Conn); ok {
 		conn = tc.NetConn()

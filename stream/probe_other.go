@@ -1,6 +1,6 @@
-//go:build !linux
+//go:build !(darwin || dragonfly || freebsd || linux || netbsd || openbsd)
 
-package mercure
+package stream
 
 import "net"
 

@@ -1,15 +1,14 @@
 //go:build !linux
 
-package mercure
+package stream
 
 import (
 	"net"
-	"sync"
 	"sync/atomic"
 )
 
 // hangups has no kernel support on this platform; streams fall back to
 // the peek probe or to failing writes.
-type hangups struct{ owner *sync.WaitGroup }
+type hangups struct{}
 
-func (w *hangups) watch(net.Conn) (*atomic.Bool, func(), bool) { return nil, nil, false }
+func (*hangups) watch(*Tracker, net.Conn) (*atomic.Bool, func(), bool) { return nil, nil, false }
