@@ -68,7 +68,7 @@ func newServedHerald(t *testing.T, tune func(*hub.Config), sndbuf int) (Config, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err = server.New(server.Config{Listener: ln, Handler: handler, Hub: h, Registry: reg})
+	srv, err = server.New(server.Config{Listener: ln, Handler: handler, Hub: h, Registry: reg, Streams: handler.Streams()})
 	if err != nil {
 		t.Fatal(err)
 	}

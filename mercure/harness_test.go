@@ -291,18 +291,6 @@ func (s *stream) ids(t *testing.T, n int) []string {
 	return out
 }
 
-// quiet asserts no event arrives for a short while.
-func (s *stream) quiet(t *testing.T) {
-	t.Helper()
-	select {
-	case ev, ok := <-s.events:
-		if ok {
-			t.Fatalf("unexpected event %+v", ev)
-		}
-	case <-time.After(100 * time.Millisecond):
-	}
-}
-
 // ended waits for the server to close the stream.
 func (s *stream) ended(t *testing.T, within time.Duration) {
 	t.Helper()

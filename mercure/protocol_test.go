@@ -1,9 +1,11 @@
 package mercure_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-hub/herald/hub"
 	"github.com/herald-hub/herald/mercure"
 	"github.com/herald-hub/herald/sse"
 )
@@ -331,13 +334,16 @@ func TestPrivateUpdates(t *testing.T) {
 		th.mustPublish(q("topic", "https://example.com/books/3", "topic", "https://example.com/users/42/books/3", "id", "p3", "private", "on"))
 		th.mustPublish(q("topic", "https://example.com/books/4", "id", "pub"))
 
+		// A public sentinel every stream gets: what came before it is
+		// all that came.
+		th.mustPublish(q("topic", "https://example.com/books/5", "id", "sentinel"))
 		check := func(name string, s *stream, want ...string) {
 			t.Helper()
+			want = append(want, "sentinel")
 			got := s.ids(t, len(want))
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("%s: got %v, want %v", name, got, want)
 			}
-			s.quiet(t)
 		}
 		check("anonymous", anon, "pub")
 		check("books/1 grant", books1, "p1", "pub")
@@ -354,10 +360,16 @@ func TestPrivateUpdates(t *testing.T) {
 
 func TestResume(t *testing.T) {
 	run(t, func(t *testing.T, m mode) {
-		th := newHub(t, m, options{draft7: true, draft8: true, anonymous: true})
-		for i := 1; i <= 5; i++ {
-			th.mustPublish(q("topic", "t", "id", fmt.Sprint(i)))
+		// Each case on a hub of its own, so that the sentinel it publishes
+		// last is in no other case's history.
+		newResumeHub := func() *testHub {
+			th := newHub(t, m, options{draft7: true, draft8: true, anonymous: true})
+			for i := 1; i <= 5; i++ {
+				th.mustPublish(q("topic", "t", "id", fmt.Sprint(i)))
+			}
+			return th
 		}
+		th := newResumeHub()
 		cases := []struct {
 			name    string
 			query   string
@@ -374,6 +386,7 @@ func TestResume(t *testing.T) {
 			{"latest", q("match", "t"), map[string]string{"Last-Event-ID": "5"}, nil, "5"},
 		}
 		for _, c := range cases {
+			th := newResumeHub()
 			s := th.subscribe(c.query, c.hdr)
 			if got := s.resp.Header.Get("Mercure-Last-Event-ID"); got != c.resumed {
 				t.Errorf("%s: Mercure-Last-Event-ID %q, want %q", c.name, got, c.resumed)
@@ -381,10 +394,11 @@ func TestResume(t *testing.T) {
 			if got := s.resp.Header.Get("Last-Event-ID"); got != c.resumed {
 				t.Errorf("%s: Last-Event-ID %q, want %q", c.name, got, c.resumed)
 			}
-			if got := s.ids(t, len(c.want)); fmt.Sprint(got) != fmt.Sprint(c.want) {
-				t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+			th.mustPublish(q("topic", "t", "id", "sentinel"))
+			want := append(c.want, "sentinel")
+			if got := s.ids(t, len(want)); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("%s: got %v, want %v", c.name, got, want)
 			}
-			s.quiet(t)
 		}
 		// No resume asked: no resume header.
 		s := th.subscribe(q("match", "t"), nil)
@@ -658,6 +672,48 @@ func TestDepartedClientIsNoticed(t *testing.T) {
 				t.Fatal("subscriber still registered 10s after the client left")
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// TestLostHistoryEndsStreams: when the history is replaced (a new epoch),
+// open streams end saying why, with a retry in the spread window, and a
+// client that resumes with an id of the lost history is told earliest.
+func TestLostHistoryEndsStreams(t *testing.T) {
+	run(t, func(t *testing.T, m mode) {
+		th := newHub(t, m, options{draft7: true, draft8: true, anonymous: true})
+		th.mustPublish(q("topic", "t", "id", "old"))
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		resp := th.send(ctx, http.MethodGet, th.url+"?"+q("match", "t"), "", nil)
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("subscribe: %d", resp.StatusCode)
+		}
+		th.engine.Reset()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("reading the ended stream: %v", err)
+		}
+		if !bytes.Contains(body, []byte(": closed: "+hub.ErrLost.Error())) {
+			t.Fatalf("stream ended without saying why: %q", body)
+		}
+		rd := sse.NewReader(bytes.NewReader(body))
+		for {
+			if _, err := rd.Next(); err != nil {
+				break
+			}
+		}
+		if ms, err := strconv.Atoi(rd.Retry()); err != nil || ms < 1000 || ms > 5000 {
+			t.Fatalf("retry %q, want 1000-5000", rd.Retry())
+		}
+		s := th.subscribe(q("match", "t"), map[string]string{"Last-Event-ID": "old"})
+		if got := s.resp.Header.Get("Mercure-Last-Event-ID"); got != "earliest" {
+			t.Fatalf("resume from the lost history: Mercure-Last-Event-ID %q, want earliest", got)
+		}
+		th.mustPublish(q("topic", "t", "id", "new"))
+		if ev := s.next(t); ev.ID != "new" {
+			t.Fatalf("got %q after the history was replaced", ev.ID)
 		}
 	})
 }

@@ -194,12 +194,15 @@ func (h *Handler) stream(ctx context.Context, sub *hub.Subscriber, st streamClos
 	}
 	reason := sub.Serve(ctx, st)
 	switch {
-	case errors.Is(reason, hub.ErrSlowSubscriber), errors.Is(reason, hub.ErrExpired), errors.Is(reason, hub.ErrShutdown):
-		// Say why before closing; the client reconnects and resumes. The
-		// deadline holds even on a stream whose client stopped reading,
-		// so a shutdown waits for this write CloseTimeout at most.
+	case errors.Is(reason, hub.ErrSlowSubscriber), errors.Is(reason, hub.ErrExpired), errors.Is(reason, hub.ErrShutdown), errors.Is(reason, hub.ErrLost):
+		// Say why before closing; the client reconnects and resumes (after
+		// a loss, to be told earliest). The deadline holds even on a
+		// stream whose client stopped reading, so a shutdown waits for
+		// this write CloseTimeout at most. A shutdown or a replaced
+		// history ends every stream at once: their clients come back
+		// spread over the retry window.
 		msg := sse.AppendComment(nil, "closed: "+reason.Error())
-		if errors.Is(reason, hub.ErrShutdown) {
+		if errors.Is(reason, hub.ErrShutdown) || errors.Is(reason, hub.ErrLost) {
 			msg = appendRetry(msg)
 		}
 		_ = st.SetWriteDeadline(time.Now().Add(stream.CloseTimeout))

@@ -122,7 +122,8 @@ func TestBrowserResumesAcrossRestart(t *testing.T) {
 	// and sent the headers, so updates published from now on reach it.
 	waitPage(t, ctx, "the EventSource to open", 10*time.Second, func(s pageState) bool { return s.Opens >= 1 })
 
-	// retry=300 makes the browser reconnect after 300ms instead of ~3s.
+	// retry=300 is the browser's reconnection delay until the hub's
+	// closing words at shutdown replace it with one from 1 to 5 s.
 	publish("e1", "retry", "300")
 	for i := 2; i <= 5; i++ {
 		publish("e" + strconv.Itoa(i))
@@ -146,12 +147,16 @@ func TestBrowserResumesAcrossRestart(t *testing.T) {
 	waitPage(t, ctx, "the EventSource to reconnect", 10*time.Second, func(s pageState) bool { return s.Opens >= 2 })
 	publish("e9")
 	publish("e10")
-	waitPage(t, ctx, "e1..e10", 5*time.Second, func(s pageState) bool { return len(s.Received) >= 10 })
-	time.Sleep(300 * time.Millisecond) // room for a duplicate to show up
+	// A sentinel last: a duplicate would show up before it.
+	publish("e11")
+	waitPage(t, ctx, "e1..e11", 5*time.Second, func(s pageState) bool {
+		n := len(s.Received)
+		return n > 0 && s.Received[n-1].ID == "e11"
+	})
 
 	s := pageNow(t, ctx)
 	var want []string
-	for i := 1; i <= 10; i++ {
+	for i := 1; i <= 11; i++ {
 		want = append(want, "e"+strconv.Itoa(i))
 	}
 	if !slices.Equal(s.ids(), want) {
