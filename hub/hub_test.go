@@ -563,9 +563,9 @@ func TestProbeEndsDepartedSubscriber(t *testing.T) {
 		f := newFixture(t, hub.Config{Liveness: liveness})
 		p := &probed{}
 		_, done := f.serve(t.Context(), f.onTopic("t"), p)
-		// Three probes (the clock visits one slot per 2ms tick, each slot once
-		// per 32ms), and
-		// off the ticks, so that no probe is due as the peer leaves.
+		// Three probes (the clock visits one slot per 2ms tick, each slot
+		// once per 32ms), and off the ticks, so that no probe is due as the
+		// peer leaves.
 		time.Sleep(3*liveness + time.Millisecond)
 		waitFor(t, "the stream open while its peer is there", func() bool { return len(done) == 0 })
 		if n := len(p.probeTimes()); n != 3 {
