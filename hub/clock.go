@@ -4,7 +4,14 @@ import (
 	"container/heap"
 	"sync"
 	"time"
+
+	"github.com/herald-hub/herald/sse"
 )
+
+// heartbeatFrame is sse.Heartbeat as bytes, written by every idle stream and
+// never modified: a copy of the hub's own, since a shared exported slice
+// could be changed by any importer.
+var heartbeatFrame = []byte(sse.Heartbeat)
 
 // clock is the hub's one source of time-driven work: heartbeats and token
 // expiries for every subscriber run off one ticker and one timer owned by
@@ -59,9 +66,12 @@ func (c *clock) expire(now time.Time) time.Duration {
 	return next
 }
 
-// clockLoop visits one registry slot per tick, so that each subscriber is
-// checked once per heartbeat interval and the heartbeat writes of many
-// idle streams are spread over the interval instead of bunched.
+// clockLoop visits one registry slot per tick, so that the heartbeat
+// writes and probes of many idle streams are spread over their intervals
+// instead of bunched. Heartbeats are checked on every visit, so a stream
+// gets one at most a period after its idle interval is over; probes follow
+// their own cursor over the slots, so each stream is probed once per
+// Liveness, not once per visit.
 func (h *Hub) clockLoop() {
 	defer h.wg.Done()
 	// One slot per tick: every subscriber is visited once per period, the
@@ -73,14 +83,25 @@ func (h *Hub) clockLoop() {
 			period = d
 		}
 	}
+	step := max(period/registrySlots, 1)
+	// Probes have their own cursor over the slots, moved one slot per
+	// probeStep of ticked time. That is at least a tick, since Liveness is
+	// at least the period: when Liveness is the period the cursor moves
+	// with the visits, else it lags behind them. Each stream is then probed
+	// every Liveness, exactly when Liveness is a whole number of ticks,
+	// within a tick otherwise.
+	var probeStep, probeDue time.Duration
+	if h.cfg.Liveness > 0 {
+		probeStep = max(h.cfg.Liveness/registrySlots, step)
+	}
 	if period > 0 {
-		t := time.NewTicker(period / registrySlots)
+		t := time.NewTicker(step)
 		defer t.Stop()
 		tick = t.C
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	slot := 0
+	slot, probeSlot := 0, 0
 	arm := func() {
 		next := h.clock.expire(h.cfg.Now())
 		if next < 0 {
@@ -94,7 +115,15 @@ func (h *Hub) clockLoop() {
 		case <-h.done:
 			return
 		case <-tick:
-			h.visitSlot(slot)
+			probe := -1
+			if probeStep > 0 {
+				if probeDue += step; probeDue >= probeStep {
+					probeDue -= probeStep
+					probe = probeSlot
+					probeSlot = (probeSlot + 1) % registrySlots
+				}
+			}
+			h.visitSlot(slot, probe)
 			slot = (slot + 1) % registrySlots
 		case <-timer.C:
 			arm()
@@ -104,26 +133,39 @@ func (h *Hub) clockLoop() {
 	}
 }
 
-// visitSlot asks idle subscribers of one slot for a heartbeat and probes
-// the streams that can be probed. Probes run outside the registry lock.
-func (h *Hub) visitSlot(slot int) {
+// visitSlot asks the idle subscribers of one slot for a heartbeat and
+// probes the streams of slot probe (-1 for none) that can be probed. When
+// both are the same slot, one pass does both. Probes run outside the
+// registry lock.
+func (h *Hub) visitSlot(slot, probe int) {
 	var idle int64
 	if h.cfg.Heartbeat > 0 {
 		idle = h.cfg.Now().Add(-h.cfg.Heartbeat).UnixNano()
 	}
-	probe := h.probeBuf[:0]
-	h.subs.eachInSlot(slot, func(s *Subscriber) {
-		s.mu.Lock()
-		if idle != 0 && s.lastWrite.Load() <= idle {
-			s.hbDue = true
-			s.notify()
-		}
-		if h.cfg.Liveness > 0 && s.prober != nil {
-			probe = append(probe, s)
-		}
-		s.mu.Unlock()
-	})
-	for _, s := range probe {
+	probing := h.probeBuf[:0]
+	if idle != 0 || probe == slot {
+		h.subs.eachInSlot(slot, func(s *Subscriber) {
+			s.mu.Lock()
+			if idle != 0 && s.lastWrite.Load() <= idle {
+				s.hbDue = true
+				s.notify()
+			}
+			if probe == slot && s.prober != nil {
+				probing = append(probing, s)
+			}
+			s.mu.Unlock()
+		})
+	}
+	if probe >= 0 && probe != slot {
+		h.subs.eachInSlot(probe, func(s *Subscriber) {
+			s.mu.Lock()
+			if s.prober != nil {
+				probing = append(probing, s)
+			}
+			s.mu.Unlock()
+		})
+	}
+	for _, s := range probing {
 		s.mu.Lock()
 		p := s.prober
 		s.mu.Unlock()
@@ -131,8 +173,8 @@ func (h *Hub) visitSlot(slot int) {
 			s.end(ErrGone)
 		}
 	}
-	clear(probe)
-	h.probeBuf = probe
+	clear(probing)
+	h.probeBuf = probing
 }
 
 // expiryHeap orders subscribers by token expiry.

@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -17,15 +20,50 @@ import (
 	"github.com/herald-hub/herald/sse"
 )
 
+// Every test of the hub runs in a synctest bubble: the hub, its dispatcher
+// and clock goroutines, the memory engine and the writers all live in it,
+// and time is the bubble's fake clock. Timers fire at exactly the instant
+// they are set for, so the tests assert times exactly, and move time only
+// with time.Sleep. Each test's hub is closed inside its bubble (t.Cleanup
+// runs there), and synctest.Test fails if a goroutine outlives it.
+
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// recorder is a hub.Stream that keeps what was flushed.
+// waitFor lets every goroutine of the test's bubble run until it is
+// blocked (synctest.Wait), then requires cond. Once all of a bubble is
+// blocked nothing in it changes until time moves, which only the test does
+// (time.Sleep); so a condition that does not hold then never will, and
+// there is nothing to poll and no deadline to pick. It must be called
+// inside a bubble; every hub test runs in one.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	synctest.Wait()
+	if !cond() {
+		t.Fatalf("%s: not so once every goroutine is blocked", what)
+	}
+}
+
+// endOf waits for a Serve that must have returned by the time the bubble
+// is idle, and returns its error. done must be buffered.
+func endOf(t testing.TB, what string, done <-chan error) error {
+	t.Helper()
+	waitFor(t, what+" to end", func() bool { return len(done) > 0 })
+	return <-done
+}
+
+// flush is what one Flush sent, and when (the bubble's time).
+type flush struct {
+	at   time.Time
+	data string
+}
+
+// recorder is a hub.Stream that keeps what was flushed, and when.
 type recorder struct {
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	flushed []byte
+	log     []flush
 	block   chan struct{} // when non-nil, the first Write waits for it
-	flushes int
 }
 
 func (r *recorder) Write(p []byte) (int, error) {
@@ -42,17 +80,17 @@ func (r *recorder) Flush() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.flushed = append(r.flushed, r.buf.Bytes()...)
+	r.log = append(r.log, flush{at: time.Now(), data: r.buf.String()})
 	r.buf.Reset()
-	r.flushes++
 	return nil
 }
 
 func (r *recorder) SetWriteDeadline(time.Time) error { return nil }
 
-func (r *recorder) flushCount() int {
+func (r *recorder) flushes() []flush {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.flushes
+	return slices.Clone(r.log)
 }
 
 func (r *recorder) events(t testing.TB) []sse.Event {
@@ -60,6 +98,10 @@ func (r *recorder) events(t testing.TB) []sse.Event {
 	r.mu.Lock()
 	data := append([]byte(nil), r.flushed...)
 	r.mu.Unlock()
+	return parse(data)
+}
+
+func parse(data []byte) []sse.Event {
 	rd := sse.NewReader(bytes.NewReader(data))
 	var out []sse.Event
 	for {
@@ -71,22 +113,24 @@ func (r *recorder) events(t testing.TB) []sse.Event {
 	}
 }
 
-func (r *recorder) raw() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return string(r.flushed)
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
+// before waits for the event with id sentinel and returns the ids of the
+// events the recorder got before it. The sentinel is the last update a
+// test publishes, and updates reach a subscriber in publication order:
+// whatever was wrongly sent to it came before the sentinel, so what came
+// before is all it will ever get of them. Anything after the sentinel
+// fails the test.
+func (r *recorder) before(t testing.TB, sentinel string) []string {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
+	var got []string
+	waitFor(t, "the sentinel "+sentinel, func() bool {
+		got = ids(r.events(t))
+		return slices.Contains(got, sentinel)
+	})
+	i := slices.Index(got, sentinel)
+	if i != len(got)-1 {
+		t.Fatalf("%v arrived after the sentinel %s", got[i+1:], sentinel)
 	}
+	return got[:i]
 }
 
 type fixture struct {
@@ -96,6 +140,8 @@ type fixture struct {
 	wg  sync.WaitGroup
 }
 
+// newFixture starts a hub over a memory engine. Call it inside the test's
+// bubble: the hub's goroutines must start and end there.
 func newFixture(t testing.TB, cfg hub.Config) *fixture {
 	t.Helper()
 	eng := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 100_000}})
@@ -160,208 +206,206 @@ func ids(evs []sse.Event) []string {
 }
 
 func TestLiveDelivery(t *testing.T) {
-	f := newFixture(t, hub.Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	rec := &recorder{}
-	f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "a")}}, rec)
-	f.publish("b", "x0", "not for us", false)
-	f.publish("a", "x1", "line1\nline2", false)
-	waitFor(t, "event", func() bool { return len(rec.events(t)) == 1 })
-	ev := rec.events(t)[0]
-	if ev.ID != "x1" || ev.Data != "line1\nline2" {
-		t.Fatalf("got %+v", ev)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{})
+		rec := &recorder{}
+		f.serve(t.Context(), f.onTopic("a"), rec)
+		f.publish("b", "x0", "not for us", false)
+		f.publish("a", "x1", "line1\nline2", false)
+		f.publish("a", "sentinel", "", false)
+		if got := rec.before(t, "sentinel"); fmt.Sprint(got) != "[x1]" {
+			t.Fatalf("got %v, want [x1]", got)
+		}
+		if ev := rec.events(t)[0]; ev.Data != "line1\nline2" {
+			t.Fatalf("got %+v", ev)
+		}
+	})
 }
 
 func TestGeneratedIDs(t *testing.T) {
-	f := newFixture(t, hub.Config{})
-	a := f.publish("a", "", "", false)
-	b := f.publish("a", "", "", false)
-	if a.ID == b.ID || len(a.ID) != len("urn:uuid:")+36 {
-		t.Fatalf("ids %q %q", a.ID, b.ID)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{})
+		a := f.publish("a", "", "", false)
+		b := f.publish("a", "", "", false) // the same millisecond: the bubble's clock stands still
+		if a.ID == b.ID || len(a.ID) != len("urn:uuid:")+36 {
+			t.Fatalf("ids %q %q", a.ID, b.ID)
+		}
+	})
 }
 
 func TestRoutingKinds(t *testing.T) {
-	f := newFixture(t, hub.Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cases := []struct {
-		m    *hub.Matcher
-		want []string
-	}{
-		{f.matcher(hub.MatchExact, "https://example.com/books/1"), []string{"1"}},
-		{f.matcher(hub.MatchURLPattern, "https://example.com/books/:id"), []string{"1", "2"}},
-		{f.matcher(hub.MatchURLPattern, "/local/*"), []string{"4"}},
-		{f.matcher(hub.MatchSelector, "https://example.com/books/{id}"), []string{"1", "2"}},
-		{f.matcher(hub.MatchSelector, "https://example.com/authors/3"), []string{"3"}},
-		{f.matcher(hub.MatchExact, "*"), []string{"1", "2", "3", "4"}},
-	}
-	recs := make([]*recorder, len(cases))
-	for i, c := range cases {
-		recs[i] = &recorder{}
-		f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{c.m}}, recs[i])
-	}
-	f.publish("https://example.com/books/1", "1", "", false)
-	f.publish("https://example.com/books/2", "2", "", false)
-	f.publish("https://example.com/authors/3", "3", "", false)
-	f.publish("https://hub.example/local/x", "4", "", false)
-	for i, c := range cases {
-		waitFor(t, "deliveries", func() bool { return len(recs[i].events(t)) >= len(c.want) })
-		time.Sleep(20 * time.Millisecond) // let a wrong extra delivery show up
-		if got := ids(recs[i].events(t)); fmt.Sprint(got) != fmt.Sprint(c.want) {
-			t.Errorf("%s %q: got %v, want %v", c.m.Kind(), c.m.Value(), got, c.want)
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{})
+		const sentinel = "https://example.com/sentinel"
+		cases := []struct {
+			m    *hub.Matcher
+			want []string
+		}{
+			{f.matcher(hub.MatchExact, "https://example.com/books/1"), []string{"1"}},
+			{f.matcher(hub.MatchURLPattern, "https://example.com/books/:id"), []string{"1", "2"}},
+			{f.matcher(hub.MatchURLPattern, "/local/*"), []string{"4"}},
+			{f.matcher(hub.MatchSelector, "https://example.com/books/{id}"), []string{"1", "2"}},
+			{f.matcher(hub.MatchSelector, "https://example.com/authors/3"), []string{"3"}},
+			{f.matcher(hub.MatchExact, "*"), []string{"1", "2", "3", "4"}},
 		}
-	}
+		recs := make([]*recorder, len(cases))
+		for i, c := range cases {
+			recs[i] = &recorder{}
+			// The sentinel's own matcher, beside the one under test.
+			f.serve(t.Context(), hub.SubscribeOptions{Matchers: []*hub.Matcher{c.m, f.matcher(hub.MatchExact, sentinel)}}, recs[i])
+		}
+		f.publish("https://example.com/books/1", "1", "", false)
+		f.publish("https://example.com/books/2", "2", "", false)
+		f.publish("https://example.com/authors/3", "3", "", false)
+		f.publish("https://hub.example/local/x", "4", "", false)
+		f.publish(sentinel, "sentinel", "", false)
+		for i, c := range cases {
+			if got := recs[i].before(t, "sentinel"); fmt.Sprint(got) != fmt.Sprint(c.want) {
+				t.Errorf("%s %q: got %v, want %v", c.m.Kind(), c.m.Value(), got, c.want)
+			}
+		}
+	})
 }
 
 func TestAlternateTopicDeliveredOnce(t *testing.T) {
-	f := newFixture(t, hub.Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	rec := &recorder{}
-	f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{
-		f.matcher(hub.MatchExact, "a"), f.matcher(hub.MatchExact, "b"), f.matcher(hub.MatchExact, "*"),
-	}}, rec)
-	if _, err := f.hub.Publish(ctx, hub.Message{ID: "1", Topics: []string{"a", "b"}}); err != nil {
-		t.Fatal(err)
-	}
-	f.publish("c", "2", "", false)
-	waitFor(t, "2 events", func() bool { return len(rec.events(t)) == 2 })
-	time.Sleep(20 * time.Millisecond)
-	if got := ids(rec.events(t)); fmt.Sprint(got) != "[1 2]" {
-		t.Fatalf("got %v", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{})
+		ctx := t.Context()
+		rec := &recorder{}
+		f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{
+			f.matcher(hub.MatchExact, "a"), f.matcher(hub.MatchExact, "b"), f.matcher(hub.MatchExact, "*"),
+		}}, rec)
+		if _, err := f.hub.Publish(ctx, hub.Message{ID: "1", Topics: []string{"a", "b"}}); err != nil {
+			t.Fatal(err)
+		}
+		f.publish("c", "2", "", false)
+		f.publish("c", "sentinel", "", false)
+		if got := rec.before(t, "sentinel"); fmt.Sprint(got) != "[1 2]" {
+			t.Fatalf("got %v", got)
+		}
+	})
 }
 
 func TestPrivateUpdates(t *testing.T) {
-	f := newFixture(t, hub.Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	all := []*hub.Matcher{f.matcher(hub.MatchExact, "*")}
-	allowed := func(topics []string) bool {
-		for _, t := range topics {
-			if t == "mine" {
-				return true
-			}
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{})
+		ctx := t.Context()
+		all := []*hub.Matcher{f.matcher(hub.MatchExact, "*")}
+		allowed := func(topics []string) bool {
+			return slices.Contains(topics, "mine")
 		}
-		return false
-	}
-	anon, authz := &recorder{}, &recorder{}
-	f.serve(ctx, hub.SubscribeOptions{Matchers: all}, anon)
-	f.serve(ctx, hub.SubscribeOptions{Matchers: all, CanRead: allowed}, authz)
-	f.publish("mine", "p1", "", true)
-	f.publish("other", "p2", "", true)
-	f.publish("other", "pub", "", false)
-	waitFor(t, "anon", func() bool { return len(anon.events(t)) == 1 })
-	waitFor(t, "authz", func() bool { return len(authz.events(t)) == 2 })
-	time.Sleep(20 * time.Millisecond)
-	if got := ids(anon.events(t)); fmt.Sprint(got) != "[pub]" {
-		t.Errorf("anonymous got %v", got)
-	}
-	if got := ids(authz.events(t)); fmt.Sprint(got) != "[p1 pub]" {
-		t.Errorf("authorized got %v", got)
-	}
-	// Replay applies the same rule.
-	replayed := &recorder{}
-	f.serve(ctx, hub.SubscribeOptions{Matchers: all, Resume: true, LastEventID: hub.EarliestID}, replayed)
-	waitFor(t, "replay", func() bool { return len(replayed.events(t)) == 1 })
-	if got := ids(replayed.events(t)); fmt.Sprint(got) != "[pub]" {
-		t.Errorf("anonymous replay got %v", got)
-	}
+		anon, authz := &recorder{}, &recorder{}
+		f.serve(ctx, hub.SubscribeOptions{Matchers: all}, anon)
+		f.serve(ctx, hub.SubscribeOptions{Matchers: all, CanRead: allowed}, authz)
+		f.publish("mine", "p1", "", true)
+		f.publish("other", "p2", "", true)
+		f.publish("other", "pub", "", false)
+		f.publish("other", "s1", "", false)
+		if got := anon.before(t, "s1"); fmt.Sprint(got) != "[pub]" {
+			t.Errorf("anonymous got %v", got)
+		}
+		if got := authz.before(t, "s1"); fmt.Sprint(got) != "[p1 pub]" {
+			t.Errorf("authorized got %v", got)
+		}
+		// Replay applies the same rule.
+		replayed := &recorder{}
+		f.serve(ctx, hub.SubscribeOptions{Matchers: all, Resume: true, LastEventID: hub.EarliestID}, replayed)
+		f.publish("other", "s2", "", false)
+		if got := replayed.before(t, "s2"); fmt.Sprint(got) != "[pub s1]" {
+			t.Errorf("anonymous replay got %v", got)
+		}
+	})
 }
 
 // TestReplayHandover resumes while publishes keep coming and checks that
 // the subscriber gets every update after its cursor exactly once, in order.
 func TestReplayHandover(t *testing.T) {
-	f := newFixture(t, hub.Config{ReplayBatch: 7})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	for i := range 200 {
-		f.publish("t", fmt.Sprint(i), "", false)
-	}
-	const more = 2000
-	var pubs sync.WaitGroup
-	pubs.Add(1)
-	go func() {
-		defer pubs.Done()
-		for i := 200; i < 200+more; i++ {
-			if _, err := f.hub.Publish(ctx, hub.Message{ID: fmt.Sprint(i), Topics: []string{"t"}}); err != nil {
-				t.Error(err)
-				return
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{ReplayBatch: 7})
+		ctx := t.Context()
+		for i := range 200 {
+			f.publish("t", fmt.Sprint(i), "", false)
+		}
+		const more = 2000
+		var pubs sync.WaitGroup
+		pubs.Add(1)
+		go func() {
+			defer pubs.Done()
+			for i := 200; i < 200+more; i++ {
+				if _, err := f.hub.Publish(ctx, hub.Message{ID: fmt.Sprint(i), Topics: []string{"t"}}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		var recs []*recorder
+		for _, from := range []string{"49", "150", hub.EarliestID} {
+			rec := &recorder{}
+			recs = append(recs, rec)
+			s, _ := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: from}, rec)
+			if s.ResumedFrom() != from {
+				t.Errorf("ResumedFrom = %q, want %q", s.ResumedFrom(), from)
 			}
 		}
-	}()
-	var recs []*recorder
-	for _, from := range []string{"49", "150", hub.EarliestID} {
-		rec := &recorder{}
-		recs = append(recs, rec)
-		s, _ := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: from}, rec)
-		if s.ResumedFrom() != from {
-			t.Errorf("ResumedFrom = %q, want %q", s.ResumedFrom(), from)
-		}
-	}
-	pubs.Wait()
-	for i, start := range []int{50, 151, 0} {
-		rec := recs[i]
-		want := 200 + more - start
-		waitFor(t, "all events", func() bool { return len(rec.events(t)) >= want })
-		got := ids(rec.events(t))
-		if len(got) != want {
-			t.Fatalf("from %d: got %d events, want %d", start, len(got), want)
-		}
-		for j, id := range got {
-			if id != fmt.Sprint(start+j) {
-				t.Fatalf("from %d: event %d is %s, want %d", start, j, id, start+j)
+		pubs.Wait()
+		f.publish("t", "sentinel", "", false)
+		for i, start := range []int{50, 151, 0} {
+			got := recs[i].before(t, "sentinel")
+			if want := 200 + more - start; len(got) != want {
+				t.Fatalf("from %d: got %d events, want %d", start, len(got), want)
+			}
+			for j, id := range got {
+				if id != fmt.Sprint(start+j) {
+					t.Fatalf("from %d: event %d is %s, want %d", start, j, id, start+j)
+				}
 			}
 		}
-	}
+	})
 }
 
 func TestUnknownIDGoesLive(t *testing.T) {
-	f := newFixture(t, hub.Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	probe := &recorder{}
-	f.serve(ctx, f.onTopic("t"), probe)
-	f.publish("t", "old", "", false)
-	waitFor(t, "old dispatched", func() bool { return len(probe.events(t)) == 1 })
-	rec := &recorder{}
-	s, _ := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: "nope"}, rec)
-	if s.ResumedFrom() != hub.EarliestID {
-		t.Fatalf("ResumedFrom = %q", s.ResumedFrom())
-	}
-	f.publish("t", "new", "", false)
-	waitFor(t, "live event", func() bool { return len(rec.events(t)) == 1 })
-	if got := ids(rec.events(t)); got[0] != "new" {
-		t.Fatalf("got %v", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{})
+		ctx := t.Context()
+		first := &recorder{}
+		f.serve(ctx, f.onTopic("t"), first)
+		f.publish("t", "old", "", false)
+		if got := first.before(t, "old"); len(got) != 0 {
+			t.Fatalf("got %v before the first update", got)
+		}
+		rec := &recorder{}
+		s, _ := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: "nope"}, rec)
+		if s.ResumedFrom() != hub.EarliestID {
+			t.Fatalf("ResumedFrom = %q", s.ResumedFrom())
+		}
+		f.publish("t", "new", "", false)
+		f.publish("t", "sentinel", "", false)
+		if got := rec.before(t, "sentinel"); fmt.Sprint(got) != "[new]" {
+			t.Fatalf("got %v, want [new]", got)
+		}
+	})
 }
 
 func TestSlowSubscriberIsDisconnected(t *testing.T) {
-	f := newFixture(t, hub.Config{QueueBytes: 4096})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	all := []*hub.Matcher{f.matcher(hub.MatchExact, "t")}
-	release := make(chan struct{})
-	stuck := &recorder{block: release}
-	prompt := &recorder{}
-	_, stuckDone := f.serve(ctx, hub.SubscribeOptions{Matchers: all}, stuck)
-	f.serve(ctx, hub.SubscribeOptions{Matchers: all}, prompt)
-	payload := string(bytes.Repeat([]byte("x"), 500))
-	for i := range 40 {
-		f.publish("t", fmt.Sprint(i), payload, false)
-		// Lockstep: the prompt reader keeps up, the stuck one cannot.
-		waitFor(t, "prompt subscriber", func() bool { return len(prompt.events(t)) == i+1 })
-	}
-	// The stuck writer is parked in Write with its first batch; the queue
-	// behind it overflowed, so once the write returns the subscription ends
-	// with what it had queued, and a resume would fetch the rest.
-	close(release)
-	select {
-	case err := <-stuckDone:
-		if !errors.Is(err, hub.ErrSlowSubscriber) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{QueueBytes: 4096})
+		ctx := t.Context()
+		release := make(chan struct{})
+		stuck := &recorder{block: release}
+		prompt := &recorder{}
+		_, stuckDone := f.serve(ctx, f.onTopic("t"), stuck)
+		f.serve(ctx, f.onTopic("t"), prompt)
+		payload := strings.Repeat("x", 500)
+		for i := range 40 {
+			f.publish("t", fmt.Sprint(i), payload, false)
+			// Lockstep: the prompt reader keeps up, the stuck one cannot.
+			waitFor(t, "the prompt subscriber", func() bool { return len(prompt.events(t)) == i+1 })
+		}
+		// The stuck writer is parked in Write with its first batch; the queue
+		// behind it overflowed, so once the write returns the subscription ends
+		// with what it had queued, and a resume would fetch the rest.
+		close(release)
+		if err := endOf(t, "the slow subscriber", stuckDone); !errors.Is(err, hub.ErrSlowSubscriber) {
 			t.Fatalf("Serve returned %v", err)
 		}
 		got := ids(stuck.events(t))
@@ -373,198 +417,337 @@ func TestSlowSubscriberIsDisconnected(t *testing.T) {
 				t.Fatalf("event %d is %s: a cut must be a prefix", i, id)
 			}
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("slow subscriber not disconnected")
-	}
+	})
 }
 
+// TestExpiryEndsStream: the stream ends at its token's expiry, to the
+// nanosecond, and not before.
 func TestExpiryEndsStream(t *testing.T) {
-	f := newFixture(t, hub.Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	rec := &recorder{}
-	_, done := f.serve(ctx, hub.SubscribeOptions{
-		Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")},
-		Expires:  time.Now().Add(50 * time.Millisecond),
-	}, rec)
-	select {
-	case err := <-done:
-		if !errors.Is(err, hub.ErrExpired) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{})
+		expires := time.Now().Add(50 * time.Millisecond)
+		_, done := f.serve(t.Context(), hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Expires: expires}, &recorder{})
+		time.Sleep(time.Until(expires) - time.Nanosecond)
+		waitFor(t, "the stream open a nanosecond before its expiry", func() bool { return len(done) == 0 })
+		time.Sleep(time.Nanosecond)
+		if err := endOf(t, "the stream at its expiry", done); !errors.Is(err, hub.ErrExpired) {
 			t.Fatalf("Serve returned %v", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("stream not closed at expiry")
+	})
+}
+
+// TestHeartbeat: an idle stream gets a heartbeat once it has been idle
+// for the heartbeat interval and not a nanosecond before, at the clock's
+// first visit after that (it visits every stream once per the shorter of
+// the heartbeat and liveness intervals); a write restarts the count.
+func TestHeartbeat(t *testing.T) {
+	for _, c := range []struct {
+		name                string
+		heartbeat, liveness time.Duration // as configured
+		every, visit        time.Duration // what they come to
+	}{
+		{"no liveness", time.Second, -1, time.Second, time.Second},
+		{"liveness shorter", time.Second, 250 * time.Millisecond, time.Second, 250 * time.Millisecond},
+		{"liveness longer", time.Second, 3 * time.Second, time.Second, time.Second},
+		{"defaults", 0, 0, 15 * time.Second, 2 * time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFixture(t, hub.Config{Heartbeat: c.heartbeat, Liveness: c.liveness})
+				rec := &recorder{}
+				start := time.Now()
+				f.serve(t.Context(), f.onTopic("t"), rec)
+				// The first heartbeat, at the first visit once the stream
+				// has been idle for the interval.
+				time.Sleep(c.every + c.visit)
+				waitFor(t, "the first heartbeat", func() bool { return len(rec.flushes()) > 0 })
+				first := rec.flushes()[0].at
+				if idle := first.Sub(start); idle < c.every || idle >= c.every+c.visit {
+					t.Fatalf("first heartbeat after %v idle, want in [%v, %v)", idle, c.every, c.every+c.visit)
+				}
+				// An update a nanosecond after the next visit: at the visit
+				// that follows the interval it has been idle a nanosecond
+				// short, so the heartbeat waits one visit more.
+				published := first.Add(c.visit + time.Nanosecond)
+				time.Sleep(time.Until(published))
+				f.publish("t", "1", "", false)
+				time.Sleep(3 * c.every)
+				synctest.Wait()
+
+				var last time.Time
+				beats := 0
+				for i, fl := range rec.flushes() {
+					if fl.data != sse.Heartbeat {
+						// The update, written at once.
+						if evs := parse([]byte(fl.data)); len(evs) != 1 || evs[0].ID != "1" || !fl.at.Equal(published) {
+							t.Fatalf("flush %q at %v, want update 1 at %v", fl.data, fl.at.Sub(start), published.Sub(start))
+						}
+						last = fl.at
+						continue
+					}
+					var want time.Duration
+					switch {
+					case i == 0:
+						want = first.Sub(start)
+					case last.Equal(published):
+						want = roundUp(c.every+time.Nanosecond, c.visit) - time.Nanosecond
+					default:
+						want = roundUp(c.every, c.visit)
+					}
+					if idle := fl.at.Sub(last); i > 0 && idle != want {
+						t.Errorf("heartbeat %v after the last write, want %v", idle, want)
+					}
+					last = fl.at
+					beats++
+				}
+				if idle := time.Since(last); idle >= c.every+c.visit {
+					t.Errorf("no heartbeat in the last %v", idle)
+				}
+				if beats < 3 {
+					t.Errorf("%d heartbeats in %v", beats, time.Since(start))
+				}
+			})
+		})
 	}
 }
 
-func TestHeartbeat(t *testing.T) {
-	f := newFixture(t, hub.Config{Heartbeat: 32 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	rec := &recorder{}
-	f.serve(ctx, f.onTopic("t"), rec)
-	waitFor(t, "heartbeat", func() bool { return bytes.Contains([]byte(rec.raw()), sse.Heartbeat) })
-}
+// roundUp rounds d up to a multiple of m.
+func roundUp(d, m time.Duration) time.Duration { return (d + m - 1) / m * m }
 
 func TestCloseEndsStreams(t *testing.T) {
-	f := newFixture(t, hub.Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	_, done := f.serve(ctx, f.onTopic("t"), &recorder{})
-	f.hub.EndStreams()
-	if err := <-done; !errors.Is(err, hub.ErrShutdown) {
-		t.Fatalf("Serve returned %v", err)
-	}
-	if _, err := f.hub.Subscribe(ctx, hub.SubscribeOptions{}); !errors.Is(err, hub.ErrShutdown) {
-		t.Fatalf("Subscribe after EndStreams: %v", err)
-	}
-	// Publishing still works until Close: in-flight publishes finish.
-	f.publish("t", "late", "", false)
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{})
+		ctx := t.Context()
+		_, done := f.serve(ctx, f.onTopic("t"), &recorder{})
+		f.hub.EndStreams()
+		if err := endOf(t, "the stream", done); !errors.Is(err, hub.ErrShutdown) {
+			t.Fatalf("Serve returned %v", err)
+		}
+		if _, err := f.hub.Subscribe(ctx, hub.SubscribeOptions{}); !errors.Is(err, hub.ErrShutdown) {
+			t.Fatalf("Subscribe after EndStreams: %v", err)
+		}
+		// Publishing still works until Close: in-flight publishes finish.
+		f.publish("t", "late", "", false)
+	})
 }
 
-// probed is a recorder whose peer can be made to leave.
+// probed is a recorder whose peer can be made to leave. It records when
+// it was probed.
 type probed struct {
 	recorder
 	gone atomic.Bool
+
+	pmu    sync.Mutex
+	probes []time.Time
 }
 
-func (p *probed) Alive() bool { return !p.gone.Load() }
+func (p *probed) Alive() bool {
+	p.pmu.Lock()
+	p.probes = append(p.probes, time.Now())
+	p.pmu.Unlock()
+	return !p.gone.Load()
+}
 
+func (p *probed) probeTimes() []time.Time {
+	p.pmu.Lock()
+	defer p.pmu.Unlock()
+	return slices.Clone(p.probes)
+}
+
+// TestProbeEndsDepartedSubscriber: a stream whose peer left ends with
+// ErrGone at the first probe after it left, at most Liveness later, and
+// not while the peer is there.
 func TestProbeEndsDepartedSubscriber(t *testing.T) {
-	f := newFixture(t, hub.Config{Liveness: 32 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	p := &probed{}
-	_, done := f.serve(ctx, f.onTopic("t"), p)
-	select {
-	case err := <-done:
-		t.Fatalf("ended while alive: %v", err)
-	case <-time.After(100 * time.Millisecond):
-	}
-	p.gone.Store(true)
-	select {
-	case err := <-done:
-		if !errors.Is(err, hub.ErrGone) {
+	synctest.Test(t, func(t *testing.T) {
+		const liveness = 32 * time.Millisecond
+		f := newFixture(t, hub.Config{Liveness: liveness})
+		p := &probed{}
+		_, done := f.serve(t.Context(), f.onTopic("t"), p)
+		// Three probes (the clock visits one slot per 2ms tick, each slot
+		// once per 32ms), and off the ticks, so that no probe is due as the
+		// peer leaves.
+		time.Sleep(3*liveness + time.Millisecond)
+		waitFor(t, "the stream open while its peer is there", func() bool { return len(done) == 0 })
+		if n := len(p.probeTimes()); n != 3 {
+			t.Fatalf("%d probes in 97ms at a liveness of %v, want 3", n, liveness)
+		}
+		left := time.Now()
+		p.gone.Store(true)
+		time.Sleep(liveness)
+		if err := endOf(t, "the departed subscriber's stream", done); !errors.Is(err, hub.ErrGone) {
 			t.Fatalf("Serve returned %v", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("departed subscriber not noticed")
+		probes := p.probeTimes()
+		if n := len(probes); n != 4 {
+			t.Fatalf("%d probes, want 3 while there and the one that found it gone", n)
+		}
+		if d := probes[3].Sub(left); d <= 0 || d > liveness {
+			t.Fatalf("departure noticed %v after it, want within %v", d, liveness)
+		}
+	})
+}
+
+// TestProbeEveryLiveness: each stream is probed once per Liveness, not on
+// every visit of the clock (which comes once per the shorter of Heartbeat
+// and Liveness), and the probes of one stream are exactly Liveness apart.
+func TestProbeEveryLiveness(t *testing.T) {
+	for _, c := range []struct {
+		name                string
+		heartbeat, liveness time.Duration
+	}{
+		{"heartbeat shorter", time.Second, 3 * time.Second},
+		{"heartbeat shorter, not a multiple", time.Second, 2500 * time.Millisecond},
+		{"same", time.Second, time.Second},
+		{"no heartbeat", -1, 2 * time.Second},
+		{"defaults", 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFixture(t, hub.Config{Heartbeat: c.heartbeat, Liveness: c.liveness})
+				liveness := c.liveness
+				if liveness == 0 {
+					liveness = 2 * time.Second
+				}
+				p := &probed{}
+				start := time.Now()
+				f.serve(t.Context(), f.onTopic("t"), p)
+				// The clock ticks a whole number of milliseconds (or
+				// halves) apart: a millisecond more keeps the end off them.
+				time.Sleep(10*liveness + time.Millisecond)
+				synctest.Wait()
+				probes := p.probeTimes()
+				if len(probes) != 10 {
+					t.Fatalf("%d probes in %v at a liveness of %v, want 10", len(probes), time.Since(start), liveness)
+				}
+				if first := probes[0].Sub(start); first <= 0 || first > liveness {
+					t.Errorf("first probe %v after the subscription, want within %v", first, liveness)
+				}
+				for i := 1; i < len(probes); i++ {
+					if d := probes[i].Sub(probes[i-1]); d != liveness {
+						t.Errorf("probes %d and %d are %v apart, want %v", i-1, i, d, liveness)
+					}
+				}
+			})
+		})
 	}
 }
 
-// TestWriteDelay: updates that come within WriteDelay of the last write
-// wait and go out together in one flush; the first after a quiet spell
-// goes at once; cancelling the stream during the wait ends it at once.
+// TestWriteDelay: the first update after a quiet spell goes out at once;
+// updates that come within WriteDelay of the last write wait until exactly
+// WriteDelay after it and go out together in one flush; cancelling the
+// stream during the wait ends it at once, with nothing written.
 func TestWriteDelay(t *testing.T) {
-	const delay = 300 * time.Millisecond
-	f := newFixture(t, hub.Config{Heartbeat: -1, WriteDelay: delay})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	rec := &recorder{}
-	o := f.onTopic("t")
-	_, done := f.serve(ctx, o, rec)
-	time.Sleep(delay) // a quiet spell: the next update goes at once
+	synctest.Test(t, func(t *testing.T) {
+		const delay = 300 * time.Millisecond
+		f := newFixture(t, hub.Config{Heartbeat: -1, WriteDelay: delay})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		rec := &recorder{}
+		_, done := f.serve(ctx, f.onTopic("t"), rec)
+		time.Sleep(delay) // a quiet spell: the next update goes at once
 
-	start := time.Now()
-	f.publish("t", "1", "one", false)
-	waitFor(t, "the first update", func() bool { return len(rec.events(t)) == 1 })
-	if d := time.Since(start); d > delay/2 {
-		t.Errorf("first update after a quiet spell took %v; it should not wait", d)
-	}
-	for i := 2; i <= 5; i++ {
-		f.publish("t", fmt.Sprint(i), "more", false)
-	}
-	waitFor(t, "the other four", func() bool { return len(rec.events(t)) == 5 })
-	if d := time.Since(start); d < delay*9/10 {
-		t.Errorf("updates right after a write went out %v after it; want them held about %v", d, delay)
-	}
-	flushes := rec.flushCount()
-	if flushes != 2 {
-		t.Errorf("%d flushes for one update and then four within the delay, want 2", flushes)
-	}
-
-	// Cancelled while waiting: Serve returns before the delay is over.
-	f.publish("t", "6", "six", false)
-	time.Sleep(20 * time.Millisecond)
-	cancelled := time.Now()
-	cancel()
-	select {
-	case <-done:
-		if d := time.Since(cancelled); d > delay/2 {
-			t.Errorf("Serve returned %v after cancel", d)
+		first := time.Now()
+		f.publish("t", "1", "one", false)
+		waitFor(t, "the first update, at once", func() bool {
+			fl := rec.flushes()
+			return len(fl) == 1 && fl[0].at.Equal(first) && len(parse([]byte(fl[0].data))) == 1
+		})
+		for i := 2; i <= 5; i++ {
+			f.publish("t", fmt.Sprint(i), "more", false)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Serve did not return after cancel")
-	}
+		time.Sleep(delay - time.Nanosecond)
+		waitFor(t, "the other four held", func() bool { return len(rec.flushes()) == 1 })
+		time.Sleep(time.Nanosecond)
+		waitFor(t, "the other four in one flush, the delay after the first", func() bool {
+			fl := rec.flushes()
+			return len(fl) == 2 && fl[1].at.Equal(first.Add(delay)) && fmt.Sprint(ids(parse([]byte(fl[1].data)))) == "[2 3 4 5]"
+		})
+
+		// Cancelled while waiting: Serve returns at once.
+		f.publish("t", "6", "six", false)
+		time.Sleep(20 * time.Millisecond)
+		cancel()
+		if err := endOf(t, "the cancelled stream", done); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Serve returned %v", err)
+		}
+		if n := len(rec.flushes()); n != 2 {
+			t.Fatalf("%d flushes; the update held when the stream was cancelled went out", n)
+		}
+	})
 }
 
 // TestWriteDelayByLoad: with the default (automatic) delay, a hub whose
 // offered rate crosses the thresholds starts holding a busy stream's
 // updates and sending them together; before that it writes at once.
 func TestWriteDelayByLoad(t *testing.T) {
-	const top = 300 * time.Millisecond
-	f := newFixture(t, hub.Config{Heartbeat: -1})
-	hub.SetPace(f.hub, 1, 2, top) // any sustained traffic is "busy"
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	rec := &recorder{}
-	o := f.onTopic("t")
-	f.serve(ctx, o, rec)
+	synctest.Test(t, func(t *testing.T) {
+		const top = 300 * time.Millisecond
+		f := newFixture(t, hub.Config{Heartbeat: -1})
+		hub.SetPace(f.hub, 0.001, 0.002, top) // any sustained traffic is "busy", however many cores
+		rec := &recorder{}
+		f.serve(t.Context(), f.onTopic("t"), rec)
 
-	start := time.Now()
-	f.publish("t", "1", "one", false)
-	waitFor(t, "the first update", func() bool { return len(rec.events(t)) == 1 })
-	if d := time.Since(start); d > top/2 {
-		t.Errorf("first update took %v with no load measured yet", d)
-	}
-	if d := f.hub.WriteDelay(); d != 0 {
-		t.Errorf("WriteDelay %v before a window has passed", d)
-	}
-	time.Sleep(150 * time.Millisecond) // a window passes: 2 frames in 150ms is over 2/s
-	f.publish("t", "2", "two", false)
-	waitFor(t, "the second update", func() bool { return len(rec.events(t)) == 2 })
-	// The dispatcher sets the delay after offering the batch that ended the
-	// window, so the writer may see the update first.
-	waitFor(t, "the delay to rise", func() bool { return f.hub.WriteDelay() == top })
-	written := time.Now()
-	for i := 3; i <= 5; i++ {
-		f.publish("t", fmt.Sprint(i), "more", false)
-	}
-	waitFor(t, "the other three", func() bool { return len(rec.events(t)) == 5 })
-	if d := time.Since(written); d < top*8/10 {
-		t.Errorf("updates right after a write went out %v after it; want them held about %v", d, top)
-	}
-	flushes := rec.flushCount()
-	// The second update may have been written before or after the delay
-	// was raised, so it went out alone either way; three more share one.
-	if flushes != 3 {
-		t.Errorf("%d flushes for 1, 2 and then three within the delay, want 3", flushes)
-	}
+		start := time.Now()
+		f.publish("t", "1", "one", false)
+		waitFor(t, "the first update, at once", func() bool {
+			fl := rec.flushes()
+			return len(fl) == 1 && fl[0].at.Equal(start)
+		})
+		if d := f.hub.WriteDelay(); d != 0 {
+			t.Errorf("WriteDelay %v before a window has passed", d)
+		}
+		// A window passes: 2 frames in 300ms is over the threshold. The
+		// writer may read the delay before or after the dispatcher raises
+		// it for this update; either way the last write is a whole delay
+		// back, so the update goes at once.
+		time.Sleep(top)
+		second := time.Now()
+		f.publish("t", "2", "two", false)
+		waitFor(t, "the second update, at once", func() bool {
+			fl := rec.flushes()
+			return len(fl) == 2 && fl[1].at.Equal(second)
+		})
+		if d := f.hub.WriteDelay(); d != top {
+			t.Fatalf("WriteDelay %v after a busy window, want %v", d, top)
+		}
+		for i := 3; i <= 5; i++ {
+			f.publish("t", fmt.Sprint(i), "more", false)
+		}
+		time.Sleep(top - time.Nanosecond)
+		waitFor(t, "the other three held", func() bool { return len(rec.flushes()) == 2 })
+		time.Sleep(time.Nanosecond)
+		waitFor(t, "the other three in one flush, the delay after the second", func() bool {
+			fl := rec.flushes()
+			return len(fl) == 3 && fl[2].at.Equal(second.Add(top)) && fmt.Sprint(ids(parse([]byte(fl[2].data)))) == "[3 4 5]"
+		})
+	})
 }
 
 // TestWriteDelayClockStepsBack: the wait before a paced write is capped at
 // the delay, so a wall clock stepped back (lastWrite is wall time) cannot
-// stall a stream.
+// stall a stream: the update goes out exactly the delay after it came.
 func TestWriteDelayClockStepsBack(t *testing.T) {
-	const delay = 100 * time.Millisecond
-	var back atomic.Int64 // how far the hub's clock is behind
-	now := func() time.Time { return time.Now().Add(-time.Duration(back.Load())) }
-	f := newFixture(t, hub.Config{Heartbeat: -1, WriteDelay: delay, Now: now})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	rec := &recorder{}
-	o := f.onTopic("t")
-	f.serve(ctx, o, rec)
-	f.publish("t", "1", "one", false)
-	waitFor(t, "the first update", func() bool { return len(rec.events(t)) == 1 })
+	synctest.Test(t, func(t *testing.T) {
+		const delay = 100 * time.Millisecond
+		var back atomic.Int64 // how far the hub's clock is behind
+		now := func() time.Time { return time.Now().Add(-time.Duration(back.Load())) }
+		f := newFixture(t, hub.Config{Heartbeat: -1, WriteDelay: delay, Now: now})
+		rec := &recorder{}
+		f.serve(t.Context(), f.onTopic("t"), rec)
+		time.Sleep(delay)
+		f.publish("t", "1", "one", false)
+		waitFor(t, "the first update", func() bool { return len(rec.flushes()) == 1 })
 
-	back.Store(int64(time.Hour))
-	start := time.Now()
-	f.publish("t", "2", "two", false)
-	waitFor(t, "the update after the step", func() bool { return len(rec.events(t)) == 2 })
-	if d := time.Since(start); d > 10*delay {
-		t.Errorf("update after the clock stepped back took %v; the wait should be capped at %v", d, delay)
-	}
+		time.Sleep(delay / 4)
+		back.Store(int64(time.Hour))
+		came := time.Now()
+		f.publish("t", "2", "two", false)
+		time.Sleep(2 * delay)
+		waitFor(t, "the update after the step", func() bool { return len(rec.flushes()) == 2 })
+		if at := rec.flushes()[1].at; !at.Equal(came.Add(delay)) {
+			t.Errorf("update after the clock stepped back an hour went out %v after it came; the wait should be capped at %v", at.Sub(came), delay)
+		}
+	})
 }
 
 // hookEngine runs afterLookup once a Lookup has answered, to move the
@@ -586,59 +769,62 @@ func (e *hookEngine) Lookup(ctx context.Context, id string) (hub.Position, bool,
 // point between the lookup and the first read; the response must not
 // claim an exact resume.
 func TestResumeTrimmedAfterLookup(t *testing.T) {
-	mem := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 3}})
-	eng := &hookEngine{Engine: mem}
-	h, err := hub.New(hub.Config{Engine: eng, Heartbeat: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
-	defer h.Close()
-	ctx := t.Context()
-	pub := func(id string) {
-		if _, err := h.Publish(ctx, hub.Message{ID: id, Topics: []string{"t"}}); err != nil {
+	synctest.Test(t, func(t *testing.T) {
+		mem := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 3}})
+		eng := &hookEngine{Engine: mem}
+		h, err := hub.New(hub.Config{Engine: eng, Heartbeat: -1})
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	for i := range 3 {
-		pub(fmt.Sprint(i))
-	}
-	m, _ := hub.NewMatcher(hub.MatchExact, "t", "")
-	o := hub.SubscribeOptions{Matchers: []*hub.Matcher{m}, Resume: true, LastEventID: "0"}
-	// Exact while nothing moves.
-	s, err := h.Subscribe(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.ResumedFrom() != "0" {
-		t.Fatalf("ResumedFrom = %q, want 0", s.ResumedFrom())
-	}
-	s.Close()
-	// Three more push 0, 1 and 2 out after the lookup found 0.
-	eng.afterLookup = func() {
-		eng.afterLookup = nil
-		for i := 3; i < 6; i++ {
+		defer mem.Close()
+		defer h.Close()
+		ctx := t.Context()
+		pub := func(id string) {
+			if _, err := h.Publish(ctx, hub.Message{ID: id, Topics: []string{"t"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 3 {
 			pub(fmt.Sprint(i))
 		}
-	}
-	s, err = h.Subscribe(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.ResumedFrom() != hub.EarliestID {
-		t.Fatalf("ResumedFrom = %q after the range was trimmed; want %q", s.ResumedFrom(), hub.EarliestID)
-	}
-	rec := &recorder{}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(sctx, rec) }()
-	pub("sentinel")
-	waitFor(t, "the sentinel", func() bool { n := len(rec.events(t)); return n > 0 && rec.events(t)[n-1].ID == "sentinel" })
-	cancel()
-	<-done
-	if got := fmt.Sprint(ids(rec.events(t))); got != "[3 4 5 sentinel]" {
-		t.Fatalf("got %v, want what was retained, then live", got)
-	}
+		m, _ := hub.NewMatcher(hub.MatchExact, "t", "")
+		o := hub.SubscribeOptions{Matchers: []*hub.Matcher{m}, Resume: true, LastEventID: "0"}
+		// Exact while nothing moves.
+		s, err := h.Subscribe(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.ResumedFrom() != "0" {
+			t.Fatalf("ResumedFrom = %q, want 0", s.ResumedFrom())
+		}
+		s.Close()
+		// Three more push 0, 1 and 2 out after the lookup found 0.
+		eng.afterLookup = func() {
+			eng.afterLookup = nil
+			for i := 3; i < 6; i++ {
+				pub(fmt.Sprint(i))
+			}
+		}
+		s, err = h.Subscribe(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.ResumedFrom() != hub.EarliestID {
+			t.Fatalf("ResumedFrom = %q after the range was trimmed; want %q", s.ResumedFrom(), hub.EarliestID)
+		}
+		rec := &recorder{}
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(sctx, rec) }()
+		pub("sentinel")
+		if got := fmt.Sprint(rec.before(t, "sentinel")); got != "[3 4 5]" {
+			t.Fatalf("got %v, want what was retained, then live", got)
+		}
+		cancel()
+		if err := endOf(t, "the stream", done); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Serve returned %v", err)
+		}
+	})
 }
 
 // blockingReader is a CanRead that parks the dispatcher on its first
@@ -663,114 +849,116 @@ func (b *blockingReader) canRead([]string) bool {
 // not fit, and the dispatcher reads it back from the history: nothing is
 // lost and nothing repeats.
 func TestDispatcherBehindReadsBack(t *testing.T) {
-	f := newFixture(t, hub.Config{InboxBytes: 512, Heartbeat: -1})
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	br := &blockingReader{parked: make(chan struct{}), release: make(chan struct{})}
-	stuck := &recorder{}
-	f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "p")}, CanRead: br.canRead}, stuck)
-	rec := &recorder{}
-	f.serve(ctx, f.onTopic("t"), rec)
-	f.publish("p", "private", "", true)
-	<-br.parked
-	for i := range 200 { // far more than 512 bytes of frames
-		f.publish("t", fmt.Sprint(i), "", false)
-	}
-	close(br.release)
-	f.publish("t", "sentinel", "", false)
-	waitFor(t, "the sentinel", func() bool { evs := rec.events(t); return len(evs) > 0 && evs[len(evs)-1].ID == "sentinel" })
-	got := ids(rec.events(t))
-	if len(got) != 201 {
-		t.Fatalf("got %d updates, want 201", len(got))
-	}
-	for i, id := range got[:200] {
-		if id != fmt.Sprint(i) {
-			t.Fatalf("update %d is %s", i, id)
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{InboxBytes: 512, Heartbeat: -1})
+		ctx := t.Context()
+		br := &blockingReader{parked: make(chan struct{}), release: make(chan struct{})}
+		stuck := &recorder{}
+		f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "p")}, CanRead: br.canRead}, stuck)
+		rec := &recorder{}
+		f.serve(ctx, f.onTopic("t"), rec)
+		f.publish("p", "private", "", true)
+		<-br.parked
+		for i := range 200 { // far more than 512 bytes of frames
+			f.publish("t", fmt.Sprint(i), "", false)
 		}
-	}
+		close(br.release)
+		f.publish("t", "sentinel", "", false)
+		got := rec.before(t, "sentinel")
+		if len(got) != 200 {
+			t.Fatalf("got %d updates, want 200", len(got))
+		}
+		for i, id := range got {
+			if id != fmt.Sprint(i) {
+				t.Fatalf("update %d is %s", i, id)
+			}
+		}
+	})
 }
 
 // TestDispatcherGapEndsLive: the dispatcher falls behind by more than the
 // history keeps; the live subscribers that may have missed an update end
 // with ErrLost instead of skipping silently, and new ones work.
 func TestDispatcherGapEndsLive(t *testing.T) {
-	eng := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 5}})
-	h, err := hub.New(hub.Config{Engine: eng, InboxBytes: 512, Heartbeat: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	defer h.Close()
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	m, _ := hub.NewMatcher(hub.MatchExact, "t", "")
-	pm, _ := hub.NewMatcher(hub.MatchExact, "p", "")
-	br := &blockingReader{parked: make(chan struct{}), release: make(chan struct{})}
-	serve := func(o hub.SubscribeOptions, rec *recorder) chan error {
-		s, err := h.Subscribe(ctx, o)
+	synctest.Test(t, func(t *testing.T) {
+		eng := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 5}})
+		h, err := hub.New(hub.Config{Engine: eng, InboxBytes: 512, Heartbeat: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan error, 1)
-		go func() { done <- s.Serve(ctx, rec) }()
-		return done
-	}
-	serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{pm}, CanRead: br.canRead}, &recorder{})
-	live := serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{m}}, &recorder{})
-	pub := func(topic, id string, private bool) {
-		if _, err := h.Publish(ctx, hub.Message{ID: id, Topics: []string{topic}, Private: private}); err != nil {
-			t.Fatal(err)
+		defer eng.Close()
+		defer h.Close()
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		m, _ := hub.NewMatcher(hub.MatchExact, "t", "")
+		pm, _ := hub.NewMatcher(hub.MatchExact, "p", "")
+		br := &blockingReader{parked: make(chan struct{}), release: make(chan struct{})}
+		serve := func(o hub.SubscribeOptions, rec *recorder) chan error {
+			s, err := h.Subscribe(ctx, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- s.Serve(ctx, rec) }()
+			return done
 		}
-	}
-	pub("p", "private", true)
-	<-br.parked
-	for i := range 100 {
-		pub("t", fmt.Sprint(i), false)
-	}
-	close(br.release)
-	select {
-	case err := <-live:
-		if !errors.Is(err, hub.ErrLost) {
+		serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{pm}, CanRead: br.canRead}, &recorder{})
+		live := serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{m}}, &recorder{})
+		pub := func(topic, id string, private bool) {
+			if _, err := h.Publish(ctx, hub.Message{ID: id, Topics: []string{topic}, Private: private}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pub("p", "private", true)
+		<-br.parked
+		for i := range 100 {
+			pub("t", fmt.Sprint(i), false)
+		}
+		close(br.release)
+		if err := endOf(t, "the live subscriber after the dispatcher skipped trimmed updates", live); !errors.Is(err, hub.ErrLost) {
 			t.Fatalf("live subscriber ended with %v, want ErrLost", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("live subscriber not ended after the dispatcher skipped trimmed updates")
-	}
-	rec := &recorder{}
-	serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{m}}, rec)
-	pub("t", "after", false)
-	waitFor(t, "a new subscriber's update", func() bool { return len(rec.events(t)) == 1 })
+		rec := &recorder{}
+		serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{m}}, rec)
+		pub("t", "after", false)
+		if got := rec.before(t, "after"); len(got) != 0 {
+			t.Fatalf("a new subscriber got %v before its first update", got)
+		}
+	})
 }
 
 // TestLostLogEndsStreams: the engine reports a new epoch (its log was
 // replaced); every stream ends with ErrLost, a resume from an id of the
 // old log is told earliest, and the hub goes on in the new log.
 func TestLostLogEndsStreams(t *testing.T) {
-	f := newFixture(t, hub.Config{Heartbeat: -1})
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	f.publish("t", "old-1", "", false)
-	f.publish("t", "old-2", "", false)
-	_, live := f.serve(ctx, f.onTopic("t"), &recorder{})
-	// A replay parked in its first write while the log is replaced.
-	release := make(chan struct{})
-	_, replaying := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: "old-1"}, &recorder{block: release})
-	f.eng.Reset()
-	if err := <-live; !errors.Is(err, hub.ErrLost) {
-		t.Fatalf("live: Serve returned %v, want ErrLost", err)
-	}
-	close(release)
-	if err := <-replaying; !errors.Is(err, hub.ErrLost) {
-		t.Fatalf("replaying: Serve returned %v, want ErrLost", err)
-	}
-	rec := &recorder{}
-	s, _ := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: "old-2"}, rec)
-	if s.ResumedFrom() != hub.EarliestID {
-		t.Fatalf("resume from an id of the lost log: ResumedFrom %q, want earliest", s.ResumedFrom())
-	}
-	u := f.publish("t", "new-1", "", false)
-	if u.Seq != 1 {
-		t.Fatalf("first update of the new log has Seq %d", u.Seq)
-	}
-	waitFor(t, "the new log's update", func() bool { return len(rec.events(t)) == 1 })
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{Heartbeat: -1})
+		ctx := t.Context()
+		f.publish("t", "old-1", "", false)
+		f.publish("t", "old-2", "", false)
+		_, live := f.serve(ctx, f.onTopic("t"), &recorder{})
+		// A replay parked in its first write while the log is replaced.
+		release := make(chan struct{})
+		_, replaying := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: "old-1"}, &recorder{block: release})
+		f.eng.Reset()
+		if err := endOf(t, "the live stream", live); !errors.Is(err, hub.ErrLost) {
+			t.Fatalf("live: Serve returned %v, want ErrLost", err)
+		}
+		close(release)
+		if err := endOf(t, "the replaying stream", replaying); !errors.Is(err, hub.ErrLost) {
+			t.Fatalf("replaying: Serve returned %v, want ErrLost", err)
+		}
+		rec := &recorder{}
+		s, _ := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: "old-2"}, rec)
+		if s.ResumedFrom() != hub.EarliestID {
+			t.Fatalf("resume from an id of the lost log: ResumedFrom %q, want earliest", s.ResumedFrom())
+		}
+		u := f.publish("t", "new-1", "", false)
+		if u.Seq != 1 {
+			t.Fatalf("first update of the new log has Seq %d", u.Seq)
+		}
+		if got := rec.before(t, "new-1"); len(got) != 0 {
+			t.Fatalf("got %v before the new log's first update", got)
+		}
+	})
 }

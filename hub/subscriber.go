@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/herald-hub/herald/sse"
 )
 
 // EarliestID is the reserved Last-Event-ID value that asks for the whole
@@ -398,7 +396,7 @@ func (s *Subscriber) write(w Stream, q []*Update, heartbeat bool) error {
 		}
 	}
 	if len(q) == 0 && heartbeat {
-		if _, err := w.Write(sse.Heartbeat); err != nil {
+		if _, err := w.Write(heartbeatFrame); err != nil {
 			return err
 		}
 	}

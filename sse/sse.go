@@ -154,8 +154,11 @@ func Encode(e *Event) ([]byte, error) {
 }
 
 // Heartbeat is the comment frame sent to keep idle streams open through
-// intermediaries. It dispatches no event.
-var Heartbeat = []byte(":\n\n")
+// intermediaries. It dispatches no event. It is a constant so that no
+// importer can change what every stream sends; a writer that needs it as
+// bytes keeps its own copy, or appends it (AppendComment with no text
+// gives the same frame).
+const Heartbeat = ":\n\n"
 
 // AppendComment appends a comment line. Line breaks in text are replaced by
 // spaces so the comment stays one line.

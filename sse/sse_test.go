@@ -86,6 +86,30 @@ func TestAppendComment(t *testing.T) {
 	}
 }
 
+// TestHeartbeat: the heartbeat is the empty comment, a constant no
+// importer can change, and a reader passes over it: it dispatches no event
+// and does not disturb the events around it.
+func TestHeartbeat(t *testing.T) {
+	if got := string(sse.AppendComment(nil, "")); sse.Heartbeat != got {
+		t.Fatalf("Heartbeat %q, the empty comment is %q", sse.Heartbeat, got)
+	}
+	r := sse.NewReader(strings.NewReader(sse.Heartbeat + "id: 1\ndata: x\n\n" + sse.Heartbeat + sse.Heartbeat + "data: y\n\n" + sse.Heartbeat))
+	var got []sse.Event
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			break
+		}
+		got = append(got, ev)
+	}
+	if fmt.Sprint(got) != fmt.Sprint([]sse.Event{{ID: "1", Data: "x"}, {ID: "1", Data: "y"}}) {
+		t.Fatalf("got %+v, want the two events alone (the id carries over)", got)
+	}
+}
+
 // FuzzRoundTrip checks that any event the encoder accepts parses back to
 // itself (data with CR and CRLF normalized to LF) and that the parser
 // never sees more than one event in one frame.
