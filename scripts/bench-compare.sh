@@ -123,14 +123,20 @@ for s in "${scenarios[@]}"; do
 	flood) # herald only: the same fanout calm and beside 100 connections of 64 distinct URL patterns each
 		start_hub herald
 		bench flood herald flood --subscribers 2500 --topics 1 --rate 80 --payload 100 --duration 15s --flood-conns 100 --flood-patterns 64
+		stop_hub
+		# the same crowd within the per-subscription budget: 32 patterns each, until the
+		# anonymous subject's budget (512) refuses the rest
+		start_hub herald
+		bench flood32 herald flood --subscribers 2500 --topics 1 --rate 80 --payload 100 --duration 15s --flood-conns 100 --flood-patterns 32
 		stop_hub ;;
-	idle-patterns) # herald only: 10,000 idle subscribers with one exact topic, then each also with the same 64 URL
-		# patterns (the default allows 32 per subscription, so this hub allows 64)
+	idle-patterns) # herald only: 10,000 idle subscribers with one exact topic, then each also with the same 63 URL
+		# patterns, 64 matchers in all, the most one subscription may have (the default allows 32
+		# patterns per subscription, so this hub allows 64)
 		start_hub herald
 		bench idle10k-exact herald idle --subscribers 10000 --duration 20s
 		stop_hub
 		start_hub herald --max-patterns-per-subscription 64
-		bench idle10k-patterns64 herald idle --subscribers 10000 --duration 20s --patterns 64
+		bench idle10k-patterns63 herald idle --subscribers 10000 --duration 20s --patterns 63
 		stop_hub ;;
 	churn) pair churn churn -- --subscribers 10000 --churn-rate 1000 --duration 10s --settle 60s ;;
 	slow) pair slow slow -- --subscribers 5000 --slow-fraction 0.1 --rate 50 --payload 100 --duration 15s ;;
