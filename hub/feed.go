@@ -2,8 +2,8 @@ package hub
 
 import (
 	"errors"
-	"math"
 	"sync"
+	"time"
 )
 
 // The engine's live feed never waits for fan-out: onAppend puts the batch
@@ -25,7 +25,10 @@ type inbox struct {
 	bytes   int
 	limit   int
 	dropped bool          // a batch was refused since the dispatcher last took
-	wake    chan struct{} // capacity 1
+	// announced is the last Seq the feed has handed over in the current
+	// epoch, dropped batches included: how far a catch-up must read.
+	announced uint64
+	wake      chan struct{} // capacity 1
 }
 
 func (in *inbox) init(limit int) {
@@ -41,11 +44,15 @@ func (in *inbox) put(b Batch, epochChange func(uint64) bool) {
 	for _, u := range b.Updates {
 		n += u.size()
 	}
+	last := b.After
+	if k := len(b.Updates); k > 0 {
+		last = b.Updates[k-1].Seq
+	}
 	in.mu.Lock()
 	switch {
 	case epochChange(b.Epoch):
 		clear(in.batches)
-		in.batches, in.bytes, in.dropped = in.batches[:0], 0, false
+		in.batches, in.bytes, in.dropped, in.announced = in.batches[:0], 0, false, 0
 		fallthrough
 	case !in.dropped && in.bytes+n <= in.limit:
 		b.Updates = append([]*Update(nil), b.Updates...) // the engine keeps its slice
@@ -54,6 +61,7 @@ func (in *inbox) put(b Batch, epochChange func(uint64) bool) {
 	default:
 		in.dropped = true
 	}
+	in.announced = max(in.announced, last)
 	in.mu.Unlock()
 	select {
 	case in.wake <- struct{}{}:
@@ -61,8 +69,9 @@ func (in *inbox) put(b Batch, epochChange func(uint64) bool) {
 	}
 }
 
-// take returns what is queued and whether anything was dropped after it.
-func (in *inbox) take(buf []Batch) ([]Batch, bool) {
+// take returns what is queued, whether anything was dropped after it,
+// and the last Seq the feed announced.
+func (in *inbox) take(buf []Batch) ([]Batch, bool, uint64) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	out := append(buf[:0], in.batches...)
@@ -70,7 +79,7 @@ func (in *inbox) take(buf []Batch) ([]Batch, bool) {
 	in.batches = in.batches[:0]
 	dropped := in.dropped
 	in.bytes, in.dropped = 0, false
-	return out, dropped
+	return out, dropped, in.announced
 }
 
 // next returns the After of the first queued batch of epoch, if any: where
@@ -100,7 +109,7 @@ func (h *Hub) dispatchLoop() {
 			return
 		case <-h.inbox.wake:
 		}
-		batches, dropped := h.inbox.take(buf)
+		batches, dropped, announced := h.inbox.take(buf)
 		for i := range batches {
 			h.deliver(batches[i])
 		}
@@ -108,7 +117,7 @@ func (h *Hub) dispatchLoop() {
 		buf = batches
 		if dropped {
 			h.m.feedDropped()
-			h.catchUp(math.MaxUint64)
+			h.catchUp(announced)
 		}
 	}
 }
@@ -134,8 +143,11 @@ func (h *Hub) deliver(b Batch) {
 
 // catchUp reads from the engine and dispatches what the feed did not hand
 // over, up to the Seq until, or until the engine has nothing more, or the
-// inbox holds the rest.
+// inbox holds the rest. A read that fails is tried again, backing off, for
+// as long as the hub runs: skipping would lose updates the history still
+// holds, and a later update must not overtake them.
 func (h *Hub) catchUp(until uint64) {
+	backoff := catchUpRetryMin
 	for {
 		last := h.lastDispatched.Load()
 		if last >= until {
@@ -156,12 +168,14 @@ func (h *Hub) catchUp(until uint64) {
 			return
 		}
 		if err != nil {
-			// Neither dropped nor delivered: end the subscriptions that
-			// may miss something rather than pretend.
-			h.log.Error("read history to catch up with the feed", "err", err)
-			h.skip(last, until, ErrLost)
-			return
+			h.log.Error("read history to catch up with the feed; retrying", "err", err, "after", last, "retry_in", backoff)
+			if !h.pause(backoff) {
+				return
+			}
+			backoff = min(2*backoff, catchUpRetryMax)
+			continue
 		}
+		backoff = catchUpRetryMin
 		if r.Gap {
 			to := r.Head
 			if len(r.Updates) > 0 {
@@ -213,4 +227,22 @@ func (h *Hub) newEpoch(epoch, after uint64) {
 	h.idx.mu.Unlock()
 	h.m.epochChanged()
 	h.log.Warn("history replaced: ending every stream", "old_epoch", old, "epoch", epoch)
+}
+
+// Bounds of the wait between catch-up reads that fail.
+const (
+	catchUpRetryMin = 50 * time.Millisecond
+	catchUpRetryMax = 2 * time.Second
+)
+
+// pause waits d, or until the hub closes, and reports whether it waited.
+func (h *Hub) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-h.done:
+		return false
+	}
 }

@@ -962,3 +962,128 @@ func TestLostLogEndsStreams(t *testing.T) {
 		}
 	})
 }
+
+// flakyEngine fails its next reads while failures is above zero.
+type flakyEngine struct {
+	*memory.Engine
+	failures atomic.Int32
+	reads    atomic.Int32
+}
+
+func (e *flakyEngine) Read(ctx context.Context, after hub.Position, limit int) (hub.Range, error) {
+	e.reads.Add(1)
+	if e.failures.Add(-1) >= 0 {
+		return hub.Range{}, errors.New("history unreachable")
+	}
+	return e.Engine.Read(ctx, after, limit)
+}
+
+// TestCatchUpRetriesReads: the dispatcher fell behind the feed and its
+// reads of the history fail for a while: it retries, backing off, and
+// then delivers everything, in order, to the subscribers that stayed;
+// nothing is skipped and nobody is ended.
+func TestCatchUpRetriesReads(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := memory.New(memory.Options{})
+		eng := &flakyEngine{Engine: mem}
+		h, err := hub.New(hub.Config{Engine: eng, InboxBytes: 512, Heartbeat: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close(); _ = mem.Close() })
+		ctx := t.Context()
+		m, _ := hub.NewMatcher(hub.MatchExact, "t", "")
+		pm, _ := hub.NewMatcher(hub.MatchExact, "p", "")
+		br := &blockingReader{parked: make(chan struct{}), release: make(chan struct{})}
+		serve := func(o hub.SubscribeOptions, rec *recorder) <-chan error {
+			s, err := h.Subscribe(ctx, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- s.Serve(ctx, rec) }()
+			return done
+		}
+		serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{pm}, CanRead: br.canRead}, &recorder{})
+		rec := &recorder{}
+		live := serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{m}}, rec)
+		pub := func(topic, id string, private bool) {
+			if _, err := h.Publish(ctx, hub.Message{ID: id, Topics: []string{topic}, Private: private}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pub("p", "private", true)
+		<-br.parked
+		for i := range 100 {
+			pub("t", fmt.Sprint(i), false)
+		}
+		eng.failures.Store(5)
+		close(br.release)
+		synctest.Wait()
+		if n := eng.reads.Load(); n != 1 {
+			t.Fatalf("%d reads before the first retry is due, want 1", n)
+		}
+		time.Sleep(10 * time.Second) // well past every backoff
+		pub("t", "sentinel", false)
+		got := rec.before(t, "sentinel")
+		if len(got) != 100 {
+			t.Fatalf("got %d updates, want 100", len(got))
+		}
+		for i, id := range got {
+			if id != fmt.Sprint(i) {
+				t.Fatalf("update %d is %s", i, id)
+			}
+		}
+		if n := eng.reads.Load(); n < 6 {
+			t.Fatalf("%d reads: the failed ones were not retried", n)
+		}
+		select {
+		case err := <-live:
+			t.Fatalf("live subscriber ended: %v", err)
+		default:
+		}
+	})
+}
+
+// TestEarliestOverExpiredHistory: retention has dropped every update; a
+// client asking for "earliest" is told so and goes live, instead of
+// being ended for the loss on every reconnection.
+func TestEarliestOverExpiredHistory(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		eng := memory.New(memory.Options{Retention: hub.Retention{MaxAge: time.Minute}})
+		h, err := hub.New(hub.Config{Engine: eng, Heartbeat: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close(); _ = eng.Close() })
+		ctx := t.Context()
+		for i := range 3 {
+			if _, err := h.Publish(ctx, hub.Message{ID: fmt.Sprint(i), Topics: []string{"t"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(2 * time.Minute) // every update expires
+		m, _ := hub.NewMatcher(hub.MatchExact, "t", "")
+		s, err := h.Subscribe(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{m}, Resume: true, LastEventID: hub.EarliestID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.ResumedFrom() != hub.EarliestID {
+			t.Fatalf("ResumedFrom %q", s.ResumedFrom())
+		}
+		rec := &recorder{}
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(ctx, rec) }()
+		if _, err := h.Publish(ctx, hub.Message{ID: "sentinel", Topics: []string{"t"}}); err != nil {
+			t.Fatal(err)
+		}
+		if got := rec.before(t, "sentinel"); len(got) != 0 {
+			t.Fatalf("got %v before the sentinel, want nothing", got)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Serve ended: %v", err)
+		default:
+		}
+	})
+}

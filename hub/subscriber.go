@@ -75,7 +75,9 @@ type Subscriber struct {
 	mu    sync.Mutex
 	state subState
 	// cursor is the Seq of the last update the dispatcher has dealt with
-	// for this subscriber: queued, or passed over as a repeat.
+	// for this subscriber (queued, passed over, or skipped by the hub), or
+	// where the subscriber starts: the dispatcher's position when it
+	// registered, the head after an unknown id, where its replay went live.
 	cursor uint64
 	// Live, queue holds the frames waiting for the writer. Replaying, it
 	// holds every update for this subscriber that the dispatcher offered
@@ -161,8 +163,10 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 		s.state = stateLive
 	}
 	h.idx.add(s)
-	h.idx.mu.Unlock()
+	// In the registry before the index lock goes: a skip or a new epoch
+	// that the dispatcher announces right after must reach s too.
 	h.subs.add(s)
+	h.idx.mu.Unlock()
 	if !s.expires.IsZero() {
 		h.clock.schedule(s)
 	}
@@ -175,15 +179,24 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 		r, err := h.engine.Read(ctx, Position{Epoch: s.epoch, Seq: s.from}, h.cfg.ReplayBatch)
 		switch {
 		case errors.Is(err, ErrEpoch):
+			h.m.lost()
 			s.end(ErrLost) // the dispatcher ends it too, once it meets the new epoch
 			s.resumed = EarliestID
 		case err != nil:
 			s.Close()
 			return nil, err
 		case r.Gap:
-			// What followed the resume point was dropped between the
-			// lookup and this read: the replay starts after a loss.
+			// What followed the resume point was dropped (between the
+			// lookup and this read, or long ago for "earliest"): the
+			// replay starts after a loss, and the response says so.
 			s.resumed = EarliestID
+			if len(r.Updates) == 0 {
+				// Nothing the history still holds comes before what the
+				// dispatcher keeps for the handover: start from there.
+				s.mu.Lock()
+				s.from = max(s.from, s.since)
+				s.mu.Unlock()
+			}
 		}
 		s.first = r.Updates
 	}

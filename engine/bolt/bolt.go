@@ -1212,13 +1212,23 @@ func (e *Engine) read(after uint64, limit int) ([]*hub.Update, error) {
 	snap := tail{entries: e.tail.entries}
 	e.mu.RUnlock()
 	var out []*hub.Update
+	cut := false // stopped before a corrupt record
 	if len(snap.entries) == 0 || after+1 < snap.entries[0].u.Seq {
 		err := e.db.View(func(tx *bbolt.Tx) error {
 			c := tx.Bucket(bucketLog).Cursor()
 			for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after+1)); k != nil && len(out) < limit; k, v = c.Next() {
 				u := &hub.Update{Seq: binary.BigEndian.Uint64(k)}
 				if err := u.UnmarshalBinary(v); err != nil {
-					return fmt.Errorf("record %d: %w", u.Seq, err)
+					// As trim does: a record that cannot be decoded is
+					// lost, not a wall every later read runs into. It
+					// ends a batch, so that the next read starts with a
+					// jump in Seqs, which Read reports as a gap.
+					e.logger.Error("skip corrupt record", "seq", u.Seq, "err", err)
+					if len(out) > 0 {
+						cut = true
+						return nil
+					}
+					continue
 				}
 				if out == nil {
 					out = make([]*hub.Update, 0, min(limit, 256))
@@ -1234,7 +1244,7 @@ func (e *Engine) read(after uint64, limit int) ([]*hub.Update, error) {
 			after = out[len(out)-1].Seq
 		}
 	}
-	if len(out) == limit {
+	if len(out) == limit || cut {
 		return out, nil
 	}
 	rest := snap.after(after)

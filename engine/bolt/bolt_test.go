@@ -254,3 +254,52 @@ func TestWarm(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCorruptRecordIsAGap: a record that cannot be decoded does not make
+// every read across it fail: a read stops before it, and the next one
+// reports the jump as a gap, so the hub ends what may have needed it
+// instead of failing every resume or skipping it silently.
+func TestCorruptRecordIsAGap(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "herald.db")
+	e, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := e.Append(t.Context(), enginetest.NewUpdate(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketLog).Put(binary.BigEndian.AppendUint64(nil, 3), []byte("garbage"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	head, err := e.Listen(func(hub.Batch) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.Read(t.Context(), hub.Position{Epoch: head.Epoch}, 10)
+	if err != nil || r.Gap || len(r.Updates) != 2 || r.Updates[1].Seq != 2 {
+		t.Fatalf("Read(0) = %d updates, gap %v, %v; want Seqs 1 and 2, no gap", len(r.Updates), r.Gap, err)
+	}
+	r, err = e.Read(t.Context(), hub.Position{Epoch: head.Epoch, Seq: 2}, 10)
+	if err != nil || !r.Gap || len(r.Updates) != 2 || r.Updates[0].Seq != 4 {
+		t.Fatalf("Read(2) = %d updates, gap %v, %v; want Seqs 4 and 5 after a gap", len(r.Updates), r.Gap, err)
+	}
+}

@@ -3,6 +3,7 @@ package enginetest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -67,11 +68,13 @@ type model struct {
 	bySeq   map[uint64]*hub.Update
 	byID    map[string]*hub.Update
 	started map[string]time.Time // when each Publish was called
+	bornOld map[string]bool      // published while the clock made updates born expired
 	ids     []string             // in acknowledgement order, for picking resume points
 }
 
-func (m *model) add(u *hub.Update, started time.Time) {
+func (m *model) add(u *hub.Update, started time.Time, bornOld bool) {
 	m.mu.Lock()
+	m.bornOld[u.ID] = bornOld
 	m.bySeq[u.Seq] = u
 	m.byID[u.ID] = u
 	m.started[u.ID] = started
@@ -139,6 +142,12 @@ func (s *suite) handoverRound(t *testing.T, seed uint64) {
 	}
 
 	ret := hub.Retention{MaxCount: 20 + intn(300), MaxAge: time.Hour}
+	// Some rounds keep everything: nothing may then be reported lost, and
+	// "earliest" means from the very first update.
+	keepAll := intn(4) == 0
+	if keepAll {
+		ret.MaxCount = 100_000
+	}
 	e := s.open(t, t.TempDir(), ret)
 	// Born expired: while old is set, published updates carry a Time past
 	// MaxAge, so retention by age drops them as soon as they are at the
@@ -180,7 +189,7 @@ func (s *suite) handoverRound(t *testing.T, seed uint64) {
 	t.Logf("retention %+v, replay batch %d, inbox %d, queue %d", ret, cfg.ReplayBatch, cfg.InboxBytes, cfg.QueueBytes)
 
 	topics := []string{"https://example.com/a", "https://example.com/b", "https://example.com/c"}
-	m := &model{bySeq: make(map[uint64]*hub.Update), byID: make(map[string]*hub.Update), started: make(map[string]time.Time)}
+	m := &model{bySeq: make(map[uint64]*hub.Update), byID: make(map[string]*hub.Update), started: make(map[string]time.Time), bornOld: make(map[string]bool)}
 	ctx := t.Context()
 
 	// Publishers.
@@ -191,16 +200,17 @@ func (s *suite) handoverRound(t *testing.T, seed uint64) {
 		pubs.Go(func() {
 			for i := range perPublisher {
 				if intn(50) == 0 {
-					old.Store(!old.Load())
+					old.Store(!old.Load() && !keepAll)
 				}
 				topic := topics[intn(len(topics))]
 				started := time.Now()
+				wasOld := old.Load()
 				u, err := h.Publish(ctx, hub.Message{ID: fmt.Sprintf("p%d-%d", p, i), Topics: []string{topic}, Data: "x"})
 				if err != nil {
 					t.Errorf("Publish: %v", err)
 					return
 				}
-				m.add(u, started)
+				m.add(u, started, wasOld || old.Load())
 				for {
 					cur := published.Load()
 					if u.Seq <= cur || published.CompareAndSwap(cur, u.Seq) {
@@ -321,19 +331,36 @@ func (s *suite) handoverRound(t *testing.T, seed uint64) {
 		// an unknown id, or one retention had dropped) is owed only what
 		// was published after it subscribed.
 		liveOnly := ss.mode == "live" || ss.mode == "unknown" || ss.mode == "id" && ss.resumed == hub.EarliestID
+		// Older updates come only through a replay, and only those the
+		// history still held: not one born expired (it may have gone at
+		// once), nor one followed by MaxCount others (gone by count). A
+		// fresh update stops retention by age at the front, so one that
+		// is recent enough was still there.
 		var want string
 		for i := len(all) - 1; i >= 0; i-- {
-			if ss.topics[all[i].Topics[0]] {
-				if (!liveOnly || m.started[all[i].ID].After(ss.returned)) && (ss.mode != "id" || all[i].Seq > ss.from) {
-					want = all[i].ID
-				}
+			u := all[i]
+			if !ss.topics[u.Topics[0]] {
+				continue
+			}
+			if ss.mode == "id" && u.Seq <= ss.from {
+				break
+			}
+			if m.started[u.ID].After(ss.returned) {
+				want = u.ID
+				break
+			}
+			if liveOnly {
+				break
+			}
+			if !m.bornOld[u.ID] && last-u.Seq < uint64(ret.MaxCount) {
+				want = u.ID
 				break
 			}
 		}
 		deadline := time.Now().Add(s.opts.Timeout)
 		for want != "" {
 			ids := ss.sink.ids(t)
-			if n := len(ids); n > 0 && ids[n-1] == want {
+			if slices.Contains(ids, want) {
 				break
 			}
 			select {
@@ -359,6 +386,24 @@ func (s *suite) handoverRound(t *testing.T, seed uint64) {
 		select {
 		case reason = <-ss.done:
 		default:
+		}
+		if keepAll && errors.Is(reason, hub.ErrLost) {
+			t.Errorf("session %d (%s %q) ended with ErrLost, but the history kept everything", i, ss.mode, ss.lastID)
+		}
+		if keepAll && ss.mode == "earliest" {
+			if got := ss.sink.ids(t); len(got) > 0 {
+				for _, u := range all {
+					if ss.topics[u.Topics[0]] {
+						if got[0] != u.ID {
+							t.Errorf("session %d: earliest started at %q, but the history kept %q", i, got[0], u.ID)
+						}
+						break
+					}
+				}
+			}
+		}
+		if keepAll && ss.mode == "id" && ss.resumed != ss.lastID {
+			t.Errorf("session %d: resume from %q answered %q, but the history kept everything", i, ss.lastID, ss.resumed)
 		}
 		checkSession(t, i, ss, all, m, reason)
 	}
