@@ -24,7 +24,7 @@ type inbox struct {
 	batches []Batch
 	bytes   int
 	limit   int
-	dropped bool          // a batch was refused since the dispatcher last took
+	dropped bool // a batch was refused since the dispatcher last took
 	// announced is the last Seq the feed has handed over in the current
 	// epoch, dropped batches included: how far a catch-up must read.
 	announced uint64
