@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"time"
 )
 
@@ -47,19 +46,8 @@ func runFlood(ctx context.Context, e *Env) (*Result, error) {
 		return nil, err
 	}
 	defer probe.close()
-	var cur atomic.Pointer[slowPassState]
-	mon := e.StartMonitor("flood", func() Counters {
-		p := cur.Load()
-		if p == nil {
-			return Counters{}
-		}
-		st := p.fleet.Stats()
-		c := Counters{Open: st.Open, Delivered: st.Delivered, Published: p.published.Load(), P99: time.Duration(st.P99Us) * time.Microsecond}
-		if p.slow != nil {
-			c.Open += p.slow.open.Load()
-		}
-		return c
-	})
+	var cur passCounters
+	mon := e.StartMonitor("flood", cur.counters)
 	defer mon.Stop()
 
 	calm, err := slowPass(ctx, e, mon, &cur, probe, "calm", cfg.Subscribers, crowd{})

@@ -80,19 +80,8 @@ func runSlow(ctx context.Context, e *Env) (*Result, error) {
 	}
 	defer probe.close()
 
-	var cur atomic.Pointer[slowPassState]
-	mon := e.StartMonitor("slow", func() Counters {
-		p := cur.Load()
-		if p == nil {
-			return Counters{}
-		}
-		st := p.fleet.Stats()
-		c := Counters{Open: st.Open, Delivered: st.Delivered, Published: p.published.Load(), P99: time.Duration(st.P99Us) * time.Microsecond}
-		if p.slow != nil {
-			c.Open += p.slow.open.Load()
-		}
-		return c
-	})
+	var cur passCounters
+	mon := e.StartMonitor("slow", cur.counters)
 	defer mon.Stop()
 
 	alone, err := slowPass(ctx, e, mon, &cur, probe, "alone", nPrompt, crowd{})
@@ -161,6 +150,23 @@ type slowPassState struct {
 	slow      *slowGroup
 }
 
+// passCounters is what the monitor shows of the pass under way, if any:
+// the prompt fleet's figures with the crowd's connections counted in.
+type passCounters struct{ atomic.Pointer[slowPassState] }
+
+func (pc *passCounters) counters() Counters {
+	p := pc.Load()
+	if p == nil {
+		return Counters{}
+	}
+	st := p.fleet.Stats()
+	c := Counters{Open: st.Open, Delivered: st.Delivered, Published: p.published.Load(), P99: time.Duration(st.P99Us) * time.Microsecond}
+	if p.slow != nil {
+		c.Open += p.slow.open.Load()
+	}
+	return c
+}
+
 // slowPassOut is one pass: the prompt subscribers' result, server samples
 // when publishing began and ended and after the slow readers were
 // drained, and the slow readers' fate.
@@ -184,7 +190,7 @@ type crowd struct {
 // slowPass opens the crowd, then nPrompt prompt subscribers (a fleet, in
 // workers as it decides), publishes for Cfg.Duration, waits for the prompt
 // deliveries, counts, and drains the crowd.
-func slowPass(ctx context.Context, e *Env, mon *Monitor, cur *atomic.Pointer[slowPassState], probe *serverProbe, name string, nPrompt int, c crowd) (*slowPassOut, error) {
+func slowPass(ctx context.Context, e *Env, mon *Monitor, cur *passCounters, probe *serverProbe, name string, nPrompt int, c crowd) (*slowPassOut, error) {
 	cfg := e.Cfg
 	topics := e.Topics("slow-"+name, cfg.Topics)
 	out := &slowPassOut{}

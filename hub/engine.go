@@ -2,6 +2,8 @@ package hub
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"time"
 )
@@ -18,6 +20,17 @@ import (
 type Position struct {
 	Epoch uint64
 	Seq   uint64
+}
+
+// NewEpoch draws a random, non-zero epoch for a new log.
+func NewEpoch() uint64 {
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+		if v := binary.LittleEndian.Uint64(b[:]); v != 0 {
+			return v
+		}
+	}
 }
 
 // Batch is what an engine's live feed hands over: every update appended to

@@ -64,7 +64,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -492,7 +491,7 @@ func (e *Engine) load(tx *bbolt.Tx) error {
 		e.epoch = binary.BigEndian.Uint64(v)
 	} else {
 		// A new file, or one from before epochs: this log starts here.
-		e.epoch = newEpoch()
+		e.epoch = hub.NewEpoch()
 		if err := meta.Put(keyEpoch, binary.BigEndian.AppendUint64(nil, e.epoch)); err != nil {
 			return err
 		}
@@ -510,17 +509,6 @@ func (e *Engine) load(tx *bbolt.Tx) error {
 		e.n = int64(tx.Bucket(bucketLog).Stats().KeyN)
 	}
 	return nil
-}
-
-// newEpoch draws a random, non-zero epoch.
-func newEpoch() uint64 {
-	var b [8]byte
-	for {
-		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-		if v := binary.BigEndian.Uint64(b[:]); v != 0 {
-			return v
-		}
-	}
 }
 
 // Listen implements hub.Engine. It must be called before the first Append,

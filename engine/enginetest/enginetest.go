@@ -80,7 +80,13 @@ type instance struct {
 // for it to be closed when the test ends.
 func (s *suite) start(t testing.TB, dir string, r hub.Retention) *instance {
 	t.Helper()
-	e := s.open(t, dir, r)
+	return s.listen(t, s.open(t, dir, r))
+}
+
+// listen registers a recording feed on e, an engine just opened, and
+// arranges for it to be closed when the test ends.
+func (s *suite) listen(t testing.TB, e hub.Engine) *instance {
+	t.Helper()
 	rec := &recorder{e: e, ctx: context.WithoutCancel(t.Context())}
 	head, err := e.Listen(rec.feed)
 	if err != nil {
@@ -591,20 +597,30 @@ func (s *suite) testContextDone(t *testing.T) {
 		t.Error(err)
 	}
 	in.fed(want)
-	if !s.opts.Durable {
-		return
+	if s.opts.Durable {
+		// A failed Append leaves nothing across a reopen either.
+		refused := u.ID
+		if u.Seq != 0 {
+			refused = "" // it succeeded after all; never an id
+		}
+		s.reopenWithout(t, in, dir, want, refused)
 	}
-	// A failed Append leaves nothing across a reopen either.
+}
+
+// reopenWithout closes in, opens its dir again and checks that exactly
+// want is retained and that the refused id is nowhere. It returns the
+// reopened instance.
+func (s *suite) reopenWithout(t *testing.T, in *instance, dir string, want []*hub.Update, refused string) *instance {
+	t.Helper()
 	in.close()
 	in = s.start(t, dir, hub.Retention{})
 	if err := in.retained(want); err != nil {
 		t.Errorf("after reopen: %v", err)
 	}
-	if u.Seq == 0 {
-		if _, ok := in.lookup(u.ID); ok {
-			t.Error("after reopen, a failed Append is found by Lookup")
-		}
+	if _, ok := in.lookup(refused); ok {
+		t.Errorf("after reopen, the failed Append of %q is found by Lookup", refused)
 	}
+	return in
 }
 
 // testEpoch: positions carry the epoch of their log. A reopened durable
@@ -851,14 +867,7 @@ func (s *suite) testFailedAppend(t *testing.T) {
 		t.Run(fmt.Sprintf("later=%v", later), func(t *testing.T) {
 			dir := t.TempDir()
 			e, fail := s.opts.Faulty(t, dir, hub.Retention{})
-			rec := &recorder{e: e, ctx: context.WithoutCancel(t.Context())}
-			head, err := e.Listen(rec.feed)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rec.epoch, rec.last = head.Epoch, head.Seq
-			in := &instance{t: t, s: s, e: e, feed: rec, head: head}
-			t.Cleanup(func() { in.close(); rec.check(t) })
+			in := s.listen(t, e)
 			want := in.appendIDs("ok-1", "ok-2")
 			fail(true)
 			refused := NewUpdate("refused")
@@ -892,14 +901,7 @@ func (s *suite) testFailedAppend(t *testing.T) {
 			if !s.opts.Durable {
 				return
 			}
-			in.close()
-			in = s.start(t, dir, hub.Retention{})
-			if err := in.retained(want); err != nil {
-				t.Errorf("after reopen: %v", err)
-			}
-			if _, ok := in.lookup("refused"); ok {
-				t.Error("after reopen, a failed Append is found by Lookup")
-			}
+			in = s.reopenWithout(t, in, dir, want, "refused")
 			next := in.append(NewUpdate("after-reopen"))
 			if next.Seq != uint64(len(want)+1) {
 				t.Errorf("after reopen, Append got Seq %d, want %d", next.Seq, len(want)+1)

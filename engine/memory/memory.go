@@ -5,8 +5,6 @@ package memory
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"sync"
 	"time"
@@ -80,19 +78,8 @@ func New(opts Options) *Engine {
 		e.now = time.Now
 	}
 	e.buf = make([]*hub.Update, min(e.maxCount, 64))
-	e.epoch = newEpoch()
+	e.epoch = hub.NewEpoch()
 	return e
-}
-
-// newEpoch draws a random, non-zero epoch.
-func newEpoch() uint64 {
-	var b [8]byte
-	for {
-		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-		if v := binary.LittleEndian.Uint64(b[:]); v != 0 {
-			return v
-		}
-	}
 }
 
 // Listen implements hub.Engine.
@@ -119,7 +106,7 @@ func (e *Engine) Reset() {
 	e.head, e.n, e.last = 0, 0, 0
 	clear(e.ids)
 	clear(e.dups)
-	e.epoch = newEpoch()
+	e.epoch = hub.NewEpoch()
 	epoch := e.epoch
 	e.mu.Unlock()
 	if e.feed != nil {
