@@ -118,6 +118,15 @@ type Closer interface {
 	Close() error
 }
 
+// Health is implemented by engines that can tell whether they take
+// appends now. Healthy returns nil when they do, else why not (a history
+// stopped after a write failure, a shared store out of reach); the hub
+// reports it as not ready, so that a load balancer sends publishers
+// elsewhere. It must be cheap: readiness probes call it.
+type Health interface {
+	Healthy() error
+}
+
 // Stats is implemented by engines that can tell how much history they hold.
 type Stats interface {
 	// HistoryLen returns the number of retained updates.

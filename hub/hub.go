@@ -276,5 +276,18 @@ func (h *Hub) WriteDelay() time.Duration { return h.pace.current(h.cfg.Now().Uni
 // Subscribers returns the number of open subscriptions.
 func (h *Hub) Subscribers() int { return h.subs.len() }
 
+// Ready returns nil while the hub takes subscriptions and publications,
+// else why not: it is draining (ErrShutdown), or its engine reports that
+// it cannot take appends (Health).
+func (h *Hub) Ready() error {
+	if h.draining.Load() {
+		return ErrShutdown
+	}
+	if hc, ok := h.engine.(Health); ok {
+		return hc.Healthy()
+	}
+	return nil
+}
+
 // Draining reports whether EndStreams or Close was called.
 func (h *Hub) Draining() bool { return h.draining.Load() }

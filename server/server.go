@@ -186,12 +186,16 @@ func (s *Server) health(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if s.cfg.Hub.Draining() {
+		switch err := s.cfg.Hub.Ready(); {
+		case errors.Is(err, hub.ErrShutdown):
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte("draining\n"))
-			return
+		case err != nil:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(w, "history unavailable: %v\n", err)
+		default:
+			_, _ = w.Write([]byte("ready\n"))
 		}
-		_, _ = w.Write([]byte("ready\n"))
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -21,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,6 +54,8 @@ type opts struct {
 	tls, h2c     bool
 	admin        bool
 	writeTimeout time.Duration // the hub's; zero means its default
+	// engine, when set, wraps the memory engine the hub runs on.
+	engine func(*memory.Engine) hub.Engine
 }
 
 func start(t *testing.T, o opts) *running {
@@ -72,7 +76,11 @@ func start(t *testing.T, o opts) *running {
 	base := fmt.Sprintf("%s://%s", scheme, ln.Addr())
 	public, _ := url.Parse(base + mercure.DefaultPath)
 	eng := memory.New(memory.Options{})
-	h, err := hub.New(hub.Config{Engine: eng, Metrics: hub.NewMetrics(cfg.Registry), WriteTimeout: o.writeTimeout})
+	var he hub.Engine = eng
+	if o.engine != nil {
+		he = o.engine(eng)
+	}
+	h, err := hub.New(hub.Config{Engine: he, Metrics: hub.NewMetrics(cfg.Registry), WriteTimeout: o.writeTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -505,4 +513,43 @@ func retryOf(t *testing.T, tail []byte) int {
 		t.Fatalf("no retry in %q", tail)
 	}
 	return v
+}
+
+// sickEngine reports the health it is given (hub.Health).
+type sickEngine struct {
+	*memory.Engine
+	err atomic.Pointer[error]
+}
+
+func (e *sickEngine) Healthy() error {
+	if p := e.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// TestReadinessFollowsTheHistory: /readyz answers 503 with the engine's
+// reason while its history cannot take appends (a bolt history stopped
+// after a write failure), and ready again once it can.
+func TestReadinessFollowsTheHistory(t *testing.T) {
+	var sick *sickEngine
+	r := start(t, opts{engine: func(m *memory.Engine) hub.Engine {
+		sick = &sickEngine{Engine: m}
+		return sick
+	}})
+	if code, body, _ := r.get(t, "/readyz"); code != 200 || body != "ready\n" {
+		t.Fatalf("readyz %d %q", code, body)
+	}
+	stopped := errors.New("history stopped after a write failure; restart herald")
+	sick.err.Store(&stopped)
+	if code, body, _ := r.get(t, "/readyz"); code != 503 || !strings.Contains(body, "history stopped") {
+		t.Fatalf("readyz with a stopped history: %d %q", code, body)
+	}
+	if code, _, _ := r.get(t, "/healthz"); code != 200 {
+		t.Fatalf("healthz %d: the process is alive", code)
+	}
+	sick.err.Store(nil)
+	if code, _, _ := r.get(t, "/readyz"); code != 200 {
+		t.Fatalf("readyz %d after the history recovered", code)
+	}
 }

@@ -273,6 +273,7 @@ var (
 	_ hub.Engine = (*Engine)(nil)
 	_ hub.Closer = (*Engine)(nil)
 	_ hub.Stats  = (*Engine)(nil)
+	_ hub.Health = (*Engine)(nil)
 )
 
 type request struct {

@@ -43,6 +43,10 @@ func (e *Engine) stop(err error) error {
 	return err
 }
 
+// Healthy implements hub.Health: the error that stopped the engine, nil
+// while it takes appends.
+func (e *Engine) Healthy() error { return e.stopErr() }
+
 // stopErr returns the error that stopped the engine, nil while it runs.
 func (e *Engine) stopErr() error {
 	if p := e.stopped.Load(); p != nil {

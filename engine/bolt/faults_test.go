@@ -295,6 +295,9 @@ func TestFailStop(t *testing.T) {
 			var l ledger
 			us := updates("before", 5)
 			l.take(t, us, appendAll(t, e, us))
+			if err := e.Healthy(); err != nil {
+				t.Fatalf("Healthy() = %v before any failure", err)
+			}
 			in.arm(tc.commit, tc.erase)
 			bad := updates("refused", 4)
 			errs := appendAll(t, e, bad)
@@ -309,6 +312,9 @@ func TestFailStop(t *testing.T) {
 			}
 			if err := e.Append(t.Context(), enginetest.NewUpdate("urn:after")); !errors.Is(err, ErrFailed) {
 				t.Fatalf("Append after the stop = %v, want ErrFailed", err)
+			}
+			if err := e.Healthy(); !errors.Is(err, ErrFailed) {
+				t.Fatalf("Healthy() = %v after the stop, want ErrFailed: readiness must report it", err)
 			}
 			if got := gauge(t, reg, "herald_journal_stopped"); got != 1 {
 				t.Fatalf("herald_journal_stopped = %v, want 1", got)
