@@ -142,21 +142,52 @@ type fixture struct {
 
 // newFixture starts a hub over a memory engine. Call it inside the test's
 // bubble: the hub's goroutines must start and end there.
+// cfg.Engine, when set, replaces the memory engine (f.eng is then nil).
 func newFixture(t testing.TB, cfg hub.Config) *fixture {
 	t.Helper()
-	eng := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 100_000}})
-	cfg.Engine = eng
+	f := &fixture{t: t}
+	if cfg.Engine == nil {
+		f.eng = memory.New(memory.Options{Retention: hub.Retention{MaxCount: 100_000}})
+		cfg.Engine = f.eng
+	}
 	h, err := hub.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, hub: h, eng: eng}
+	f.hub = h
 	t.Cleanup(func() {
 		h.Close()
 		f.wg.Wait()
-		_ = eng.Close()
+		if c, ok := cfg.Engine.(hub.Closer); ok {
+			_ = c.Close()
+		}
 	})
 	return f
+}
+
+// stallDispatcher parks the dispatcher, as one far behind would be, until
+// the returned function is called: a subscriber of the topic "p" whose
+// CanRead blocks on the first private update.
+func (f *fixture) stallDispatcher(ctx context.Context) (release func()) {
+	f.t.Helper()
+	br := &blockingReader{parked: make(chan struct{}), release: make(chan struct{})}
+	f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "p")}, CanRead: br.canRead}, &recorder{})
+	f.publish("p", "private", "", true)
+	<-br.parked
+	return func() { close(br.release) }
+}
+
+// inOrder fails unless got is "0", "1", … up to n-1.
+func inOrder(t testing.TB, got []string, n int) {
+	t.Helper()
+	if len(got) != n {
+		t.Fatalf("got %d updates, want %d", len(got), n)
+	}
+	for i, id := range got {
+		if id != fmt.Sprint(i) {
+			t.Fatalf("update %d is %s", i, id)
+		}
+	}
 }
 
 // onTopic subscribes to one exact topic.
@@ -852,27 +883,15 @@ func TestDispatcherBehindReadsBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFixture(t, hub.Config{InboxBytes: 512, Heartbeat: -1})
 		ctx := t.Context()
-		br := &blockingReader{parked: make(chan struct{}), release: make(chan struct{})}
-		stuck := &recorder{}
-		f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "p")}, CanRead: br.canRead}, stuck)
 		rec := &recorder{}
 		f.serve(ctx, f.onTopic("t"), rec)
-		f.publish("p", "private", "", true)
-		<-br.parked
+		release := f.stallDispatcher(ctx)
 		for i := range 200 { // far more than 512 bytes of frames
 			f.publish("t", fmt.Sprint(i), "", false)
 		}
-		close(br.release)
+		release()
 		f.publish("t", "sentinel", "", false)
-		got := rec.before(t, "sentinel")
-		if len(got) != 200 {
-			t.Fatalf("got %d updates, want 200", len(got))
-		}
-		for i, id := range got {
-			if id != fmt.Sprint(i) {
-				t.Fatalf("update %d is %s", i, id)
-			}
-		}
+		inOrder(t, rec.before(t, "sentinel"), 200)
 	})
 }
 
@@ -882,45 +901,20 @@ func TestDispatcherBehindReadsBack(t *testing.T) {
 func TestDispatcherGapEndsLive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		eng := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 5}})
-		h, err := hub.New(hub.Config{Engine: eng, InboxBytes: 512, Heartbeat: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer eng.Close()
-		defer h.Close()
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		m, _ := hub.NewMatcher(hub.MatchExact, "t", "")
-		pm, _ := hub.NewMatcher(hub.MatchExact, "p", "")
-		br := &blockingReader{parked: make(chan struct{}), release: make(chan struct{})}
-		serve := func(o hub.SubscribeOptions, rec *recorder) chan error {
-			s, err := h.Subscribe(ctx, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- s.Serve(ctx, rec) }()
-			return done
-		}
-		serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{pm}, CanRead: br.canRead}, &recorder{})
-		live := serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{m}}, &recorder{})
-		pub := func(topic, id string, private bool) {
-			if _, err := h.Publish(ctx, hub.Message{ID: id, Topics: []string{topic}, Private: private}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		pub("p", "private", true)
-		<-br.parked
+		f := newFixture(t, hub.Config{Engine: eng, InboxBytes: 512, Heartbeat: -1})
+		ctx := t.Context()
+		_, live := f.serve(ctx, f.onTopic("t"), &recorder{})
+		release := f.stallDispatcher(ctx)
 		for i := range 100 {
-			pub("t", fmt.Sprint(i), false)
+			f.publish("t", fmt.Sprint(i), "", false)
 		}
-		close(br.release)
+		release()
 		if err := endOf(t, "the live subscriber after the dispatcher skipped trimmed updates", live); !errors.Is(err, hub.ErrLost) {
 			t.Fatalf("live subscriber ended with %v, want ErrLost", err)
 		}
 		rec := &recorder{}
-		serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{m}}, rec)
-		pub("t", "after", false)
+		f.serve(ctx, f.onTopic("t"), rec)
+		f.publish("t", "after", "", false)
 		if got := rec.before(t, "after"); len(got) != 0 {
 			t.Fatalf("a new subscriber got %v before its first update", got)
 		}
@@ -984,56 +978,24 @@ func (e *flakyEngine) Read(ctx context.Context, after hub.Position, limit int) (
 // nothing is skipped and nobody is ended.
 func TestCatchUpRetriesReads(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mem := memory.New(memory.Options{})
-		eng := &flakyEngine{Engine: mem}
-		h, err := hub.New(hub.Config{Engine: eng, InboxBytes: 512, Heartbeat: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { h.Close(); _ = mem.Close() })
+		eng := &flakyEngine{Engine: memory.New(memory.Options{})}
+		f := newFixture(t, hub.Config{Engine: eng, InboxBytes: 512, Heartbeat: -1})
 		ctx := t.Context()
-		m, _ := hub.NewMatcher(hub.MatchExact, "t", "")
-		pm, _ := hub.NewMatcher(hub.MatchExact, "p", "")
-		br := &blockingReader{parked: make(chan struct{}), release: make(chan struct{})}
-		serve := func(o hub.SubscribeOptions, rec *recorder) <-chan error {
-			s, err := h.Subscribe(ctx, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- s.Serve(ctx, rec) }()
-			return done
-		}
-		serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{pm}, CanRead: br.canRead}, &recorder{})
 		rec := &recorder{}
-		live := serve(hub.SubscribeOptions{Matchers: []*hub.Matcher{m}}, rec)
-		pub := func(topic, id string, private bool) {
-			if _, err := h.Publish(ctx, hub.Message{ID: id, Topics: []string{topic}, Private: private}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		pub("p", "private", true)
-		<-br.parked
+		_, live := f.serve(ctx, f.onTopic("t"), rec)
+		release := f.stallDispatcher(ctx)
 		for i := range 100 {
-			pub("t", fmt.Sprint(i), false)
+			f.publish("t", fmt.Sprint(i), "", false)
 		}
 		eng.failures.Store(5)
-		close(br.release)
+		release()
 		synctest.Wait()
 		if n := eng.reads.Load(); n != 1 {
 			t.Fatalf("%d reads before the first retry is due, want 1", n)
 		}
 		time.Sleep(10 * time.Second) // well past every backoff
-		pub("t", "sentinel", false)
-		got := rec.before(t, "sentinel")
-		if len(got) != 100 {
-			t.Fatalf("got %d updates, want 100", len(got))
-		}
-		for i, id := range got {
-			if id != fmt.Sprint(i) {
-				t.Fatalf("update %d is %s", i, id)
-			}
-		}
+		f.publish("t", "sentinel", "", false)
+		inOrder(t, rec.before(t, "sentinel"), 100)
 		if n := eng.reads.Load(); n < 6 {
 			t.Fatalf("%d reads: the failed ones were not retried", n)
 		}
