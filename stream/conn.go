@@ -6,6 +6,7 @@
 package stream
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -181,10 +182,36 @@ func (c *Conn) Flush() error {
 	}
 	err := c.ready(c.begun)
 	if err == nil {
-		_, err = c.conn.Write(p)
+		var n int
+		n, err = c.conn.Write(p)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = c.resume(p[n:])
+		}
 	}
 	c.single = nil
 	c.release()
+	return err
+}
+
+// resume finishes a write that the connection's deadline cut short while
+// the stream's own deadline has not passed: the armed deadline may come up
+// to 1/slack of the time left before it (see ready), which must not fail a
+// batch that its deadline still allows. It arms the stream's deadline and
+// writes the rest; only this error path pays for the clock reading.
+func (c *Conn) resume(rest []byte) error {
+	c.mu.Lock()
+	dl := c.effective()
+	if dl.IsZero() || !time.Now().Before(dl) || c.closed {
+		c.mu.Unlock()
+		return os.ErrDeadlineExceeded
+	}
+	c.armed = dl
+	err := c.conn.SetWriteDeadline(dl)
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	_, err = c.conn.Write(rest)
 	return err
 }
 

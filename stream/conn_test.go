@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -164,7 +165,13 @@ func TestLazyArming(t *testing.T) {
 // its first frame and its flush is not sent.
 func TestDeadlineModel(t *testing.T) {
 	seed := rand.Uint64()
-	t.Logf("seed %d", seed)
+	if v := os.Getenv("HERALD_DEADLINE_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("HERALD_DEADLINE_SEED: %v", err)
+		}
+	}
+	t.Logf("seed %d (HERALD_DEADLINE_SEED replays it)", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	for run := range 40 {
 		synctest.Test(t, func(t *testing.T) {
