@@ -163,7 +163,7 @@ func TestFanoutHerald(t *testing.T) {
 			cfg.Duration, cfg.Drain = time.Second, 5*time.Second
 			r, obj := run(t, "fanout", cfg)
 
-			if r.Published < 100 || r.PublishErrors != 0 {
+			if r.Published == 0 || r.PublishErrors != 0 {
 				t.Fatalf("published %d, %d errors: %v", r.Published, r.PublishErrors, r.Notes)
 			}
 			// 17 subscribers per topic, and every topic got updates.
