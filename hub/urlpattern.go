@@ -314,6 +314,10 @@ func newBaseURL(raw string) *baseURL {
 		if err != nil {
 			b.bad = true
 		} else {
+			// Every parse relative to u clones it, and the clone fills
+			// u's search parameters in on first use: fill them in now,
+			// before u is shared, so that parses only ever read it.
+			_ = u.SearchParams()
 			b.u = u
 		}
 	}

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"fmt"
+	"sync"
 	"math/rand/v2"
 	"regexp"
 	"runtime"
@@ -435,5 +436,27 @@ func TestMatcherSizeEstimate(t *testing.T) {
 			t.Errorf("%s %q: estimate %.2fx what it holds", f.kind, f.format, ratio)
 		}
 		runtime.KeepAlive(ms)
+	}
+}
+
+// TestConcurrentParse: matchers are used from many goroutines at once
+// (the dispatcher, replays, grants' CanRead), and each parse starts from
+// the shared parsed base URL, which must stay read-only. Run with -race.
+func TestConcurrentParse(t *testing.T) {
+	for round := range 20 {
+		m, err := NewMatcher(MatchURLPattern, "https://example.com/books/:id", "https://hub.example/.well-known/mercure?x=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Go(func() {
+				topic := fmt.Sprintf("https://example.com/books/%d-%d", round, g)
+				if !m.Match(topic) {
+					t.Errorf("%s does not match", topic)
+				}
+			})
+		}
+		wg.Wait()
 	}
 }

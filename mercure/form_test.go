@@ -1,8 +1,12 @@
 package mercure
 
 import (
+	"fmt"
 	"net/url"
+	"sync"
 	"testing"
+
+	"github.com/herald-hub/herald/hub"
 )
 
 func TestParseForm(t *testing.T) {
@@ -43,4 +47,34 @@ func FuzzParseForm(f *testing.F) {
 		// Arbitrary input never panics.
 		_, _ = parseForm(name+"&"+value, 10)
 	})
+}
+
+// TestReservedConcurrently: publishes resolve topics against the shared
+// parsed hub URL at the same time, which must stay read-only. Run with
+// -race.
+func TestReservedConcurrently(t *testing.T) {
+	for range 10 {
+		h, err := New(Config{Hub: &hub.Hub{}, Tokens: &Validator{}, PublicURL: mustURL(t, "https://hub.example/.well-known/mercure?x=1"), Draft8: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Go(func() {
+				if !h.reserved(fmt.Sprintf("/.well-known/mercure/%d", g)) {
+					t.Errorf("a topic under the hub path is not reserved")
+				}
+			})
+		}
+		wg.Wait()
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

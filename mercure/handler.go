@@ -167,6 +167,10 @@ func New(cfg Config) (*Handler, error) {
 	if h.baseURL, err = whatwg.Parse(h.base); err != nil {
 		return nil, fmt.Errorf("mercure: public URL: %w", err)
 	}
+	// A parse relative to baseURL clones it, and the clone fills its
+	// search parameters in on first use: fill them in now, so that the
+	// publishes that resolve topics at once only ever read it.
+	_ = h.baseURL.SearchParams()
 	segs := strings.Split(strings.Trim(cfg.PublicURL.Path, "/"), "/")
 	h.hubSeg = segs[len(segs)-1]
 	for _, o := range cfg.CORSOrigins {
