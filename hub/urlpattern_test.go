@@ -2,11 +2,11 @@ package hub
 
 import (
 	"fmt"
-	"sync"
 	"math/rand/v2"
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
