@@ -441,9 +441,9 @@ type rawConn struct {
 	read     atomic.Int64 // bytes read
 }
 
-// rawSubscribe opens a subscription to topic on a new connection and
-// returns once the hub answered 200 with an event stream; ctx bounds the
-// opening only.
+// rawSubscribe opens a subscription to topic (none when empty) and the URL
+// patterns on a new connection and returns once the hub answered 200 with
+// an event stream; ctx bounds the opening only.
 func (e *Env) rawSubscribe(ctx context.Context, topic string, patterns []string) (*rawConn, error) {
 	cfg := e.Cfg
 	u, err := url.Parse(cfg.Hub)
@@ -451,9 +451,11 @@ func (e *Env) rawSubscribe(ctx context.Context, topic string, patterns []string)
 		return nil, err
 	}
 	q := u.Query()
-	if cfg.Draft7 {
+	switch {
+	case topic == "":
+	case cfg.Draft7:
 		q.Add("topic", topic)
-	} else {
+	default:
 		q.Add("match", topic)
 	}
 	for _, p := range patterns {

@@ -178,8 +178,8 @@ type slowPassOut struct {
 
 // crowd is what a pass opens beside its prompt subscribers: n raw
 // connections that read as Cfg.SlowMode says, or promptly when readAll,
-// each subscribed to a topic of the pass and, when patterns is set, to
-// the URL patterns it gives for connection i.
+// each subscribed to a topic of the pass or, when patterns is set, to the
+// URL patterns it gives for connection i instead.
 type crowd struct {
 	n         int
 	readAll   bool
@@ -344,11 +344,13 @@ func openSlowGroup(ctx context.Context, e *Env, topics []string, c crowd) *slowG
 			defer func() { <-sem }()
 			cctx, ccancel := context.WithTimeout(octx, churnConnectTimeout)
 			defer ccancel()
-			var patterns []string
+			// A crowd with patterns subscribes to them alone: it costs
+			// the hub its patterns, not deliveries it would not read.
+			topic, patterns := topics[i%len(topics)], []string(nil)
 			if c.patterns != nil {
-				patterns = c.patterns(i)
+				topic, patterns = "", c.patterns(i)
 			}
-			rc, err := e.rawSubscribe(cctx, topics[i%len(topics)], patterns)
+			rc, err := e.rawSubscribe(cctx, topic, patterns)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

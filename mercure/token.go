@@ -193,6 +193,10 @@ func (c *grantCache) put(k grantKey, g *Grant) *Grant {
 	if e := c.m[k]; e != nil {
 		return e.g
 	}
+	// The token may be a slice of a whole Cookie header or query string:
+	// keep a copy of its own, or the entry would hold all of that while
+	// counting only the token.
+	k.raw = strings.Clone(k.raw)
 	shared := make(map[*hub.Matcher]*hub.Matcher, len(ms))
 	for i, m := range ms {
 		sm := c.table.Acquire(m)

@@ -21,8 +21,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/herald-hub/herald/hub"
 )
 
 // Test fixtures. Names carry a tk prefix so that they do not collide with
@@ -987,5 +990,27 @@ func TestMintErrors(t *testing.T) {
 	g, err := tkValidator(t, secret, secret, nil).Validate(tok, ActionPublish)
 	if err != nil || !g.CanPublish([]string{"urlpattern:x"}) {
 		t.Errorf("exact: prefix: %+v, %v", g, err)
+	}
+}
+
+// TestGrantCacheKeepsItsOwnKey: a token cut from a whole Cookie header is
+// cached under a copy of its own, not a slice that keeps the header alive
+// while the cache counts only the token.
+func TestGrantCacheKeepsItsOwnKey(t *testing.T) {
+	var c grantCache
+	c.init(hub.NewMatchers(), 1<<20)
+	header := "other=" + strings.Repeat("x", 1<<16) + "; token=abc.def.ghi"
+	raw := header[strings.LastIndexByte(header, '=')+1:]
+	c.put(grantKey{raw: raw, action: ActionSubscribe}, &Grant{Expires: time.Now().Add(time.Hour)})
+	if len(c.m) != 1 {
+		t.Fatalf("%d entries", len(c.m))
+	}
+	for k := range c.m {
+		if k.raw != raw {
+			t.Fatalf("key %q, want %q", k.raw, raw)
+		}
+		if unsafe.StringData(k.raw) == unsafe.StringData(raw) {
+			t.Fatal("the cached key shares the header's memory")
+		}
 	}
 }

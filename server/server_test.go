@@ -52,6 +52,7 @@ type running struct {
 
 type opts struct {
 	tls, h2c     bool
+	h1           bool // with tls: the client speaks HTTP/1.1 only
 	admin        bool
 	writeTimeout time.Duration // the hub's; zero means its default
 	// engine, when set, wraps the memory engine the hub runs on.
@@ -109,10 +110,10 @@ func start(t *testing.T, o opts) *running {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // self-signed test certificate
 	var protos http.Protocols
 	protos.SetHTTP1(!o.h2c)
-	protos.SetHTTP2(o.tls)
+	protos.SetHTTP2(o.tls && !o.h1)
 	protos.SetUnencryptedHTTP2(o.h2c)
 	tr.Protocols = &protos
-	tr.ForceAttemptHTTP2 = o.tls
+	tr.ForceAttemptHTTP2 = o.tls && !o.h1
 	r.client = &http.Client{Transport: tr}
 	go func() { r.done <- srv.Serve(ctx) }()
 	t.Cleanup(func() {
@@ -433,7 +434,11 @@ func (r *running) served(t *testing.T) error {
 // hub's write timeout is a minute: once shutdown starts, every stream's
 // writes are bounded by stream.CloseTimeout, the closing words included.
 func TestShutdownWithStalledReader(t *testing.T) {
-	for name, o := range map[string]opts{"http1": {writeTimeout: time.Minute}, "tls-h2": {tls: true, writeTimeout: time.Minute}} {
+	for name, o := range map[string]opts{
+		"http1":  {writeTimeout: time.Minute},
+		"tls-h1": {tls: true, h1: true, writeTimeout: time.Minute}, // taken over, over TLS
+		"tls-h2": {tls: true, writeTimeout: time.Minute},
+	} {
 		t.Run(name, func(t *testing.T) {
 			r := start(t, o)
 			_, br := r.subscribeLive(t, "a")

@@ -6,6 +6,7 @@
 package stream
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -40,7 +41,12 @@ const CloseTimeout = time.Second
 // stream's writer; Alive may be called from any. The Tracker may shorten
 // the deadline and close the connection concurrently at shutdown.
 type Conn struct {
-	conn    net.Conn
+	conn net.Conn
+	// tls is conn when it is a TLS connection: a write that times out
+	// leaves its state corrupt, so its deadline is armed exactly, never
+	// early, and a stream that ends badly closes the socket beneath
+	// rather than send a close_notify under a deadline of its own.
+	tls     *tls.Conn
 	probe   func() bool // nil: no probe on this platform or connection
 	unwatch func()      // stops the hang-up watch; runs before conn closes
 
@@ -57,6 +63,7 @@ type Conn struct {
 	mu     sync.Mutex // armed and closed; shared with the tracker
 	armed  time.Time  // the write deadline set on conn
 	closed bool
+	failed bool // a write failed: the peer is not reading (writer's, read by Close)
 }
 
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
@@ -88,6 +95,7 @@ func (k *Ticket) Hijack(w http.ResponseWriter, status int) (*Conn, error) {
 	// still buffered would be a pipelined request, which this connection
 	// will never answer since it closes after the stream.
 	c := &Conn{conn: conn}
+	c.tls, _ = conn.(*tls.Conn)
 	if gone, stop, ok := k.t.hangups.watch(k.t, conn); ok {
 		// The kernel tells when the client leaves; Alive only reads it.
 		c.probe = func() bool { return !gone.Load() }
@@ -184,9 +192,12 @@ func (c *Conn) Flush() error {
 	if err == nil {
 		var n int
 		n, err = c.conn.Write(p)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		if errors.Is(err, os.ErrDeadlineExceeded) && c.tls == nil {
 			err = c.resume(p[n:])
 		}
+	}
+	if err != nil {
+		c.failed = true
 	}
 	c.single = nil
 	c.release()
@@ -281,7 +292,7 @@ func (c *Conn) ready(now time.Time) error {
 	if left <= 0 {
 		return os.ErrDeadlineExceeded
 	}
-	if !c.armed.IsZero() && !dl.Before(c.armed) && dl.Sub(c.armed) <= left/slack {
+	if c.armed.Equal(dl) || c.tls == nil && !c.armed.IsZero() && !dl.Before(c.armed) && dl.Sub(c.armed) <= left/slack {
 		return nil
 	}
 	c.armed = dl
@@ -316,12 +327,19 @@ func (c *Conn) abort() {
 	}
 	c.closed = true
 	c.mu.Unlock()
-	c.closeConn()
+	c.closeConn(true)
 }
 
-func (c *Conn) closeConn() error {
+// closeConn closes the connection. hard skips TLS's close_notify, which
+// crypto/tls sends under a 5 s deadline of its own: a stream cut short
+// by shutdown or by a peer that stopped reading ends when its socket
+// closes, and must not hold a shutdown longer than CloseTimeout.
+func (c *Conn) closeConn(hard bool) error {
 	if c.unwatch != nil {
 		c.unwatch()
+	}
+	if hard && c.tls != nil {
+		return c.tls.NetConn().Close()
 	}
 	return c.conn.Close()
 }
@@ -347,7 +365,7 @@ func (c *Conn) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
-	return c.closeConn()
+	return c.closeConn(c.failed || c.limit.Load() != 0)
 }
 
 // end is the tracker's release of the stream: a taken connection must

@@ -119,6 +119,9 @@ func (w *hangups) start(owner *Tracker) error {
 // stopLocked wakes the waiting goroutine so that it closes the set and
 // exits. w.mu is held.
 func (w *hangups) stopLocked() {
+	if w.epfd < 0 {
+		return // stopped already, or the set failed and closed itself
+	}
 	w.flags = nil
 	_, _ = syscall.Write(w.wake[1], []byte{1})
 	w.epfd = -1
@@ -140,6 +143,14 @@ func (w *hangups) wait(owner *Tracker, epfd, wakeR, wakeW int) {
 			if errors.Is(err, syscall.EINTR) {
 				continue
 			}
+			// The set is unusable: forget it before its fds close, so
+			// that no later watch or wake-up touches their numbers,
+			// which the kernel may give to other files.
+			w.mu.Lock()
+			if w.epfd == epfd {
+				w.flags, w.epfd = nil, -1
+			}
+			w.mu.Unlock()
 			return
 		}
 		w.mu.Lock()
