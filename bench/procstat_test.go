@@ -60,9 +60,12 @@ herald_other_total 3
 		t.Errorf("metrics %+v", st)
 	}
 
-	// Open fds are counted: a few more files show up.
+	// Open fds are counted: many more files show up. Many, so that the
+	// sockets other tests of the package open and close meanwhile are
+	// noise beside them.
+	const more = 200
 	var files []*os.File
-	for range 5 {
+	for range more {
 		f, err := os.Open(os.DevNull)
 		if err != nil {
 			t.Fatal(err)
@@ -76,8 +79,8 @@ herald_other_total 3
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st2.OpenFDs < st.OpenFDs+5-1 { // an idle keep-alive socket may have gone
-		t.Errorf("OpenFDs %d with 5 more files open, was %d", st2.OpenFDs, st.OpenFDs)
+	if st2.OpenFDs < st.OpenFDs+more-20 || st2.OpenFDs > st.OpenFDs+more+20 {
+		t.Errorf("OpenFDs %d with %d more files open, was %d", st2.OpenFDs, more, st.OpenFDs)
 	}
 	if st2.Goroutines != -1 || st2.HeapBytes != 0 || st2.Connections != -1 || st2.WriteDelay != -1 {
 		t.Errorf("without metricsURL metrics should be unknown: %+v", st2)
