@@ -174,7 +174,13 @@ func (r *running) get(t *testing.T, path string) (int, string, *http.Response) {
 
 func (r *running) publish(t *testing.T, topic string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, r.base+mercure.DefaultPath, strings.NewReader("topic="+url.QueryEscape(topic)))
+	r.post(t, url.Values{"topic": {topic}})
+}
+
+// post publishes form with the publisher token and requires a 200.
+func (r *running) post(t *testing.T, form url.Values) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, r.base+mercure.DefaultPath, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Authorization", "Bearer "+r.token)
 	resp, err := r.client.Do(req)
@@ -187,7 +193,6 @@ func (r *running) publish(t *testing.T, topic string) {
 		t.Fatalf("publish: %d", resp.StatusCode)
 	}
 }
-
 func TestProtocols(t *testing.T) {
 	for name, o := range map[string]opts{"http1": {}, "tls-h2": {tls: true}, "h2c": {h2c: true}} {
 		t.Run(name, func(t *testing.T) {
@@ -369,19 +374,7 @@ func TestRouting(t *testing.T) {
 // publishData publishes an update with data on topic.
 func (r *running) publishData(t *testing.T, topic, data string) {
 	t.Helper()
-	form := url.Values{"topic": {topic}, "data": {data}}.Encode()
-	req, _ := http.NewRequest(http.MethodPost, r.base+mercure.DefaultPath, strings.NewReader(form))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Authorization", "Bearer "+r.token)
-	resp, err := r.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("publish: %d", resp.StatusCode)
-	}
+	r.post(t, url.Values{"topic": {topic}, "data": {data}})
 }
 
 // queuedBytes reads the herald_queue_bytes gauge.

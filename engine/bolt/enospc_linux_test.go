@@ -169,14 +169,7 @@ func TestNoSpace(t *testing.T) {
 	}
 	l.take(t, us, errs)
 	checkHistory(t, e, l.acked)
-	if err := e.Close(); err != nil {
-		t.Fatal(err)
-	}
-	e, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkHistory(t, e, l.acked)
+	e = reopenChecked(t, e, path, l.acked)
 	if err := e.Append(t.Context(), enginetest.NewUpdate("urn:last")); err != nil {
 		t.Fatal(err)
 	}

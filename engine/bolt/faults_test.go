@@ -250,14 +250,7 @@ func TestFailedCommitRefused(t *testing.T) {
 				if err := r.Close(); err != nil {
 					t.Fatal(err)
 				}
-				if err := e.Close(); err != nil {
-					t.Fatal(err)
-				}
-				e, err = Open(path, Options{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				checkHistory(t, e, l.acked)
+				e = reopenChecked(t, e, path, l.acked)
 				if err := e.Close(); err != nil {
 					t.Fatal(err)
 				}

@@ -184,6 +184,21 @@ var holdTail = &testOptions{segment: journalSegment, applyCount: 1 << 30, applyB
 
 // checkHistory checks that e holds exactly want, in order, by Read and
 // Lookup.
+// reopenChecked closes e, opens path again with default options and checks
+// that it holds exactly want; the caller closes the engine it returns.
+func reopenChecked(t *testing.T, e *Engine, path string, want []*hub.Update) *Engine {
+	t.Helper()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkHistory(t, e, want)
+	return e
+}
+
 func checkHistory(t *testing.T, e *Engine, want []*hub.Update) {
 	t.Helper()
 	got, err := e.read(0, len(want)+10)
