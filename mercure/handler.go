@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -224,8 +226,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // plainError writes a text/plain error message.
+//
+// A 503 says when to try again: a Retry-After of 1 to 3 seconds, drawn at
+// random so that clients refused together do not return together.
 func plainError(w http.ResponseWriter, status int, msg string) {
 	h := w.Header()
+	if status == http.StatusServiceUnavailable {
+		h.Set("Retry-After", strconv.Itoa(1+rand.IntN(3)))
+	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Del("Content-Length")

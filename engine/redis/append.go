@@ -1,0 +1,228 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/herald-hub/herald/hub"
+)
+
+// appendReq is one Append waiting for a worker.
+type appendReq struct {
+	ctx  context.Context
+	u    *hub.Update
+	rec  []byte
+	done chan error
+}
+
+// Append implements hub.Engine. Appends queue for a few workers, each of
+// which sends what has queued as one script, so that concurrent publishers
+// share round trips. An append still queued when its ctx ends is dropped
+// unsent; one sent is answered with what Redis said.
+//
+// An error after the script was sent (the connection broke, Redis did not
+// answer in time, fewer replicas than Options.Wait confirmed it) leaves the
+// outcome open: the update may be in the log although Append failed. The
+// README says so; publishers that must not duplicate retry with the same id
+// and let subscribers drop a repeat.
+func (e *Engine) Append(ctx context.Context, u *hub.Update) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if e.breaker.State() == gobreaker.StateOpen {
+		return ErrUnavailable
+	}
+	rec, err := u.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("redis: encode update: %w", err)
+	}
+	req := &appendReq{ctx: ctx, u: u, rec: rec, done: make(chan error, 1)}
+	e.closing.RLock()
+	if e.closed {
+		e.closing.RUnlock()
+		return hub.ErrClosed
+	}
+	select {
+	case e.queue <- req:
+	case <-ctx.Done():
+		e.closing.RUnlock()
+		return ctx.Err()
+	}
+	e.closing.RUnlock()
+	return <-req.done
+}
+
+// appendLoop is one append worker: it takes the first waiting append and
+// whatever else has queued, up to MaxBatch, and commits them together. It
+// ends when Close closes the queue, after answering everything in it.
+func (e *Engine) appendLoop() {
+	defer e.workers.Done()
+	batch := make([]*appendReq, 0, e.maxBatch)
+	for {
+		r, ok := <-e.queue
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], r)
+	fill:
+		for len(batch) < e.maxBatch {
+			select {
+			case r, ok := <-e.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		e.commit(batch)
+		clear(batch)
+	}
+}
+
+// commit sends one batch and answers each of its appends.
+func (e *Engine) commit(batch []*appendReq) {
+	live := batch[:0:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.done <- err // never sent: absent
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	_, err := e.breaker.Execute(func() (struct{}, error) {
+		return struct{}{}, e.appendBatch(live)
+	})
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		err = ErrUnavailable
+	}
+	for _, r := range live {
+		if err != nil {
+			r.u.Seq = 0
+		}
+		r.done <- err
+	}
+}
+
+// appendBatch runs luaAppend for the batch (and WAIT, when asked) and
+// gives each update its Seq.
+func (e *Engine) appendBatch(live []*appendReq) error {
+	args := make([]any, 0, 4+4*len(live))
+	cutoff := int64(0)
+	if e.maxAge > 0 {
+		cutoff = e.now().Add(-e.maxAge).UnixMilli()
+	}
+	args = append(args, strconv.FormatUint(hub.NewEpoch(), 10), e.maxCount, cutoff, e.grace)
+	for _, r := range live {
+		args = append(args, r.u.ID, r.u.Time.UnixMilli(), strconv.FormatUint(rand.Uint64(), 36), r.rec)
+	}
+	keys := []string{e.keys.meta, e.keys.log, e.keys.ids, e.keys.dups}
+	ctx := e.ctx
+	start := time.Now()
+	res, err := e.appendScript(ctx, keys, args)
+	e.m.roundTrip("append", time.Since(start))
+	e.m.batch.Observe(float64(len(live)))
+	if err != nil {
+		return fmt.Errorf("redis: append: %w", err)
+	}
+	v, ok := res.([]any)
+	if !ok || len(v) != 2 {
+		return fmt.Errorf("redis: unexpected reply %v", res)
+	}
+	epoch, err1 := parseEpoch(v[0])
+	first, err2 := parseUint(v[1])
+	if err := errors.Join(err1, err2); err != nil {
+		return err
+	}
+	for i, r := range live {
+		r.u.Seq = first + uint64(i)
+	}
+	if epoch != e.epoch.Load() {
+		// A log the feed has not met yet: wake it to find out.
+		select {
+		case e.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// appendScript runs luaAppend, followed on the same connection by WAIT
+// when replicas must confirm.
+func (e *Engine) appendScript(ctx context.Context, keys []string, args []any) (any, error) {
+	if e.wait == 0 {
+		return luaAppend.Run(ctx, e.rdb, keys, args...).Result()
+	}
+	c, err := e.master(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		var script *goredis.Cmd
+		var wait *goredis.Cmd
+		_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			if attempt == 0 {
+				script = luaAppend.EvalSha(ctx, p, keys, args...)
+			} else {
+				script = luaAppend.Eval(ctx, p, keys, args...)
+			}
+			wait = p.Do(ctx, "wait", e.wait, e.waitTime.Milliseconds())
+			return nil
+		})
+		if attempt == 0 && script.Err() != nil && strings.HasPrefix(script.Err().Error(), "NOSCRIPT") {
+			continue // nothing ran; send the script itself
+		}
+		if err := script.Err(); err != nil {
+			return nil, err
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n, err := wait.Int64(); err != nil || n < int64(e.wait) {
+			return nil, fmt.Errorf("%w: %d of %d", ErrNotReplicated, n, e.wait)
+		}
+		return script.Val(), nil
+	}
+}
+
+// master returns the client of the node that holds the log: WAIT must go
+// where the script went, which in a Cluster is the master of the hub's
+// slot.
+func (e *Engine) master(ctx context.Context) (goredis.Cmdable, error) {
+	if cc, ok := e.rdb.(*goredis.ClusterClient); ok {
+		return cc.MasterForKey(ctx, e.keys.log)
+	}
+	return e.rdb, nil
+}
+
+// newBreaker opens after consecutive failed appends, so that while Redis
+// is unreachable publishers are refused at once instead of each waiting
+// for a timeout; after a second it lets one append through to try.
+func newBreaker(e *Engine) *gobreaker.CircuitBreaker[struct{}] {
+	return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        "redis",
+		MaxRequests: 1,
+		Timeout:     time.Second,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 3 },
+		IsSuccessful: func(err error) bool {
+			// Replicas that lag are no reason to stop talking to the master.
+			return err == nil || errors.Is(err, ErrNotReplicated) || errors.Is(err, context.Canceled)
+		},
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			e.m.breaker.Set(float64(to))
+			e.log.Warn("redis circuit breaker", "from", from.String(), "to", to.String())
+		},
+	})
+}

@@ -1,0 +1,482 @@
+// Package redis is the engine for more than one node: a history on Redis
+// Streams that every herald node appends to and reads from, with a live
+// feed on each node, so that any node takes publishes, every node delivers
+// them in the same order, and a subscriber resumes on any node.
+//
+// One stream holds the log. A Lua script appends a batch of updates at a
+// time: it gives them the next Seqs (the stream entry id is "<Seq>-0"),
+// indexes their ids in a hash and trims what retention drops, all
+// atomically, so that nodes never race for a Seq and Lookup never finds a
+// trimmed entry. Concurrent appends on a node share scripts (group commit):
+// a few workers each take whatever has queued while the others wait on
+// Redis. Each node's feed waits on the stream with XREAD BLOCK and reads
+// what it has not fed with a script that also checks that the log is still
+// the one it fed from, so after any reconnect it goes on from the last
+// update it fed, and a log replaced under it (Redis restarted empty,
+// flushed, or failed over to a replica that missed writes) becomes a new
+// epoch instead of a silent renumbering.
+//
+// The client is github.com/redis/go-redis/v9: it speaks standalone,
+// Sentinel and Cluster behind one interface and parses all three from
+// URLs; see BENCHMARKS.md for how it compared with rueidis on this
+// engine's own round trips.
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/herald-hub/herald/hub"
+)
+
+// Defaults for Options.
+const (
+	DefaultPrefix      = "herald"
+	DefaultMaxCount    = 100_000
+	DefaultWaitTimeout = time.Second
+	DefaultTimeout     = time.Second
+	DefaultWorkers     = 4
+	DefaultMaxBatch    = 256
+	// DefaultGrace is how long an appended update stays whatever
+	// retention says, so that every node's feed reads it first.
+	DefaultGrace = 2 * time.Second
+)
+
+// Options configures an Engine. The zero value is valid.
+type Options struct {
+	// Retention bounds the history; both zero means DefaultMaxCount.
+	Retention hub.Retention
+	// Prefix names the hub's keys, so that several hubs share one Redis
+	// or one Cluster. Every key is "{Prefix}:…": one hash slot per hub.
+	Prefix string
+	// Wait is how many replicas must have an append (Redis WAIT) before
+	// it is acknowledged; zero means the master alone.
+	Wait int
+	// WaitTimeout bounds the WAIT; an append whose replicas do not answer
+	// in time fails. Zero means DefaultWaitTimeout.
+	WaitTimeout time.Duration
+	// Timeout bounds each round trip to Redis (dial, read, write), so
+	// that an unreachable Redis fails publishes fast. Zero means
+	// DefaultTimeout.
+	Timeout time.Duration
+	// Workers is how many batches of appends a node has in flight at
+	// once; zero means DefaultWorkers.
+	Workers int
+	// MaxBatch bounds how many updates share one script; zero means
+	// DefaultMaxBatch.
+	MaxBatch int
+	// Logger receives what the engine cannot return to a caller (the feed
+	// losing Redis and finding it again), as is: the caller names the
+	// group. Nil discards it.
+	Logger *slog.Logger
+	// Registerer receives the engine's metrics (herald_redis_*); nil
+	// means none. Close unregisters them.
+	Registerer prometheus.Registerer
+	// Now is the clock for retention by age; nil means time.Now.
+	Now func() time.Time
+	// Grace is how long an update stays after its append whatever the
+	// retention, so that a node's feed reads it before it goes: a node
+	// whose feed falls further behind than this (a long pause, a lost
+	// connection) may find the oldest of what it missed trimmed, and ends
+	// its live streams for the gap. Zero means DefaultGrace.
+	Grace time.Duration
+}
+
+// Errors the engine returns.
+var (
+	// ErrUnavailable is returned by Append while Redis cannot be reached
+	// (the circuit breaker is open). Nothing of the update was sent.
+	ErrUnavailable = errors.New("redis: history unavailable")
+	// ErrNotReplicated is returned by Append when fewer replicas than
+	// Options.Wait confirmed the write in time. The update is on the
+	// master and may still reach the replicas: it was not acknowledged,
+	// and it may appear in the history.
+	ErrNotReplicated = errors.New("redis: update not confirmed by enough replicas")
+)
+
+// Engine is a hub.Engine on Redis Streams.
+type Engine struct {
+	rdb      goredis.UniversalClient
+	waiter   goredis.UniversalClient // the feed's blocking reads: Close closes it to end one
+	topology string
+	keys     keys
+	maxCount int
+	maxAge   time.Duration
+	wait     int
+	waitTime time.Duration
+	maxBatch int
+	grace    int64 // ms
+	now      func() time.Time
+	log      *slog.Logger
+	m        *metrics
+	breaker  *gobreaker.CircuitBreaker[struct{}]
+
+	ctx     context.Context // ends at Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // the feed and the trimmer
+	workers sync.WaitGroup // the append workers
+	queue   chan *appendReq
+	kick    chan struct{} // wakes the feed: an append saw another epoch
+
+	// closing is held shared by Append while it enqueues, so that Close
+	// can wait for every enqueued append to be answered.
+	closing sync.RWMutex
+	closed  bool
+	// shut is set once the feed has stopped: Read and Lookup work until
+	// then, since the feed may call them.
+	shut atomic.Bool
+
+	listened atomic.Bool
+	epoch    atomic.Uint64 // the feed's epoch, for Read and Lookup errors
+	down     atomic.Pointer[error]
+}
+
+var (
+	_ hub.Engine = (*Engine)(nil)
+	_ hub.Closer = (*Engine)(nil)
+	_ hub.Health = (*Engine)(nil)
+	_ hub.Stats  = (*Engine)(nil)
+)
+
+type keys struct {
+	meta, log, ids, dups string
+}
+
+func newKeys(prefix string) keys {
+	p := "{" + prefix + "}:"
+	return keys{meta: p + "meta", log: p + "log", ids: p + "ids", dups: p + "dups"}
+}
+
+// Open connects to the Redis named by rawURL (see ParseURL) and returns an
+// engine on the log under opts.Prefix. It checks that Redis answers; the
+// log itself is found or created by Listen.
+func Open(ctx context.Context, rawURL string, opts Options) (*Engine, error) {
+	c, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return open(ctx, c, opts)
+}
+
+func open(ctx context.Context, c *Conn, opts Options) (*Engine, error) {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(opts.Prefix, "{}") {
+		return nil, fmt.Errorf("redis: key prefix %q must not contain braces", opts.Prefix)
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = DefaultWaitTimeout
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = DefaultWorkers
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = DefaultMaxBatch
+	}
+	if opts.Wait < 0 {
+		return nil, fmt.Errorf("redis: negative replica count %d", opts.Wait)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Grace <= 0 {
+		opts.Grace = DefaultGrace
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{
+		topology: c.Topology,
+		keys:     newKeys(opts.Prefix),
+		maxCount: opts.Retention.MaxCount,
+		maxAge:   opts.Retention.MaxAge,
+		wait:     opts.Wait,
+		waitTime: opts.WaitTimeout,
+		maxBatch: opts.MaxBatch,
+		grace:    opts.Grace.Milliseconds(),
+		now:      opts.Now,
+		log:      opts.Logger,
+		queue:    make(chan *appendReq, opts.Workers*opts.MaxBatch),
+		kick:     make(chan struct{}, 1),
+	}
+	if e.maxCount <= 0 && e.maxAge <= 0 {
+		e.maxCount = DefaultMaxCount
+	}
+	e.rdb = c.client(opts.Timeout, opts.WaitTimeout, opts.Workers+2)
+	e.waiter = c.client(opts.Timeout, feedBlock, 1)
+	e.m = newMetrics()
+	e.breaker = newBreaker(e)
+	if err := e.rdb.Ping(ctx).Err(); err != nil {
+		_ = e.rdb.Close()
+		_ = e.waiter.Close()
+		return nil, fmt.Errorf("redis: connect to %s: %w", c.Topology, err)
+	}
+	if opts.Registerer != nil {
+		if err := e.m.register(opts.Registerer, e); err != nil {
+			_ = e.rdb.Close()
+			_ = e.waiter.Close()
+			return nil, err
+		}
+	}
+	e.ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	e.workers.Add(opts.Workers)
+	for range opts.Workers {
+		go e.appendLoop()
+	}
+	return e, nil
+}
+
+// Topology says what the engine is connected to, for the log: the kind of
+// deployment (standalone, sentinel, cluster) and its addresses.
+func (e *Engine) Topology() string { return e.topology }
+
+// Listen implements hub.Engine.
+func (e *Engine) Listen(feed func(hub.Batch)) (hub.Position, error) {
+	if !e.listened.CompareAndSwap(false, true) {
+		return hub.Position{}, errors.New("redis: Listen called twice")
+	}
+	e.closing.RLock()
+	defer e.closing.RUnlock()
+	if e.closed {
+		return hub.Position{}, hub.ErrClosed
+	}
+	st, err := e.init(e.ctx)
+	if err != nil {
+		return hub.Position{}, err
+	}
+	e.epoch.Store(st.epoch)
+	e.wg.Add(2)
+	go e.feedLoop(feed, st)
+	go e.trimLoop()
+	return hub.Position{Epoch: st.epoch, Seq: st.seq}, nil
+}
+
+// feedState is where the feed stands: the last update it fed and that
+// update's nonce, by which it recognizes its log.
+type feedState struct {
+	epoch uint64
+	seq   uint64
+	nonce string
+}
+
+// init finds the log's epoch and head, creating an epoch for a Redis that
+// has none.
+func (e *Engine) init(ctx context.Context) (feedState, error) {
+	res, err := e.run(ctx, "init", luaInit, []string{e.keys.meta, e.keys.log}, strconv.FormatUint(hub.NewEpoch(), 10))
+	if err != nil {
+		return feedState{}, fmt.Errorf("redis: open the log: %w", err)
+	}
+	v, ok := res.([]any)
+	if !ok || len(v) != 3 {
+		return feedState{}, fmt.Errorf("redis: unexpected reply %v", res)
+	}
+	epoch, err1 := parseEpoch(v[0])
+	seq, err2 := parseUint(v[1])
+	nonce, _ := v[2].(string)
+	if err := errors.Join(err1, err2); err != nil {
+		return feedState{}, err
+	}
+	return feedState{epoch: epoch, seq: seq, nonce: nonce}, nil
+}
+
+// Lookup implements hub.Engine.
+func (e *Engine) Lookup(ctx context.Context, id string) (hub.Position, bool, error) {
+	if e.isClosed() {
+		return hub.Position{}, false, hub.ErrClosed
+	}
+	res, err := e.run(ctx, "lookup", luaLookup, []string{e.keys.meta, e.keys.ids}, id)
+	if err != nil {
+		return hub.Position{}, false, fmt.Errorf("redis: lookup: %w", err)
+	}
+	v, ok := res.([]any)
+	if !ok || len(v) != 3 {
+		return hub.Position{}, false, fmt.Errorf("redis: unexpected reply %v", res)
+	}
+	epoch, err1 := parseEpoch(v[0])
+	head, err2 := parseUint(v[1])
+	if err := errors.Join(err1, err2); err != nil {
+		return hub.Position{}, false, err
+	}
+	if s, ok := v[2].(string); ok {
+		seq, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return hub.Position{}, false, fmt.Errorf("redis: corrupt index entry %q", s)
+		}
+		return hub.Position{Epoch: epoch, Seq: seq}, true, nil
+	}
+	return hub.Position{Epoch: epoch, Seq: head}, false, nil
+}
+
+// Read implements hub.Engine.
+func (e *Engine) Read(ctx context.Context, after hub.Position, limit int) (hub.Range, error) {
+	if limit <= 0 {
+		return hub.Range{}, errors.New("redis: read limit must be positive")
+	}
+	if e.isClosed() {
+		return hub.Range{}, hub.ErrClosed
+	}
+	res, err := e.run(ctx, "read", luaRead, []string{e.keys.meta, e.keys.log},
+		strconv.FormatUint(after.Epoch, 10), strconv.FormatUint(after.Seq, 10), strconv.Itoa(limit))
+	if err != nil {
+		return hub.Range{}, fmt.Errorf("redis: read: %w", err)
+	}
+	v, ok := res.([]any)
+	if !ok || len(v) != 3 {
+		return hub.Range{}, fmt.Errorf("redis: unexpected reply %v", res)
+	}
+	epoch, err1 := parseEpoch(v[0])
+	head, err2 := parseUint(v[1])
+	if err := errors.Join(err1, err2); err != nil {
+		return hub.Range{}, err
+	}
+	if epoch != after.Epoch {
+		return hub.Range{}, hub.ErrEpoch
+	}
+	us, _, _, err := decodeEntries(v[2])
+	if err != nil {
+		return hub.Range{}, err
+	}
+	r := hub.Range{Updates: us, Head: head}
+	r.Gap = len(us) > 0 && us[0].Seq > after.Seq+1 || len(us) == 0 && head > after.Seq
+	return r, nil
+}
+
+// Healthy implements hub.Health: Redis answered the last round trip of the
+// feed and the circuit breaker lets appends through.
+func (e *Engine) Healthy() error {
+	if e.breaker.State() == gobreaker.StateOpen {
+		return ErrUnavailable
+	}
+	if p := e.down.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Close implements hub.Closer: it answers the appends in flight, stops the
+// feed and closes the connections.
+func (e *Engine) Close() error {
+	e.closing.Lock()
+	if e.closed {
+		e.closing.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.closing.Unlock()
+	close(e.queue) // no Append enqueues once closed is set under the lock
+	e.workers.Wait()
+	e.cancel()
+	// Closing the waiter fails the feed's blocking read at once.
+	err := e.waiter.Close()
+	e.wg.Wait()
+	e.shut.Store(true)
+	e.m.unregister()
+	return errors.Join(err, e.rdb.Close())
+}
+
+func (e *Engine) isClosed() bool { return e.shut.Load() }
+
+// run runs a script and times the round trip.
+func (e *Engine) run(ctx context.Context, op string, s *goredis.Script, keys []string, args ...any) (any, error) {
+	start := time.Now()
+	res, err := s.Run(ctx, e.rdb, keys, args...).Result()
+	e.m.roundTrip(op, time.Since(start))
+	if err != nil && e.shut.Load() {
+		return nil, hub.ErrClosed // cut off by Close
+	}
+	return res, err
+}
+
+// setDown records whether Redis answers, for Healthy and the log.
+func (e *Engine) setDown(err error) {
+	if err == nil {
+		if e.down.Swap(nil) != nil {
+			e.m.reconnects.Inc()
+			e.log.Info("redis reachable again")
+		}
+		return
+	}
+	if e.down.Swap(&err) == nil {
+		e.log.Warn("redis unreachable; retrying", "err", err)
+	}
+}
+
+func parseEpoch(v any) (uint64, error) {
+	s, _ := v.(string)
+	if s == "" {
+		return 0, nil // no log
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("redis: corrupt epoch %q", s)
+	}
+	return n, nil
+}
+
+func parseUint(v any) (uint64, error) {
+	switch x := v.(type) {
+	case int64:
+		if x < 0 {
+			return 0, fmt.Errorf("redis: negative Seq %d", x)
+		}
+		return uint64(x), nil
+	case string:
+		n, err := strconv.ParseUint(x, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("redis: corrupt Seq %q", x)
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("redis: unexpected Seq %v", v)
+}
+
+// decodeEntries decodes XRANGE entries written by luaAppend, and returns
+// the Seq and nonce of the last one. An entry whose record cannot be
+// decoded is left out, which readers see as a gap.
+func decodeEntries(v any) (us []*hub.Update, last uint64, nonce string, err error) {
+	es, _ := v.([]any)
+	if len(es) == 0 {
+		return nil, 0, "", nil
+	}
+	us = make([]*hub.Update, 0, len(es))
+	for _, x := range es {
+		e, ok := x.([]any)
+		if !ok || len(e) != 2 {
+			return nil, 0, "", fmt.Errorf("redis: unexpected entry %v", x)
+		}
+		id, _ := e[0].(string)
+		seq, err := strconv.ParseUint(strings.TrimSuffix(id, "-0"), 10, 64)
+		if err != nil {
+			return nil, 0, "", fmt.Errorf("redis: unexpected entry id %q", id)
+		}
+		last, nonce = seq, ""
+		f, _ := e[1].([]any)
+		if len(f) != 10 {
+			continue
+		}
+		nonce, _ = f[5].(string)
+		d, _ := f[7].(string)
+		u := &hub.Update{}
+		if u.UnmarshalBinary([]byte(d)) != nil {
+			continue
+		}
+		u.Seq = seq
+		us = append(us, u)
+	}
+	return us, last, nonce, nil
+}

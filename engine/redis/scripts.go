@@ -1,0 +1,202 @@
+package redis
+
+import goredis "github.com/redis/go-redis/v9"
+
+// The log lives in four keys that share one hash tag, so that a Cluster
+// keeps them in one slot and every script runs on one node:
+//
+//	{prefix}:meta  hash: epoch (decimal), seq (last Seq given), nonce (of seq)
+//	{prefix}:log   stream: one entry per update, id "<Seq>-0", fields
+//	               i (update id), t (update time, Unix ms), n (nonce),
+//	               d (record), a (append time, Redis clock, Unix ms)
+//	{prefix}:ids   hash: update id -> Seq of its earliest retained occurrence
+//	{prefix}:dups  hash: update id -> "s1,s2,": later retained occurrences,
+//	               only for ids that occur more than once
+//
+// Every script reads and writes them together, so that the index never
+// names a trimmed entry and a reader never sees one key ahead of another.
+// Scripts check everything that could fail before their first write: Redis
+// does not roll back a script that fails half-way.
+
+// luaTrim drops entries from the front of the log, and their index
+// entries, while the log is longer than maxCount or the front entry is
+// older than cutoff (Unix ms; 0 means no age bound). It drops at most
+// budget entries, so its work per call is bounded, and returns how many it
+// dropped. Entries are trimmed in Seq order, so the one dropped is always
+// the earliest retained occurrence of its id.
+//
+// An entry appended less than grace ms ago stays whatever retention says:
+// every node's feed reads the log after the append, and an entry trimmed
+// before a node read it would be a skip on that node's live streams. So
+// a history smaller than a burst of appends holds the burst for a moment.
+const luaTrim = `
+local function unindex(ids, dups, id, seq)
+  local s = redis.call('HGET', ids, id)
+  if s ~= tostring(seq) then return end
+  local d = redis.call('HGET', dups, id)
+  if not d then
+    redis.call('HDEL', ids, id)
+    return
+  end
+  local c = string.find(d, ',', 1, true)
+  redis.call('HSET', ids, id, string.sub(d, 1, c - 1))
+  if c == #d then
+    redis.call('HDEL', dups, id)
+  else
+    redis.call('HSET', dups, id, string.sub(d, c + 1))
+  end
+end
+
+local function nowms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function trim(log, ids, dups, maxCount, cutoff, budget, grace)
+  local over = 0
+  if maxCount > 0 then
+    over = redis.call('XLEN', log) - maxCount
+  end
+  if over <= 0 and cutoff <= 0 then return 0 end
+  local want = budget
+  if cutoff <= 0 then want = math.min(over, budget) end
+  local es = redis.call('XRANGE', log, '-', '+', 'COUNT', want)
+  local dropped, last = 0, nil
+  local young = nowms() - grace
+  for _, e in ipairs(es) do
+    local f = e[2]
+    if over <= 0 and tonumber(f[4]) >= cutoff then break end
+    if tonumber(f[10]) > young then break end
+    local seq = tonumber(string.sub(e[1], 1, -3))
+    unindex(ids, dups, f[2], seq)
+    last = seq
+    dropped = dropped + 1
+    over = over - 1
+  end
+  if last then
+    redis.call('XTRIM', log, 'MINID', string.format('%d-0', last + 1))
+  end
+  return dropped
+end
+`
+
+// luaInit makes sure the log has an epoch: an empty Redis gets a new log
+// named by ARGV[1]. It returns the epoch, the head and the head's nonce.
+//
+// KEYS: meta, log. ARGV: candidate epoch.
+var luaInit = goredis.NewScript(`
+local meta, log = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  -- A log without its meta key (evicted, or deleted by hand) keeps its
+  -- entries but gets a new epoch; Seqs go on after the last entry, since
+  -- XADD refuses ids at or below the stream's last one.
+  local seq = 0
+  local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+  if #top > 0 then seq = tonumber(string.sub(top[1][1], 1, -3)) end
+  redis.call('HSET', meta, 'epoch', epoch, 'seq', seq, 'nonce', '')
+end
+local v = redis.call('HMGET', meta, 'seq', 'nonce')
+return {epoch, v[1], v[2] or ''}
+`)
+
+// luaAppend appends a batch of updates, giving them the next Seqs, indexes
+// their ids and trims what retention drops, at most a bounded number of
+// entries per update appended. A Redis without the log (flushed,
+// restarted empty) gets a new one named by ARGV[1]; the caller learns it
+// from the epoch returned. It returns the epoch and the first Seq given.
+//
+// KEYS: meta, log, ids, dups. ARGV: candidate epoch, max count, cutoff
+// (Unix ms, 0 for none), grace (ms), then id, time, nonce, record for each
+// update.
+var luaAppend = goredis.NewScript(luaTrim + `
+local meta, log, ids, dups = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local v = redis.call('HMGET', meta, 'epoch', 'seq')
+local epoch, seq = v[1], tonumber(v[2])
+if not epoch then
+  epoch, seq = ARGV[1], 0
+  local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+  if #top > 0 then seq = tonumber(string.sub(top[1][1], 1, -3)) end
+  redis.call('HSET', meta, 'epoch', epoch)
+end
+local first = seq + 1
+local nonce = ''
+local now = nowms()
+for i = 5, #ARGV, 4 do
+  seq = seq + 1
+  local id = ARGV[i]
+  nonce = ARGV[i + 2]
+  redis.call('XADD', log, string.format('%d-0', seq), 'i', id, 't', ARGV[i + 1], 'n', nonce, 'd', ARGV[i + 3], 'a', now)
+  if redis.call('HSETNX', ids, id, seq) == 0 then
+    redis.call('HSET', dups, id, (redis.call('HGET', dups, id) or '') .. string.format('%d,', seq))
+  end
+end
+redis.call('HSET', meta, 'seq', seq, 'nonce', nonce)
+local n = (#ARGV - 4) / 4
+trim(log, ids, dups, tonumber(ARGV[2]), tonumber(ARGV[3]), 2 * n + 16, tonumber(ARGV[4]))
+return {epoch, first}
+`)
+
+// luaTrimIdle trims without appending, so that retention by age holds on
+// an idle log. It returns how many entries it dropped.
+//
+// KEYS: meta, log, ids, dups. ARGV: max count, cutoff, budget, grace.
+var luaTrimIdle = goredis.NewScript(luaTrim + `
+return trim(KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+`)
+
+// luaRead reads the log after a Seq, in one epoch. It returns the epoch
+// (empty when there is no log), the head, and up to ARGV[3] entries after
+// ARGV[2] when the epoch is ARGV[1].
+//
+// KEYS: meta, log. ARGV: epoch, after, limit.
+var luaRead = goredis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+if not v[1] or v[1] ~= ARGV[1] then return {v[1] or '', 0, {}} end
+local es = {}
+if tonumber(ARGV[2]) < tonumber(v[2]) then
+  es = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
+end
+return {v[1], v[2], es}
+`)
+
+// luaFeed is luaRead for the live feed, which also checks that the log is
+// still the one it fed from: the entry at the last Seq fed must still carry
+// the nonce it had. A log that went back (a failover to a replica that
+// missed the last writes) and perhaps grew again under the same epoch is a
+// different log: the script names it with the new epoch ARGV[5], so that
+// every node sees the change, and returns it with status "rewritten".
+//
+// KEYS: meta, log. ARGV: epoch, after, limit, nonce of after, new epoch.
+// Returns status ("ok", "epoch" or "rewritten"), epoch, head, entries.
+var luaFeed = goredis.NewScript(`
+local meta, log = KEYS[1], KEYS[2]
+local v = redis.call('HMGET', meta, 'epoch', 'seq')
+if not v[1] or v[1] ~= ARGV[1] then return {'epoch', v[1] or '', v[2] or 0, {}} end
+local after, head = tonumber(ARGV[2]), tonumber(v[2])
+local rewritten = head < after
+if not rewritten and after > 0 and ARGV[4] ~= '' then
+  local at = redis.call('XRANGE', log, ARGV[2] .. '-0', ARGV[2] .. '-0')
+  rewritten = #at > 0 and at[1][2][6] ~= ARGV[4]
+end
+if rewritten then
+  redis.call('HSET', meta, 'epoch', ARGV[5])
+  return {'rewritten', ARGV[5], v[2], {}}
+end
+local es = {}
+if after < head then
+  es = redis.call('XRANGE', log, '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
+end
+return {'ok', v[1], v[2], es}
+`)
+
+// luaLookup finds the earliest retained update with an id. It returns the
+// epoch (empty when there is no log), the head, and the update's Seq or -1.
+//
+// KEYS: meta, ids. ARGV: id.
+var luaLookup = goredis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+local s = redis.call('HGET', KEYS[2], ARGV[1])
+return {v[1] or '', v[2] or 0, s or -1}
+`)
