@@ -156,7 +156,7 @@ func TestOpenHistoryError(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "herald.db"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := openEngine(&serveConfig{engine: "bolt", dataDir: dir}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	_, _, _, err := openEngine(t.Context(), &serveConfig{engine: "bolt", dataDir: dir}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err == nil {
 		t.Fatal("a directory opened as the history")
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/herald-hub/herald/engine/bolt"
 	"github.com/herald-hub/herald/engine/memory"
+	"github.com/herald-hub/herald/engine/redis"
 	"github.com/herald-hub/herald/hub"
 	"github.com/herald-hub/herald/mercure"
 	"github.com/herald-hub/herald/server"
@@ -31,7 +32,9 @@ import (
 // serveConfig holds every serve flag. Each flag also reads HERALD_<FLAG>
 // from the environment and a "flag value" line from the --config file.
 type serveConfig struct {
-	addr, adminAddr, dataDir, engine                     string
+	addr, adminAddr, dataDir, engine, redisPrefix        string
+	redisWait                                            int
+	redisWaitTimeout                                     time.Duration
 	jwtKey, pubKey, subKey, jwtAlg, jwtIssuer, publicURL string
 	anonymous, h2c, randomIDs                            bool
 	corsOrigins, protocols, writeDelay                   string
@@ -48,7 +51,10 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.addr, "addr", "localhost:3000", "listen address")
 	fs.StringVar(&c.adminAddr, "admin-addr", "", "address for pprof, metrics and health (off when empty; keep it private)")
 	fs.StringVar(&c.dataDir, "data-dir", "./herald-data", "directory of the embedded history")
-	fs.StringVar(&c.engine, "engine", "bolt", "history engine: bolt (embedded, durable) or memory")
+	fs.StringVar(&c.engine, "engine", "bolt", "history engine: bolt (embedded, durable), memory, or the URL of a Redis shared by several nodes (redis://, rediss://, with ?master_name= for Sentinel, redis+cluster://)")
+	fs.StringVar(&c.redisPrefix, "redis-prefix", redis.DefaultPrefix, "key prefix of this hub's history in Redis, so several hubs share one Redis")
+	fs.IntVar(&c.redisWait, "redis-wait", 0, "replicas that must confirm an update (Redis WAIT) before a publish is acknowledged; 0 means the master alone")
+	fs.DurationVar(&c.redisWaitTimeout, "redis-wait-timeout", redis.DefaultWaitTimeout, "how long a publish waits for --redis-wait replicas before it is refused with 503")
 	fs.StringVar(&c.jwtKey, "jwt-key", "", "key for publisher and subscriber tokens: a secret, a PEM key, or @file")
 	fs.StringVar(&c.pubKey, "publisher-jwt-key", "", "key for publisher tokens (overrides --jwt-key)")
 	fs.StringVar(&c.subKey, "subscriber-jwt-key", "", "key for subscriber tokens (overrides --jwt-key)")
@@ -186,7 +192,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	engine, closeEngine, err := openEngine(c, log, reg)
+	engine, engineDesc, closeEngine, err := openEngine(ctx, c, log, reg)
 	if err != nil {
 		return err
 	}
@@ -249,7 +255,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("herald listening", "addr", srv.Addr().String(), "hub", public.String(), "engine", c.engine, "protocols", c.protocols)
+	log.Info("herald listening", "addr", srv.Addr().String(), "hub", public.String(), "engine", engineDesc, "protocols", c.protocols)
 	if devMode {
 		if err := printDevBanner(stdout, c, pubKey, public); err != nil {
 			return err
@@ -347,28 +353,50 @@ func publicURL(c *serveConfig, addr net.Addr) (*url.URL, error) {
 	return &url.URL{Scheme: scheme, Host: host, Path: mercure.DefaultPath}, nil
 }
 
-func openEngine(c *serveConfig, log *slog.Logger, reg prometheus.Registerer) (hub.Engine, func(), error) {
+// openEngine opens the history the flags name. It returns a description
+// for the log, which names a Redis deployment without its credentials.
+func openEngine(ctx context.Context, c *serveConfig, log *slog.Logger, reg prometheus.Registerer) (hub.Engine, string, func(), error) {
 	ret := hub.Retention{MaxCount: c.historySize, MaxAge: c.historyMaxAge}
-	switch c.engine {
-	case "memory":
+	switch {
+	case c.engine == "memory":
 		e := memory.New(memory.Options{Retention: ret})
-		return e, func() { _ = e.Close() }, nil
-	case "bolt", "":
+		return e, "memory", func() { _ = e.Close() }, nil
+	case c.engine == "bolt" || c.engine == "":
 		if err := os.MkdirAll(c.dataDir, 0o750); err != nil {
-			return nil, nil, fmt.Errorf("create data directory: %w", err)
+			return nil, "", nil, fmt.Errorf("create data directory: %w", err)
 		}
 		path := filepath.Join(c.dataDir, "herald.db")
 		e, err := bolt.Open(path, bolt.Options{Retention: ret, Logger: log.WithGroup("bolt"), Registerer: reg})
 		if err != nil {
-			return nil, nil, err // it names the file already
+			return nil, "", nil, err // it names the file already
 		}
-		return e, func() {
+		return e, "bolt " + path, func() {
+			if err := e.Close(); err != nil {
+				log.Error("close history", "err", err)
+			}
+		}, nil
+	case strings.Contains(c.engine, "://"):
+		redis.RouteClientLog(log.WithGroup("redis"))
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		e, err := redis.Open(ctx, c.engine, redis.Options{
+			Retention:   ret,
+			Prefix:      c.redisPrefix,
+			Wait:        c.redisWait,
+			WaitTimeout: c.redisWaitTimeout,
+			Logger:      log.WithGroup("redis"),
+			Registerer:  reg,
+		})
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("--engine: %w", err)
+		}
+		return e, "redis " + e.Topology() + " prefix " + c.redisPrefix, func() {
 			if err := e.Close(); err != nil {
 				log.Error("close history", "err", err)
 			}
 		}, nil
 	}
-	return nil, nil, fmt.Errorf("--engine: unknown engine %q (use bolt or memory)", c.engine)
+	return nil, "", nil, fmt.Errorf("--engine: unknown engine %q (use bolt, memory or a redis:// URL)", c.engine)
 }
 
 // printDevBanner tells a new user how to use the hub in development mode.

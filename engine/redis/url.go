@@ -1,7 +1,9 @@
 package redis
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -100,4 +102,17 @@ func (c *Conn) client(timeout, wait time.Duration, workers int) goredis.Universa
 		o.MinIdleConns = workers + 2
 		return goredis.NewClient(&o)
 	}
+}
+
+// RouteClientLog sends what the Redis client logs on its own (dial
+// failures, pool events) to l at debug level, instead of to stderr: the
+// engine already reports losing and finding Redis once, at warn. The
+// client keeps one logger per process, so a program calls this once, from
+// main.
+func RouteClientLog(l *slog.Logger) { goredis.SetLogger(clientLog{l}) }
+
+type clientLog struct{ l *slog.Logger }
+
+func (c clientLog) Printf(ctx context.Context, format string, v ...any) {
+	c.l.DebugContext(ctx, fmt.Sprintf(format, v...))
 }
