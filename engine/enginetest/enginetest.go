@@ -35,6 +35,12 @@ type Options struct {
 	// leave nothing behind, now or after a reopen by the Factory. Durable
 	// engines fail where it hurts most: after the data reached the disk.
 	Faulty func(t testing.TB, dir string, r hub.Retention) (e hub.Engine, fail func(on bool))
+	// Replace, when set, replaces the log of a running engine with an
+	// empty one, as a shared store does when it restarts without its
+	// data or is flushed. The engine must notice, however it learns of
+	// it: the feed opens a new epoch, and nothing of the old log can be
+	// read or looked up any more.
+	Replace func(t testing.TB, e hub.Engine)
 }
 
 // Run runs the conformance suite against the engines open returns.
@@ -58,6 +64,9 @@ func Run(t *testing.T, open Factory, opts Options) {
 	t.Run("Epoch", s.testEpoch)
 	if opts.Faulty != nil {
 		t.Run("FailedAppend", s.testFailedAppend)
+	}
+	if opts.Replace != nil {
+		t.Run("LostLog", s.testLostLog)
 	}
 	t.Run("Handover", s.testHandover)
 }
@@ -246,10 +255,13 @@ type recorder struct {
 	ctx   context.Context // for the reads made from the feed
 	busy  atomic.Int32
 	mu    sync.Mutex
-	epoch uint64 // from Listen
+	epoch uint64 // from Listen, or the last new epoch fed
 	last  uint64 // Seq of the last update fed, or the head at Listen
 	got   []*hub.Update
 	errs  []string
+	// newEpochs lets the feed open new epochs (a test that replaces the
+	// log); otherwise a new epoch is an error.
+	newEpochs bool
 }
 
 func (r *recorder) feed(b hub.Batch) {
@@ -281,7 +293,11 @@ func (r *recorder) feed(b hub.Batch) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if b.Epoch != r.epoch {
-		r.errs = append(r.errs, fmt.Sprintf("feed: epoch %d, Listen said %d", b.Epoch, r.epoch))
+		if !r.newEpochs {
+			r.errs = append(r.errs, fmt.Sprintf("feed: epoch %d, Listen said %d", b.Epoch, r.epoch))
+		}
+		// The new log's feed starts where the batch says.
+		r.epoch, r.last = b.Epoch, b.After
 	}
 	if b.After != r.last {
 		// One node's engine has no reason to skip.
@@ -294,6 +310,13 @@ func (r *recorder) feed(b hub.Batch) {
 		r.last = u.Seq
 		r.got = append(r.got, u)
 	}
+}
+
+// current returns the epoch the feed is in.
+func (r *recorder) current() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.epoch
 }
 
 func (r *recorder) fail(msg string) {
@@ -907,5 +930,57 @@ func (s *suite) testFailedAppend(t *testing.T) {
 				t.Errorf("after reopen, Append got Seq %d, want %d", next.Seq, len(want)+1)
 			}
 		})
+	}
+}
+
+// testLostLog: a log replaced under a running engine (a shared store
+// restarted without its data, or flushed) is a new epoch. The feed says so
+// before it feeds any update of the new log; positions of the old log are
+// refused, its ids are unknown, and appends go on in the new log, whose
+// Seqs start again.
+func (s *suite) testLostLog(t *testing.T) {
+	in := s.start(t, t.TempDir(), hub.Retention{})
+	in.feed.mu.Lock()
+	in.feed.newEpochs = true
+	in.feed.mu.Unlock()
+	old := in.appendIDs("lost-1", "lost-2", "lost-3")
+	in.fed(old)
+	s.opts.Replace(t, in.e)
+	in.eventually("the feed opens a new epoch", func() error {
+		if in.feed.current() == in.head.Epoch {
+			return errors.New("still in the old epoch")
+		}
+		return nil
+	})
+	epoch := in.feed.current()
+	fresh := in.appendIDs("new-1", "new-2")
+	in.fed(append(old, fresh...))
+	if fresh[0].Seq != 1 || fresh[1].Seq != 2 {
+		t.Errorf("the new log's first Seqs are %d, %d; want 1, 2", fresh[0].Seq, fresh[1].Seq)
+	}
+	if r, err := in.e.Read(t.Context(), hub.Position{Epoch: in.head.Epoch}, 10); !errors.Is(err, hub.ErrEpoch) {
+		t.Errorf("Read in the lost epoch = %d updates, %v; want hub.ErrEpoch", len(r.Updates), err)
+	}
+	r, err := in.e.Read(t.Context(), hub.Position{Epoch: epoch}, 10)
+	if err != nil {
+		t.Fatalf("Read in the new epoch: %v", err)
+	}
+	if len(r.Updates) != len(fresh) || r.Gap || r.Head != fresh[1].Seq {
+		t.Fatalf("Read in the new epoch = Seqs %v, Gap %v, Head %d; want the 2 new updates", seqs(r.Updates), r.Gap, r.Head)
+	}
+	for i := range fresh {
+		if d := diff(r.Updates[i], fresh[i]); d != "" {
+			t.Errorf("Read in the new epoch [%d]: %s", i, d)
+		}
+	}
+	for _, u := range old {
+		pos, ok, err := in.e.Lookup(t.Context(), u.ID)
+		if err != nil || ok || pos.Epoch != epoch {
+			t.Errorf("Lookup(%q) of a lost update = %+v, %v, %v; want not found in epoch %d", u.ID, pos, ok, err, epoch)
+		}
+	}
+	pos, ok, err := in.e.Lookup(t.Context(), "new-2")
+	if err != nil || !ok || pos != (hub.Position{Epoch: epoch, Seq: fresh[1].Seq}) {
+		t.Errorf("Lookup(new-2) = %+v, %v, %v; want Seq %d in epoch %d", pos, ok, err, fresh[1].Seq, epoch)
 	}
 }

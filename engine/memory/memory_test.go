@@ -18,7 +18,9 @@ func open(t testing.TB, dir string, r hub.Retention) hub.Engine {
 }
 
 func TestConformance(t *testing.T) {
-	enginetest.Run(t, open, enginetest.Options{})
+	enginetest.Run(t, open, enginetest.Options{
+		Replace: func(t testing.TB, e hub.Engine) { e.(*memory.Engine).Reset() },
+	})
 }
 
 func TestDefaultCapacity(t *testing.T) {
