@@ -1,0 +1,186 @@
+package redis
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/herald-hub/herald/engine/enginetest"
+	"github.com/herald-hub/herald/hub"
+)
+
+// batches is a feed that keeps what it gets.
+type batches struct {
+	mu sync.Mutex
+	bs []hub.Batch
+}
+
+func (b *batches) feed(x hub.Batch) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	x.Updates = append([]*hub.Update(nil), x.Updates...)
+	b.bs = append(b.bs, x)
+}
+
+// state returns the epoch of the last batch and the last Seq fed in it.
+func (b *batches) state() (epoch, last uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, x := range b.bs {
+		if x.Epoch != epoch {
+			epoch, last = x.Epoch, x.After
+		}
+		for _, u := range x.Updates {
+			last = u.Seq
+		}
+	}
+	return epoch, last
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after 10s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// node opens an engine on the log under prefix and listens with a
+// recording feed.
+func node(t *testing.T, url, prefix string) (*Engine, *batches, hub.Position) {
+	t.Helper()
+	e, err := Open(t.Context(), url, Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	b := &batches{}
+	head, err := e.Listen(b.feed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.feed(hub.Batch{Epoch: head.Epoch, After: head.Seq})
+	return e, b, head
+}
+
+// staleReplica makes the log under e look like a replica that missed
+// every write after Seq keep, as a failover to it would: the stream, the
+// index and the head go back, and the epoch stays.
+var staleReplica = goredis.NewScript(`
+local keep = tonumber(ARGV[1])
+local es = redis.call('XRANGE', KEYS[2], '-', string.format('%d-0', keep))
+redis.call('DEL', KEYS[2])
+for _, e in ipairs(es) do redis.call('XADD', KEYS[2], e[1], unpack(e[2])) end
+local all = redis.call('HGETALL', KEYS[3])
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) > keep then redis.call('HDEL', KEYS[3], all[i]) end
+end
+redis.call('HSET', KEYS[1], 'seq', keep, 'nonce', es[#es][2][6])
+return #es
+`)
+
+// TestStaleReplica: a log that went back under the same epoch and grew
+// again (a failover to a replica that missed the last writes, then new
+// publishes) holds other updates at the Seqs the nodes fed. Each node's
+// feed notices that the update at its last Seq is not the one it fed, and
+// the log gets a new epoch, the same on every node, so that streams end
+// and resume instead of skipping the new updates silently.
+func TestStaleReplica(t *testing.T) {
+	url := "redis://" + startRedis(t) + "/0"
+	e1, b1, head := node(t, url, "stale")
+	e2, b2, _ := node(t, url, "stale")
+	for i := range 5 {
+		if err := e1.Append(t.Context(), enginetest.NewUpdate(fmt.Sprintf("before-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range []*batches{b1, b2} {
+		waitFor(t, "both nodes fed 5", func() bool { _, last := b.state(); return last == 5 })
+	}
+	k := e1.keys
+	if err := staleReplica.Run(t.Context(), e1.rdb, []string{k.meta, k.log, k.ids, k.dups}, 3).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var after []*hub.Update
+	for i := range 3 {
+		u := enginetest.NewUpdate(fmt.Sprintf("after-%d", i))
+		if err := e2.Append(t.Context(), u); err != nil {
+			t.Fatal(err)
+		}
+		after = append(after, u)
+	}
+	if after[0].Seq != 4 {
+		t.Fatalf("first append on the stale log got Seq %d, want 4", after[0].Seq)
+	}
+	var epoch uint64
+	waitFor(t, "both feeds open the same new epoch", func() bool {
+		ep1, _ := b1.state()
+		ep2, _ := b2.state()
+		epoch = ep1
+		return ep1 != head.Epoch && ep1 == ep2
+	})
+	if _, err := e1.Read(t.Context(), hub.Position{Epoch: head.Epoch}, 10); !errors.Is(err, hub.ErrEpoch) {
+		t.Errorf("Read in the old epoch: %v, want hub.ErrEpoch", err)
+	}
+	r, err := e2.Read(t.Context(), hub.Position{Epoch: epoch, Seq: 3}, 10)
+	if err != nil || len(r.Updates) != 3 || r.Updates[0].ID != "after-0" {
+		t.Fatalf("Read after Seq 3 in the new epoch = %v, %v; want the 3 updates published after the failover", seqs(r.Updates), err)
+	}
+	pos, ok, err := e1.Lookup(t.Context(), "before-4")
+	if err != nil || ok {
+		t.Errorf("Lookup of an update the stale replica missed = %+v, %v, %v; want not found", pos, ok, err)
+	}
+	for i, e := range []*Engine{e1, e2} {
+		if n := testutilCounter(e.m.epochChanges); n != 1 {
+			t.Errorf("node %d counted %v epoch changes, want 1", i+1, n)
+		}
+	}
+}
+
+// TestIdleReplacement: a Redis restarted empty while nothing is published
+// is noticed by the feed on its own, within its blocking read.
+func TestIdleReplacement(t *testing.T) {
+	url := "redis://" + startRedis(t) + "/0"
+	e, b, head := node(t, url, "idle")
+	if err := e.Append(t.Context(), enginetest.NewUpdate("one")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "fed", func() bool { _, last := b.state(); return last == 1 })
+	if err := e.rdb.FlushAll(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a new epoch", func() bool { ep, _ := b.state(); return ep != head.Epoch })
+	ep, last := b.state()
+	if last != 0 {
+		t.Errorf("the new log's feed starts after Seq %d, want 0", last)
+	}
+	u := enginetest.NewUpdate("two")
+	if err := e.Append(t.Context(), u); err != nil || u.Seq != 1 {
+		t.Fatalf("Append in the new log: Seq %d, %v; want 1", u.Seq, err)
+	}
+	waitFor(t, "fed in the new epoch", func() bool { e2, l := b.state(); return e2 == ep && l == 1 })
+}
+
+func seqs(us []*hub.Update) []uint64 {
+	out := make([]uint64, len(us))
+	for i, u := range us {
+		out[i] = u.Seq
+	}
+	return out
+}
+
+func testutilCounter(c interface{ Write(*dto.Metric) error }) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
+}
