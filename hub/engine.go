@@ -92,6 +92,10 @@ type Engine interface {
 	// stored, now or after the engine is reopened, and u.Seq is left
 	// zero. The engine must not modify u after Append returns, and the
 	// caller must not modify u after calling Append.
+	//
+	// Append may return before or after the feed hands u over: an engine
+	// shared between nodes feeds what it reads back from the shared log,
+	// like any other node's updates.
 	Append(ctx context.Context, u *Update) error
 
 	// Lookup returns the position of the earliest retained update whose ID
@@ -145,7 +149,11 @@ var (
 // Retention bounds an engine's history. Zero values mean no bound of that
 // kind; engines apply their own defaults when both are zero. Retention drops
 // updates from the oldest end only: an update with an old Time behind a
-// newer one stays until the newer one goes.
+// newer one stays until the newer one goes. An engine may keep an update
+// a little longer than its retention says, never shorter: an engine shared
+// between nodes keeps each update until every node's feed has had a
+// moment to read it, so that a small history does not turn a burst of
+// publishes into skips.
 type Retention struct {
 	// MaxCount is the number of most recent updates kept.
 	MaxCount int
