@@ -184,3 +184,31 @@ func testutilCounter(c interface{ Write(*dto.Metric) error }) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestFeedChain: updates that follow what the feed fed last are taken as
+// its blocking read returns them; the checking script runs only now and
+// then. If the nonce chain never matched, every read would be followed
+// by a script.
+func TestFeedChain(t *testing.T) {
+	url := "redis://" + startRedis(t) + "/0"
+	e, b, _ := node(t, url, "chain")
+	const n = 100
+	for i := range n {
+		if err := e.Append(t.Context(), enginetest.NewUpdate(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "fed", func() bool { _, last := b.state(); return last == uint64(i+1) })
+	}
+	scripts, reads := histCount(e.m.rttOps["feed"]), histCount(e.m.rttOps["wait"])
+	if reads < n || 2*scripts >= reads {
+		t.Fatalf("%d updates fed with %d blocking reads and %d feed scripts: the reads' entries were not taken", n, reads, scripts)
+	}
+}
+
+func histCount(o any) uint64 {
+	var m dto.Metric
+	if err := o.(interface{ Write(*dto.Metric) error }).Write(&m); err != nil {
+		return 0
+	}
+	return m.GetHistogram().GetSampleCount()
+}

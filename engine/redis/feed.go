@@ -29,16 +29,43 @@ const (
 
 // feedLoop feeds every update appended to the log, from any node, in Seq
 // order, going on after any error from the last update it fed.
+//
+// It reads in two ways. A blocking XREAD returns what follows the last
+// Seq fed as soon as it is appended; the feed takes it as it is when the
+// nonces chain it to what it fed last, without another round trip. Every
+// feedBlock, and whenever the chain breaks or Redis failed, it reads with
+// luaFeed instead, which checks the epoch and the entry at the last Seq
+// fed in the same step: that is how it learns of a replaced log even
+// while updates keep coming.
 func (e *Engine) feedLoop(feed func(hub.Batch), st feedState) {
 	defer e.wg.Done()
 	backoff := backoffMin
+	var checked time.Time
 	for e.ctx.Err() == nil {
-		more, err := e.feedRound(feed, &st)
+		var err error
+		if time.Since(checked) >= feedBlock {
+			var more bool
+			more, err = e.feedRound(feed, &st)
+			if err == nil {
+				checked = time.Now()
+				if more {
+					continue
+				}
+			}
+		}
+		if err == nil {
+			var fed bool
+			fed, err = e.readLive(feed, &st)
+			if err == nil && !fed {
+				checked = time.Time{} // idle or out of step: check now
+			}
+		}
 		if e.ctx.Err() != nil {
 			return
 		}
 		if err != nil {
 			e.setDown(err)
+			checked = time.Time{}
 			// Full jitter: nodes that lost Redis together do not return
 			// as one wave.
 			if !e.sleep(time.Duration(rand.Int64N(int64(backoff))) + backoff/2) {
@@ -49,16 +76,11 @@ func (e *Engine) feedLoop(feed func(hub.Batch), st feedState) {
 		}
 		e.setDown(nil)
 		backoff = backoffMin
-		if !more {
-			if err := e.waitForMore(st.seq); err != nil && e.ctx.Err() == nil {
-				e.setDown(err)
-			}
-		}
 	}
 }
 
-// feedRound reads what follows st in the log and feeds it. It reports
-// whether there may be more to read at once.
+// feedRound reads what follows st in the log with luaFeed and feeds it.
+// It reports whether there may be more to read at once.
 func (e *Engine) feedRound(feed func(hub.Batch), st *feedState) (bool, error) {
 	res, err := e.run(e.ctx, "feed", luaFeed, []string{e.keys.meta, e.keys.log},
 		strconv.FormatUint(st.epoch, 10), strconv.FormatUint(st.seq, 10), feedLimit, st.nonce,
@@ -85,14 +107,59 @@ func (e *Engine) feedRound(feed func(hub.Batch), st *feedState) (bool, error) {
 		feed(hub.Batch{Epoch: next.epoch, After: next.seq})
 		return true, nil
 	}
-	us, last, nonce, err := decodeEntries(v[3])
+	es, err := decodeEntries(v[3])
 	if err != nil {
 		return false, err
 	}
-	if last == 0 {
+	e.feedEntries(feed, st, es)
+	return es.n == feedLimit, nil
+}
+
+// readLive waits, for at most feedBlock, for entries after st and feeds
+// them if they follow what was fed last in the same log. It reports
+// whether it fed them; false means nothing came, or something the feed
+// must check with luaFeed.
+func (e *Engine) readLive(feed func(hub.Batch), st *feedState) (bool, error) {
+	select {
+	case <-e.kick:
+		return false, nil // an append met another epoch
+	default:
+	}
+	start := time.Now()
+	res, err := e.waiter.Do(e.ctx, "XREAD", "COUNT", feedLimit, "BLOCK", feedBlock.Milliseconds(),
+		"STREAMS", e.keys.log, strconv.FormatUint(st.seq, 10)+"-0").Result()
+	e.m.roundTrip("wait", time.Since(start))
+	if errors.Is(err, goredis.Nil) {
 		return false, nil
 	}
+	if err != nil {
+		return false, err
+	}
+	// RESP3 answers a map of streams, RESP2 an array of [name, entries].
+	var got any
+	switch v := res.(type) {
+	case map[any]any:
+		got = v[e.keys.log]
+	case []any:
+		if s, _ := v[0].([]any); len(v) == 1 && len(s) == 2 {
+			got = s[1]
+		}
+	}
+	es, err := decodeEntries(got)
+	if err != nil || es.n == 0 || es.first != st.seq+1 || es.prev != st.nonce {
+		return false, nil
+	}
+	e.feedEntries(feed, st, es)
+	return true, nil
+}
+
+// feedEntries feeds entries that follow st and moves st past them.
+func (e *Engine) feedEntries(feed func(hub.Batch), st *feedState, es entries) {
+	if es.n == 0 {
+		return
+	}
 	now := e.now()
+	us := es.updates
 	for len(us) > 0 {
 		// One batch per run of consecutive Seqs: a hole (trimmed before
 		// this node read it, or a record that cannot be decoded) is a
@@ -107,30 +174,7 @@ func (e *Engine) feedRound(feed func(hub.Batch), st *feedState) (bool, error) {
 		}
 		us = us[n:]
 	}
-	st.seq, st.nonce = last, nonce
-	raw, _ := v[3].([]any)
-	return len(raw) == feedLimit, nil
-}
-
-// waitForMore blocks until the log may have something after seq, for at
-// most feedBlock, or until an append meets another epoch or Close.
-func (e *Engine) waitForMore(seq uint64) error {
-	select {
-	case <-e.kick:
-		return nil
-	default:
-	}
-	start := time.Now()
-	err := e.waiter.XRead(e.ctx, &goredis.XReadArgs{
-		Streams: []string{e.keys.log, strconv.FormatUint(seq, 10) + "-0"},
-		Count:   1,
-		Block:   feedBlock,
-	}).Err()
-	e.m.roundTrip("wait", time.Since(start))
-	if errors.Is(err, goredis.Nil) {
-		return nil
-	}
-	return err
+	st.seq, st.nonce = es.last, es.nonce
 }
 
 // trimLoop applies retention while nothing is appended: by age, often

@@ -347,10 +347,11 @@ func (e *Engine) Read(ctx context.Context, after hub.Position, limit int) (hub.R
 	if epoch != after.Epoch {
 		return hub.Range{}, hub.ErrEpoch
 	}
-	us, _, _, err := decodeEntries(v[2])
+	es, err := decodeEntries(v[2])
 	if err != nil {
 		return hub.Range{}, err
 	}
+	us := es.updates
 	r := hub.Range{Updates: us, Head: head}
 	r.Gap = len(us) > 0 && us[0].Seq > after.Seq+1 || len(us) == 0 && head > after.Seq
 	return r, nil
@@ -445,38 +446,56 @@ func parseUint(v any) (uint64, error) {
 	return 0, fmt.Errorf("redis: unexpected Seq %v", v)
 }
 
-// decodeEntries decodes XRANGE entries written by luaAppend, and returns
-// the Seq and nonce of the last one. An entry whose record cannot be
-// decoded is left out, which readers see as a gap.
-func decodeEntries(v any) (us []*hub.Update, last uint64, nonce string, err error) {
+// entries is a run of log entries as read from Redis.
+type entries struct {
+	updates []*hub.Update
+	// first and prev are the Seq of the first entry and the nonce before
+	// it; last and nonce those of the last entry.
+	first, last uint64
+	prev, nonce string
+	n           int // entries read, decodable or not
+}
+
+// decodeEntries decodes XRANGE or XREAD entries written by luaAppend. An
+// entry whose record cannot be decoded is left out, which readers see as
+// a gap.
+func decodeEntries(v any) (entries, error) {
+	var r entries
 	es, _ := v.([]any)
 	if len(es) == 0 {
-		return nil, 0, "", nil
+		return r, nil
 	}
-	us = make([]*hub.Update, 0, len(es))
-	for _, x := range es {
+	r.n = len(es)
+	r.updates = make([]*hub.Update, 0, len(es))
+	for i, x := range es {
 		e, ok := x.([]any)
 		if !ok || len(e) != 2 {
-			return nil, 0, "", fmt.Errorf("redis: unexpected entry %v", x)
+			return entries{}, fmt.Errorf("redis: unexpected entry %v", x)
 		}
 		id, _ := e[0].(string)
 		seq, err := strconv.ParseUint(strings.TrimSuffix(id, "-0"), 10, 64)
 		if err != nil {
-			return nil, 0, "", fmt.Errorf("redis: unexpected entry id %q", id)
+			return entries{}, fmt.Errorf("redis: unexpected entry id %q", id)
 		}
-		last, nonce = seq, ""
+		r.last, r.nonce = seq, ""
 		f, _ := e[1].([]any)
-		if len(f) != 10 {
+		if i == 0 {
+			r.first, r.prev = seq, ""
+			if len(f) >= 12 {
+				r.prev, _ = f[11].(string)
+			}
+		}
+		if len(f) < 8 {
 			continue
 		}
-		nonce, _ = f[5].(string)
+		r.nonce, _ = f[5].(string)
 		d, _ := f[7].(string)
 		u := &hub.Update{}
 		if u.UnmarshalBinary([]byte(d)) != nil {
 			continue
 		}
 		u.Seq = seq
-		us = append(us, u)
+		r.updates = append(r.updates, u)
 	}
-	return us, last, nonce, nil
+	return r, nil
 }

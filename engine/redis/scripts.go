@@ -5,10 +5,17 @@ import goredis "github.com/redis/go-redis/v9"
 // The log lives in four keys that share one hash tag, so that a Cluster
 // keeps them in one slot and every script runs on one node:
 //
-//	{prefix}:meta  hash: epoch (decimal), seq (last Seq given), nonce (of seq)
+//	{prefix}:meta  hash: epoch (decimal), seq (last Seq given), nonce (of seq,
+//	               or, before the first entry, the epoch)
 //	{prefix}:log   stream: one entry per update, id "<Seq>-0", fields
 //	               i (update id), t (update time, Unix ms), n (nonce),
-//	               d (record), a (append time, Redis clock, Unix ms)
+//	               d (record), a (append time, Redis clock, Unix ms),
+//	               p (the nonce before it: the previous entry's, or the epoch)
+//
+// Nonces chain the entries: a node that fed an entry with nonce x knows the
+// next entry it reads follows it in the same log if that entry's p is x.
+// That lets the feed take what a blocking XREAD returns without another
+// round trip, and tells it when the log under it was replaced.
 //	{prefix}:ids   hash: update id -> Seq of its earliest retained occurrence
 //	{prefix}:dups  hash: update id -> "s1,s2,": later retained occurrences,
 //	               only for ids that occur more than once
@@ -92,10 +99,10 @@ if not epoch then
   -- A log without its meta key (evicted, or deleted by hand) keeps its
   -- entries but gets a new epoch; Seqs go on after the last entry, since
   -- XADD refuses ids at or below the stream's last one.
-  local seq = 0
+  local seq, nonce = 0, epoch
   local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
-  if #top > 0 then seq = tonumber(string.sub(top[1][1], 1, -3)) end
-  redis.call('HSET', meta, 'epoch', epoch, 'seq', seq, 'nonce', '')
+  if #top > 0 then seq, nonce = tonumber(string.sub(top[1][1], 1, -3)), top[1][2][6] end
+  redis.call('HSET', meta, 'epoch', epoch, 'seq', seq, 'nonce', nonce)
 end
 local v = redis.call('HMGET', meta, 'seq', 'nonce')
 return {epoch, v[1], v[2] or ''}
@@ -112,22 +119,22 @@ return {epoch, v[1], v[2] or ''}
 // update.
 var luaAppend = goredis.NewScript(luaTrim + `
 local meta, log, ids, dups = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local v = redis.call('HMGET', meta, 'epoch', 'seq')
-local epoch, seq = v[1], tonumber(v[2])
+local v = redis.call('HMGET', meta, 'epoch', 'seq', 'nonce')
+local epoch, seq, nonce = v[1], tonumber(v[2]), v[3]
 if not epoch then
-  epoch, seq = ARGV[1], 0
+  epoch, seq, nonce = ARGV[1], 0, ARGV[1]
   local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
-  if #top > 0 then seq = tonumber(string.sub(top[1][1], 1, -3)) end
+  if #top > 0 then seq, nonce = tonumber(string.sub(top[1][1], 1, -3)), top[1][2][6] end
   redis.call('HSET', meta, 'epoch', epoch)
 end
 local first = seq + 1
-local nonce = ''
 local now = nowms()
 for i = 5, #ARGV, 4 do
   seq = seq + 1
   local id = ARGV[i]
+  local prev = nonce
   nonce = ARGV[i + 2]
-  redis.call('XADD', log, string.format('%d-0', seq), 'i', id, 't', ARGV[i + 1], 'n', nonce, 'd', ARGV[i + 3], 'a', now)
+  redis.call('XADD', log, string.format('%d-0', seq), 'i', id, 't', ARGV[i + 1], 'n', nonce, 'd', ARGV[i + 3], 'a', now, 'p', prev)
   if redis.call('HSETNX', ids, id, seq) == 0 then
     redis.call('HSET', dups, id, (redis.call('HGET', dups, id) or '') .. string.format('%d,', seq))
   end
