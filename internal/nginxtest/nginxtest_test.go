@@ -73,10 +73,18 @@ func TestProxy(t *testing.T) {
 	if got, want := get(t, c, n.URL()+"/hello"), "a /hello nginx"; got != want {
 		t.Fatalf("through nginx: %q, want %q", got, want)
 	}
-	// nginx logs in the test's dir, not under /var/log.
-	access, err := os.ReadFile(filepath.Join(n.Dir(), "access.log"))
-	if err != nil || !strings.Contains(string(access), "GET /hello ") {
-		t.Fatalf("access log: %v\n%s", err, access)
+	// nginx logs in the test's dir, not under /var/log; it writes the
+	// line once the response is out, so the client may be first.
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		access, err := os.ReadFile(filepath.Join(n.Dir(), "access.log"))
+		if err == nil && strings.Contains(string(access), "GET /hello ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("access log: %v\n%s", err, access)
+		}
+		time.Sleep(pollInterval)
 	}
 
 	master := n.proc.Pid()

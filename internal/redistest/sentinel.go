@@ -29,7 +29,6 @@ const (
 
 // Sentinels is a group of redis-sentinel processes watching one master.
 type Sentinels struct {
-	t     testing.TB
 	name  string
 	ports []int
 }
@@ -52,7 +51,7 @@ func StartSentinels(t testing.TB, master *Server, name string, n, quorum int) *S
 	if err != nil {
 		t.Fatalf("StartSentinels: master %s: connected_slaves: %v", master.Addr(), err)
 	}
-	ss := &Sentinels{t: t, name: name}
+	ss := &Sentinels{name: name}
 	for range n {
 		ss.ports = append(ss.ports, startSentinel(t, bin, master.Addr(), name, quorum))
 	}
