@@ -1,7 +1,8 @@
 # herald's one test command is `make test`: it installs what a fresh
-# machine lacks (Chromium for the browser test), then runs vet, the race
-# detector over every package, a short run of every fuzz target, a
-# pure-Go build of the binaries, and leakvet over herald's own code.
+# machine lacks (Chromium for the browser test, Redis and nginx for the
+# multi-node tests), then runs vet, the race detector over every package,
+# a short run of every fuzz target, a pure-Go build of the binaries, and
+# leakvet over herald's own code.
 
 GO        ?= go
 # A count, not a duration: with a duration, Go 1.26's fuzz coordinator can
