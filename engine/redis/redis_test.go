@@ -3,10 +3,7 @@ package redis
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"net"
 	"os"
-	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
@@ -14,6 +11,7 @@ import (
 
 	"github.com/herald-hub/herald/engine/enginetest"
 	"github.com/herald-hub/herald/hub"
+	"github.com/herald-hub/herald/internal/redistest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -21,35 +19,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // redisAddrEnv passes the test server's address to the crash test's child.
 const redisAddrEnv = "HERALD_TEST_REDIS_ADDR"
 
+// startRedis starts a redis-server for the test, or, in the crash test's
+// child, returns the parent's.
 func startRedis(t testing.TB) string {
 	t.Helper()
 	if a := os.Getenv(redisAddrEnv); a != "" {
 		return a
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if i > 200 {
-			t.Fatal("redis did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return addr
+	return redistest.Start(t, redistest.Options{}).Addr()
 }
 
 // prefixFor maps an enginetest dir to a key prefix: the same dir reopens
