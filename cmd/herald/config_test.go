@@ -54,7 +54,7 @@ func TestConfigSources(t *testing.T) {
 func TestEveryServeFlagHasAnEnvName(t *testing.T) {
 	c := &serveConfig{}
 	fs := serveFlags(c)
-	for name := range strings.SplitSeq("addr data-dir engine jwt-key publisher-jwt-key subscriber-jwt-key jwt-alg jwt-issuer public-url anonymous cors-origins heartbeat history-size history-max-age tls-cert tls-key log-format protocols", " ") {
+	for name := range strings.SplitSeq("addr data-dir engine jwt-key publisher-jwt-key subscriber-jwt-key jwt-alg jwt-issuer public-url anonymous cors-origins heartbeat history-size history-max-age tls-cert tls-key log-format protocols redis-prefix redis-wait redis-wait-timeout", " ") {
 		if fs.Lookup(name) == nil {
 			t.Errorf("missing flag --%s", name)
 		}
@@ -64,6 +64,35 @@ func TestEveryServeFlagHasAnEnvName(t *testing.T) {
 	got, err := parseServe(nil, io.Discard)
 	if err != nil || !got.anonymous {
 		t.Fatalf("HERALD_ANONYMOUS: %v %v", got, err)
+	}
+	// The Redis engine's settings come from the environment like any flag.
+	t.Setenv("HERALD_ENGINE", "redis://10.0.0.1:6379/2")
+	t.Setenv("HERALD_REDIS_WAIT", "2")
+	t.Setenv("HERALD_REDIS_PREFIX", "app1")
+	got, err = parseServe(nil, io.Discard)
+	if err != nil || got.engine != "redis://10.0.0.1:6379/2" || got.redisWait != 2 || got.redisPrefix != "app1" {
+		t.Fatalf("HERALD_ENGINE, HERALD_REDIS_*: %+v %v", got, err)
+	}
+}
+
+// TestOpenRedisErrors: a Redis URL that cannot be used fails serve with
+// a message that names the flag and never the password.
+func TestOpenRedisErrors(t *testing.T) {
+	for _, c := range []serveConfig{
+		{engine: "redis://:hunter2@127.0.0.1:1/0", redisPrefix: "herald"},                   // nothing listens
+		{engine: "redis://:hunter2@127.0.0.1:6379/x", redisPrefix: "herald"},                // bad db
+		{engine: "postgres://:hunter2@127.0.0.1:6379/0", redisPrefix: "herald"},             // not redis
+		{engine: "redis://:hunter2@127.0.0.1:6379/0", redisPrefix: "a{b"},                   // bad prefix
+		{engine: "redis://:hunter2@127.0.0.1:6379/0", redisPrefix: "herald", redisWait: -1}, // bad wait
+	} {
+		_, _, _, err := openEngine(t.Context(), &c, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		if err == nil {
+			t.Errorf("openEngine(%+v) succeeded", c)
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), "--engine: ") || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("openEngine(%q): error %q should start with --engine: and not name the password", c.engine, err)
+		}
 	}
 }
 
