@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -119,21 +120,44 @@ func (e *Engine) commit(batch []*appendReq) {
 // appendBatch runs luaAppend for the batch (and WAIT, when asked) and
 // gives each update its Seq.
 func (e *Engine) appendBatch(live []*appendReq) error {
-	args := make([]any, 0, 4+4*len(live))
+	args := make([]any, 0, 5+4*len(live))
 	cutoff := int64(0)
 	if e.maxAge > 0 {
 		cutoff = e.now().Add(-e.maxAge).UnixMilli()
 	}
-	args = append(args, strconv.FormatUint(hub.NewEpoch(), 10), e.maxCount, cutoff, e.grace)
+	// Past the deadline Redis refuses the script, so a lost answer can be
+	// resolved once it has passed. It allows for the round trip's own
+	// bound and for clocks a second apart.
+	deadline := time.Now().Add(e.timeout + time.Second)
+	args = append(args, strconv.FormatUint(hub.NewEpoch(), 10), e.maxCount, cutoff, e.grace, deadline.UnixMilli())
+	var nonce string
 	for _, r := range live {
-		args = append(args, r.u.ID, r.u.Time.UnixMilli(), strconv.FormatUint(rand.Uint64(), 36), r.rec)
+		nonce = strconv.FormatUint(rand.Uint64(), 36)
+		args = append(args, r.u.ID, r.u.Time.UnixMilli(), nonce, r.rec)
 	}
 	keys := []string{e.keys.meta, e.keys.log, e.keys.ids, e.keys.dups}
-	ctx := e.ctx
 	start := time.Now()
-	res, err := e.appendScript(ctx, keys, args)
+	res, err := e.appendScript(e.ctx, keys, args)
 	e.m.roundTrip("append", time.Since(start))
 	e.m.batch.Observe(float64(len(live)))
+	if err != nil && !errors.Is(err, ErrNotReplicated) && mayHaveRun(err) {
+		// The answer was lost: wait out the deadline, then look.
+		last := live[len(live)-1].u
+		if !e.sleep(time.Until(deadline) + 10*time.Millisecond) {
+			return fmt.Errorf("redis: append: %w (outcome unknown: closed while resolving)", err)
+		}
+		epoch, seq, rerr := e.resolve(last.ID, nonce)
+		switch {
+		case rerr != nil:
+			e.m.unresolved.Inc()
+			return fmt.Errorf("redis: append: %w (outcome unknown: %v)", err, rerr)
+		case seq == 0:
+			return fmt.Errorf("redis: append: %w (not stored)", err)
+		}
+		e.m.resolved.Inc()
+		res = []any{strconv.FormatUint(epoch, 10), int64(seq) - int64(len(live)) + 1}
+		err = nil
+	}
 	if err != nil {
 		return fmt.Errorf("redis: append: %w", err)
 	}
@@ -157,6 +181,44 @@ func (e *Engine) appendBatch(live []*appendReq) error {
 		}
 	}
 	return nil
+}
+
+// mayHaveRun reports whether a failed call may still have run in Redis:
+// its request may have been sent and its answer lost. An error reply, a
+// connection never made and a closed client mean it did not run.
+func mayHaveRun(err error) bool {
+	var re goredis.Error
+	if errors.As(err, &re) || errors.Is(err, goredis.ErrClosed) || errors.Is(err, hub.ErrClosed) {
+		return false
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return false
+	}
+	return !errors.Is(err, goredis.ErrPoolTimeout)
+}
+
+// resolve looks for an update by id and nonce, and returns its epoch and
+// Seq, or Seq 0 when it is not in the log.
+func (e *Engine) resolve(id, nonce string) (uint64, uint64, error) {
+	ctx, cancel := context.WithTimeout(e.ctx, e.timeout)
+	defer cancel()
+	res, err := e.run(ctx, "resolve", luaResolve, []string{e.keys.meta, e.keys.log, e.keys.ids, e.keys.dups}, id, nonce)
+	if err != nil {
+		return 0, 0, err
+	}
+	v, ok := res.([]any)
+	if !ok || len(v) != 2 {
+		return 0, 0, fmt.Errorf("redis: unexpected reply %v", res)
+	}
+	epoch, err := parseEpoch(v[0])
+	if err != nil {
+		return 0, 0, err
+	}
+	if n, _ := v[1].(int64); n > 0 {
+		return epoch, uint64(n), nil
+	}
+	return epoch, 0, nil
 }
 
 // appendScript runs luaAppend, followed on the same connection by WAIT

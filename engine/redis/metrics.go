@@ -17,6 +17,8 @@ type metrics struct {
 	reconnects   prometheus.Counter
 	epochChanges prometheus.Counter
 	breaker      prometheus.Gauge
+	resolved     prometheus.Counter
+	unresolved   prometheus.Counter
 
 	reg        prometheus.Registerer
 	collectors []prometheus.Collector
@@ -52,8 +54,16 @@ func newMetrics() *metrics {
 			Help: "The append circuit breaker: 0 closed, 1 half-open, 2 open (publishes refused at once).",
 		}),
 	}
+	m.resolved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_redis_appends_resolved_total",
+		Help: "Appends whose answer from Redis was lost and which the node then found stored (acknowledged after all).",
+	})
+	m.unresolved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_redis_appends_unresolved_total",
+		Help: "Appends whose answer from Redis was lost and whose outcome the node could not learn in time: refused, though they may be stored.",
+	})
 	m.rttOps = make(map[string]prometheus.Observer)
-	for _, op := range []string{"append", "read", "lookup", "feed", "wait", "trim", "init"} {
+	for _, op := range []string{"append", "read", "lookup", "feed", "wait", "trim", "init", "resolve"} {
 		m.rttOps[op] = m.rtt.WithLabelValues(op)
 	}
 	return m
@@ -64,7 +74,7 @@ func (m *metrics) roundTrip(op string, d time.Duration) {
 }
 
 func (m *metrics) register(reg prometheus.Registerer, e *Engine) error {
-	cs := []prometheus.Collector{m.rtt, m.batch, m.lag, m.reconnects, m.epochChanges, m.breaker,
+	cs := []prometheus.Collector{m.rtt, m.batch, m.lag, m.reconnects, m.epochChanges, m.breaker, m.resolved, m.unresolved,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herald_redis_up",
 			Help: "1 when the feed's last round trip to Redis succeeded.",

@@ -124,6 +124,7 @@ type Engine struct {
 	waitTime time.Duration
 	maxBatch int
 	grace    int64 // ms
+	timeout  time.Duration
 	now      func() time.Time
 	log      *slog.Logger
 	m        *metrics
@@ -216,6 +217,7 @@ func open(ctx context.Context, c *Conn, opts Options) (*Engine, error) {
 		waitTime: opts.WaitTimeout,
 		maxBatch: opts.MaxBatch,
 		grace:    opts.Grace.Milliseconds(),
+		timeout:  opts.Timeout,
 		now:      opts.Now,
 		log:      opts.Logger,
 		queue:    make(chan *appendReq, opts.Workers*opts.MaxBatch),
@@ -224,7 +226,11 @@ func open(ctx context.Context, c *Conn, opts Options) (*Engine, error) {
 	if e.maxCount <= 0 && e.maxAge <= 0 {
 		e.maxCount = DefaultMaxCount
 	}
-	e.rdb = c.client(opts.Timeout, opts.WaitTimeout, opts.Workers+2)
+	waitRoom := time.Duration(0) // a read waits longer only for WAIT
+	if opts.Wait > 0 {
+		waitRoom = opts.WaitTimeout
+	}
+	e.rdb = c.client(opts.Timeout, waitRoom, opts.Workers+2)
 	e.waiter = c.client(opts.Timeout, feedBlock, 1)
 	e.m = newMetrics()
 	e.breaker = newBreaker(e)

@@ -114,11 +114,19 @@ return {epoch, v[1], v[2] or ''}
 // restarted empty) gets a new one named by ARGV[1]; the caller learns it
 // from the epoch returned. It returns the epoch and the first Seq given.
 //
+// An append that reaches Redis after its deadline (Unix ms, Redis clock)
+// writes nothing: a node that gave up waiting for the answer can then
+// find out for certain whether its append was stored (luaResolve), instead
+// of having it appear later.
+//
 // KEYS: meta, log, ids, dups. ARGV: candidate epoch, max count, cutoff
-// (Unix ms, 0 for none), grace (ms), then id, time, nonce, record for each
-// update.
+// (Unix ms, 0 for none), grace (ms), deadline (Unix ms), then id, time,
+// nonce, record for each update.
 var luaAppend = goredis.NewScript(luaTrim + `
 local meta, log, ids, dups = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if nowms() > tonumber(ARGV[5]) then
+  return redis.error_reply('LATE the append reached Redis after its deadline; nothing was written')
+end
 local v = redis.call('HMGET', meta, 'epoch', 'seq', 'nonce')
 local epoch, seq, nonce = v[1], tonumber(v[2]), v[3]
 if not epoch then
@@ -129,7 +137,7 @@ if not epoch then
 end
 local first = seq + 1
 local now = nowms()
-for i = 5, #ARGV, 4 do
+for i = 6, #ARGV, 4 do
   seq = seq + 1
   local id = ARGV[i]
   local prev = nonce
@@ -140,7 +148,7 @@ for i = 5, #ARGV, 4 do
   end
 end
 redis.call('HSET', meta, 'seq', seq, 'nonce', nonce)
-local n = (#ARGV - 4) / 4
+local n = (#ARGV - 5) / 4
 trim(log, ids, dups, tonumber(ARGV[2]), tonumber(ARGV[3]), 2 * n + 16, tonumber(ARGV[4]))
 return {epoch, first}
 `)
@@ -206,4 +214,25 @@ var luaLookup = goredis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 local s = redis.call('HGET', KEYS[2], ARGV[1])
 return {v[1] or '', v[2] or 0, s or -1}
+`)
+
+// luaResolve finds an update by its id and nonce: an append whose answer
+// was lost learns from it whether it was stored. It returns the epoch and
+// the update's Seq, or -1.
+//
+// KEYS: meta, log, ids, dups. ARGV: id, nonce.
+var luaResolve = goredis.NewScript(`
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
+local s = redis.call('HGET', KEYS[3], ARGV[1])
+if not s then return {epoch, -1} end
+local seqs = {s}
+local d = redis.call('HGET', KEYS[4], ARGV[1])
+if d then
+  for x in string.gmatch(d, '(%d+),') do table.insert(seqs, x) end
+end
+for i = #seqs, 1, -1 do
+  local e = redis.call('XRANGE', KEYS[2], seqs[i] .. '-0', seqs[i] .. '-0')
+  if #e > 0 and e[1][2][6] == ARGV[2] then return {epoch, tonumber(seqs[i])} end
+end
+return {epoch, -1}
 `)
