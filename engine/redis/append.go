@@ -16,6 +16,15 @@ import (
 	"github.com/herald-hub/herald/hub"
 )
 
+const (
+	// clockSkew is how far Redis's clock may be behind a node's for a
+	// lost answer to be resolved for certain (see luaAppend).
+	clockSkew = 250 * time.Millisecond
+	// resolveTimeout bounds the look for an update whose answer was lost,
+	// so that a publisher waits at most about a second and a half in all.
+	resolveTimeout = 300 * time.Millisecond
+)
+
 // appendReq is one Append waiting for a worker.
 type appendReq struct {
 	ctx  context.Context
@@ -127,8 +136,8 @@ func (e *Engine) appendBatch(live []*appendReq) error {
 	}
 	// Past the deadline Redis refuses the script, so a lost answer can be
 	// resolved once it has passed. It allows for the round trip's own
-	// bound and for clocks a second apart.
-	deadline := time.Now().Add(e.timeout + time.Second)
+	// bound and for a Redis clock up to clockSkew behind this node's.
+	deadline := time.Now().Add(e.timeout + clockSkew)
 	args = append(args, strconv.FormatUint(hub.NewEpoch(), 10), e.maxCount, cutoff, e.grace, deadline.UnixMilli())
 	var nonce string
 	for _, r := range live {
@@ -201,7 +210,7 @@ func mayHaveRun(err error) bool {
 // resolve looks for an update by id and nonce, and returns its epoch and
 // Seq, or Seq 0 when it is not in the log.
 func (e *Engine) resolve(id, nonce string) (uint64, uint64, error) {
-	ctx, cancel := context.WithTimeout(e.ctx, e.timeout)
+	ctx, cancel := context.WithTimeout(e.ctx, min(e.timeout, resolveTimeout))
 	defer cancel()
 	res, err := e.run(ctx, "resolve", luaResolve, []string{e.keys.meta, e.keys.log, e.keys.ids, e.keys.dups}, id, nonce)
 	if err != nil {
