@@ -38,11 +38,14 @@ type appendReq struct {
 // share round trips. An append still queued when its ctx ends is dropped
 // unsent; one sent is answered with what Redis said.
 //
-// An error after the script was sent (the connection broke, Redis did not
-// answer in time, fewer replicas than Options.Wait confirmed it) leaves the
-// outcome open: the update may be in the log although Append failed. The
-// README says so; publishers that must not duplicate retry with the same id
-// and let subscribers drop a repeat.
+// When the answer is lost (the connection broke, Redis did not answer in
+// time), the script's deadline settles it: past it Redis refuses the
+// script, so the worker waits it out and looks for the update by id and
+// nonce. Found, the append succeeds; not found, it fails and the update
+// never appears. Only when Redis cannot be asked in time either is the
+// outcome left open (counted in herald_redis_appends_unresolved_total).
+// An append that fewer replicas than Options.Wait confirmed fails with
+// ErrNotReplicated although it is on the master.
 func (e *Engine) Append(ctx context.Context, u *hub.Update) error {
 	if err := ctx.Err(); err != nil {
 		return err
