@@ -219,6 +219,7 @@ func (h *Hub) newEpoch(epoch, after uint64) {
 	h.idx.mu.Lock()
 	old := h.epoch
 	h.epoch = epoch
+	h.origin, h.originKnown = after, true
 	h.lastDispatched.Store(after)
 	h.subs.each(func(s *Subscriber) {
 		h.m.lost()

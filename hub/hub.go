@@ -146,6 +146,11 @@ type Hub struct {
 	// epoch is the log lastDispatched counts in. The dispatcher writes it
 	// with idx.mu locked; others read it with idx.mu held.
 	epoch uint64
+	// origin is where the log of epoch began, as this hub saw it begin
+	// (the After of the batch that opened it); originKnown says whether
+	// it did, or started in that log. Guarded like epoch.
+	origin      uint64
+	originKnown bool
 	// feedEpoch is the epoch of the feed's last batch, for the inbox.
 	feedEpoch atomic.Uint64
 	pace      pacer

@@ -1049,3 +1049,27 @@ func TestEarliestOverExpiredHistory(t *testing.T) {
 		}
 	})
 }
+
+// TestUnknownIDAfterLostLog: after the log was replaced, an id the hub
+// does not know may be one of the lost log's. The client is told earliest
+// and gets everything of the new log, including what was published before
+// it came back.
+func TestUnknownIDAfterLostLog(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, hub.Config{})
+		ctx := t.Context()
+		f.publish("t", "old", "", false)
+		f.eng.Reset()
+		synctest.Wait() // the dispatcher has met the new epoch
+		f.publish("t", "early", "", false)
+		rec := &recorder{}
+		s, _ := f.serve(ctx, hub.SubscribeOptions{Matchers: []*hub.Matcher{f.matcher(hub.MatchExact, "t")}, Resume: true, LastEventID: "old"}, rec)
+		if s.ResumedFrom() != hub.EarliestID {
+			t.Fatalf("ResumedFrom = %q, want earliest", s.ResumedFrom())
+		}
+		f.publish("t", "sentinel", "", false)
+		if got := rec.before(t, "sentinel"); fmt.Sprint(got) != "[early]" {
+			t.Fatalf("got %v, want [early]", got)
+		}
+	})
+}

@@ -121,7 +121,7 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 		wake:     make(chan struct{}, 1),
 		heapIdx:  -1,
 	}
-	replay := false
+	replay, unknown := false, false
 	var from, head Position
 	if o.Resume {
 		s.resumed = EarliestID
@@ -137,7 +137,7 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 			} else {
 				// Go live, but not before the head: if retention dropped
 				// the id, the client has what came before it.
-				head = pos
+				head, unknown = pos, true
 			}
 		}
 	}
@@ -152,6 +152,13 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 		// The id was found in a log the hub has left (or not reached
 		// yet): it means nothing here.
 		replay, from.Seq, s.resumed = false, 0, EarliestID
+	}
+	if unknown && h.originKnown {
+		// This hub saw the log it is in begin, after a lost one: an id
+		// it does not know may be from the lost log, and then the client
+		// is owed everything the new log holds, not only what comes
+		// next.
+		replay, from, head = true, Position{Epoch: h.epoch, Seq: h.origin}, Position{}
 	}
 	s.cursor = h.lastDispatched.Load()
 	if head.Epoch == h.epoch {

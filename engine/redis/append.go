@@ -118,8 +118,14 @@ func (e *Engine) commit(batch []*appendReq) {
 	_, err := e.breaker.Execute(func() (struct{}, error) {
 		return struct{}{}, e.appendBatch(live)
 	})
-	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+	switch {
+	case errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests):
 		err = ErrUnavailable
+	case err == nil || errors.Is(err, ErrNotReplicated):
+		e.setDown(nil)
+	case unreachable(err):
+		// Readiness follows at once, without waiting for the feed.
+		e.setDown(err)
 	}
 	for _, r := range live {
 		if err != nil {
@@ -208,6 +214,13 @@ func mayHaveRun(err error) bool {
 		return false
 	}
 	return !errors.Is(err, goredis.ErrPoolTimeout)
+}
+
+// unreachable reports whether err says Redis could not be reached or did
+// not answer, rather than answered with an error.
+func unreachable(err error) bool {
+	var re goredis.Error
+	return !errors.As(err, &re) && !errors.Is(err, hub.ErrClosed) && !errors.Is(err, context.Canceled)
 }
 
 // resolve looks for an update by id and nonce, and returns its epoch and

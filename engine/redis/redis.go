@@ -370,10 +370,10 @@ func (e *Engine) Read(ctx context.Context, after hub.Position, limit int) (hub.R
 	return r, nil
 }
 
-// Healthy implements hub.Health: Redis answered the last round trip of the
-// feed and the circuit breaker lets appends through.
+// Healthy implements hub.Health: Redis answered the last round trip, and
+// the circuit breaker is closed (half-open, it is still finding out).
 func (e *Engine) Healthy() error {
-	if e.breaker.State() == gobreaker.StateOpen {
+	if e.breaker.State() != gobreaker.StateClosed {
 		return ErrUnavailable
 	}
 	if p := e.down.Load(); p != nil {
