@@ -198,8 +198,8 @@ type sseWatch struct {
 	mu       sync.Mutex
 	events   []streamEvent
 	comments []time.Time
-	notes    []string // comments with text, such as why the stream ends
-	retry    string   // the last retry field
+	notes    []string  // comments with text, such as why the stream ends
+	retry    string    // the last retry field
 	ended    time.Time // zero while the stream is open
 	endErr   error
 }
