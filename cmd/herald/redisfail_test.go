@@ -209,6 +209,16 @@ type sseWatch struct {
 // on the subscription is registered. The stream is closed at cleanup.
 func watchStream(t *testing.T, c *http.Client, n *redisNode, name, topic, lastEventID string) *sseWatch {
 	t.Helper()
+	w, err := tryWatch(t, c, n, name, topic, lastEventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// tryWatch is watchStream that returns a refused subscription as an
+// error instead of failing the test.
+func tryWatch(t *testing.T, c *http.Client, n *redisNode, name, topic, lastEventID string) (*sseWatch, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.hubURL()+"?match="+url.QueryEscape(topic), nil)
 	if lastEventID != "" {
@@ -219,13 +229,13 @@ func watchStream(t *testing.T, c *http.Client, n *redisNode, name, topic, lastEv
 	headers.Stop()
 	if err != nil {
 		cancel()
-		t.Fatalf("%s: subscribe on %s: %v", name, n.name, err)
+		return nil, fmt.Errorf("%s: subscribe on %s: %w", name, n.name, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		cancel()
-		t.Fatalf("%s: subscribe on %s: HTTP %d: %s", name, n.name, resp.StatusCode, b)
+		return nil, fmt.Errorf("%s: subscribe on %s: HTTP %d: %s", name, n.name, resp.StatusCode, b)
 	}
 	w := &sseWatch{name: name, header: resp.Header, cancel: cancel, done: make(chan struct{})}
 	go w.read(resp.Body)
@@ -233,7 +243,43 @@ func watchStream(t *testing.T, c *http.Client, n *redisNode, name, topic, lastEv
 		cancel()
 		<-w.done
 	})
-	return w
+	return w, nil
+}
+
+// readHistory reads the whole history of topic on node n, from earliest
+// up to the sentinel, as a client does: a refused subscription or a
+// stream that ends first (a node that has not met the log's new epoch
+// yet ends it) is tried again. It returns the ids and how many attempts
+// it took.
+func readHistory(t *testing.T, c *http.Client, n *redisNode, name, topic, sentinel string, timeout time.Duration) ([]string, int) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var why []string
+	for attempt := 1; time.Now().Before(deadline); attempt++ {
+		w, err := tryWatch(t, c, n, fmt.Sprintf("%s (attempt %d)", name, attempt), topic, "earliest")
+		if err != nil {
+			why = append(why, err.Error())
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		for time.Now().Before(deadline) {
+			ids := w.ids()
+			if slices.Contains(ids, sentinel) {
+				w.cancel()
+				return ids, attempt
+			}
+			if _, _, ended, _ := w.snapshot(); !ended.IsZero() {
+				w.mu.Lock()
+				why = append(why, fmt.Sprintf("attempt %d ended after %d events, comments %q", attempt, len(ids), w.notes))
+				w.mu.Unlock()
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: no full history up to %s within %v: %s", name, sentinel, timeout, strings.Join(why, "; "))
+	return nil, 0
 }
 
 func (w *sseWatch) read(body io.ReadCloser) {
@@ -736,5 +782,319 @@ func testRedisEmptied(t *testing.T, flush bool) {
 		if v := n.metric(t, c, epochMetric); v != 1 {
 			t.Errorf("%s: %s = %v at the end, want 1 (one loss, seen once)", n.name, epochMetric, v)
 		}
+	}
+}
+
+// failoverCase is one run of TestRedisSentinelFailover.
+type failoverCase struct {
+	name     string
+	kill     bool // SIGKILL the master instead of asking Sentinel for a failover
+	replicas int
+	wait     bool // --redis-wait 1
+}
+
+// TestRedisSentinelFailover fails the master over under publish load,
+// with herald nodes given the Sentinel URL, gracefully (SENTINEL
+// FAILOVER) and by killing the master. Afterwards the whole history is
+// read back on every node: with --redis-wait 1 no acknowledged update may
+// be missing; without it the loss is measured and logged, not failed.
+func TestRedisSentinelFailover(t *testing.T) {
+	for _, fc := range []failoverCase{
+		// One replica: --redis-wait 1 is every replica, so the one
+		// promoted has every acknowledged update.
+		{name: "graceful/wait", replicas: 1, wait: true},
+		{name: "graceful/nowait", replicas: 1},
+		// Two replicas, --redis-wait 1: Sentinel promotes one while the
+		// old master still takes writes and the other replica still
+		// confirms them, until the clients switch; that replica then
+		// resyncs from the new master, dropping them.
+		{name: "graceful/wait1of2", replicas: 2, wait: true},
+		// A killed master takes no writes after it is gone: one replica
+		// confirming is enough, and the other keeps the new master
+		// writable with --redis-wait 1.
+		{name: "kill/wait", kill: true, replicas: 2, wait: true},
+		{name: "kill/nowait", kill: true, replicas: 2},
+	} {
+		t.Run(fc.name, func(t *testing.T) { testFailover(t, fc) })
+	}
+}
+
+func testFailover(t *testing.T, fc failoverCase) {
+	const (
+		topic      = "https://example.com/failover"
+		publishers = 4
+		// Each publisher publishes one update at a time, at most every
+		// pace, and stops after maxEach or when told.
+		pace    = 5 * time.Millisecond
+		maxEach = 4000
+		// settled is how many updates each publisher must have had
+		// acknowledged after the switch before the load stops.
+		settled = 10
+	)
+	master := redistest.Start(t, redistest.Options{})
+	for range fc.replicas {
+		redistest.Start(t, redistest.Options{ReplicaOf: master})
+	}
+	ss := redistest.StartSentinels(t, master, "herald", 3, 2)
+	c := newTestClient(t)
+	work, logs := t.TempDir(), t.TempDir()
+	var extra []string
+	if fc.wait {
+		extra = append(extra, "--redis-wait", "1")
+	}
+	nodes := startRedisNodes(t, c, work, logs, ss.URL(0), 2, extra...)
+
+	var live []*sseWatch
+	for i, n := range nodes {
+		live = append(live, watchStream(t, c, n, fmt.Sprintf("node %d live", i), topic, ""))
+	}
+
+	var (
+		mu      sync.Mutex
+		results = make([][]pubResult, publishers)
+		stop    = make(chan struct{})
+		wg      sync.WaitGroup
+	)
+	ackedSince := func(since time.Time) (total, least int) {
+		mu.Lock()
+		defer mu.Unlock()
+		least = -1
+		for _, rs := range results {
+			n := 0
+			for _, r := range rs {
+				if r.err == nil && r.status == http.StatusOK && r.sent.After(since) {
+					n++
+				}
+			}
+			total += n
+			if least < 0 || n < least {
+				least = n
+			}
+		}
+		return total, least
+	}
+	start := time.Now()
+	for p := range publishers {
+		wg.Go(func() {
+			n := nodes[p%len(nodes)]
+			for i := range maxEach {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("p%d-%d", p, i)
+				r := publishTo(c, n, 5*time.Second, id, topic, id)
+				mu.Lock()
+				results[p] = append(results[p], r)
+				mu.Unlock()
+				time.Sleep(pace)
+			}
+		})
+	}
+	stopLoad := sync.OnceFunc(func() {
+		close(stop)
+		wg.Wait()
+	})
+	t.Cleanup(stopLoad)
+	waitAcked := func(what string, since time.Time, each int, timeout time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(timeout)
+		for {
+			if _, least := ackedSince(since); least >= each {
+				return
+			}
+			if time.Now().After(deadline) {
+				total, least := ackedSince(since)
+				t.Fatalf("%s: after %v, %d acknowledged, the slowest publisher %d, want %d each", what, timeout, total, least, each)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitAcked("load before the failover", start, 50, 15*time.Second)
+
+	old := ss.Master(t)
+	tTrigger := time.Now()
+	if fc.kill {
+		master.Kill()
+		deadline := time.Now().Add(30 * time.Second)
+		for ss.Master(t) == old {
+			if time.Now().After(deadline) {
+				t.Fatalf("sentinels still name the killed master %s after 30s", old)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	} else {
+		ss.Failover(t)
+	}
+	tSwitched := time.Now()
+	waitAcked("load after the failover", tSwitched, settled, 30*time.Second)
+	stopLoad()
+	tStopped := time.Now()
+
+	// Index every publish.
+	type attempt struct {
+		pubResult
+		publisher int
+	}
+	var (
+		acked               []attempt
+		byID                = map[string]attempt{}
+		refused, unanswered int
+		firstAfter          time.Time // the first acknowledgement of a publish sent after the trigger
+	)
+	for p, rs := range results {
+		for _, r := range rs {
+			a := attempt{r, p}
+			byID[r.id] = a
+			switch {
+			case r.err != nil:
+				unanswered++
+			case r.status == http.StatusOK:
+				acked = append(acked, a)
+				if r.sent.After(tTrigger) && (firstAfter.IsZero() || r.done.Before(firstAfter)) {
+					firstAfter = r.done
+				}
+			case r.status == http.StatusServiceUnavailable:
+				refused++
+				if n, err := strconv.Atoi(r.retryAfter); err != nil || n <= 0 {
+					t.Errorf("publish %s: 503 with Retry-After %q", r.id, r.retryAfter)
+				}
+			default:
+				t.Errorf("publish %s: HTTP %d, want 200 or 503", r.id, r.status)
+			}
+		}
+	}
+
+	const sentinel = "sentinel"
+	publishUntilOK(t, c, nodes[0], time.Now().Add(20*time.Second), sentinel, topic, sentinel)
+	var history [][]string
+	for i, n := range nodes {
+		ids, attempts := readHistory(t, c, n, fmt.Sprintf("node %d history", i), topic, sentinel, 30*time.Second)
+		if attempts > 1 {
+			t.Logf("node %d: the history took %d subscriptions to read", i, attempts)
+		}
+		history = append(history, ids)
+	}
+	if !slices.Equal(history[0], history[1]) {
+		t.Errorf("the nodes replay different histories: %d and %d updates", len(history[0]), len(history[1]))
+	}
+	h := history[0]
+	at := make(map[string]int, len(h))
+	for i, id := range h {
+		if j, dup := at[id]; dup {
+			t.Errorf("%s is in the history twice (positions %d and %d)", id, j, i)
+		}
+		at[id] = i
+	}
+	var lost []attempt
+	for _, a := range acked {
+		if _, ok := at[a.id]; !ok {
+			lost = append(lost, a)
+		}
+	}
+	// Each publisher's acknowledged updates are in the order it published them.
+	for p := range publishers {
+		prev := -1
+		for _, r := range results[p] {
+			if i, ok := at[r.id]; ok && r.err == nil && r.status == http.StatusOK {
+				if i < prev {
+					t.Errorf("publisher %d: %s is in the history before an update acknowledged earlier", p, r.id)
+				}
+				prev = i
+			}
+		}
+	}
+	unackedKept := 0
+	for _, id := range h {
+		a, ok := byID[id]
+		switch {
+		case id == sentinel:
+		case !ok:
+			t.Errorf("%s is in the history but was never published", id)
+		case a.err != nil || a.status != http.StatusOK:
+			unackedKept++
+		}
+	}
+	// A live stream that stayed open got exactly the history; one that
+	// ended (its node met a new epoch) is what a client resumes from.
+	for _, w := range live {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, _, ended, _ := w.snapshot()
+			if !ended.IsZero() || slices.Contains(w.ids(), sentinel) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		got := w.ids()
+		_, _, ended, _ := w.snapshot()
+		if ended.IsZero() {
+			if !slices.Equal(got, h) {
+				t.Errorf("%s: the stream stayed open but got %d updates that differ from the %d of the history", w.name, len(got), len(h))
+			}
+			continue
+		}
+		phantoms := 0
+		for _, id := range got {
+			if _, ok := at[id]; !ok {
+				phantoms++
+			}
+		}
+		w.mu.Lock()
+		notes := slices.Clone(w.notes)
+		w.mu.Unlock()
+		t.Logf("%s: the stream ended %v after the trigger with %q, after %d updates, %d of them not in the final history",
+			w.name, ended.Sub(tTrigger).Round(time.Millisecond), notes, len(got), phantoms)
+	}
+	var ackTimes []time.Time
+	for _, a := range acked {
+		ackTimes = append(ackTimes, a.done)
+	}
+	slices.SortFunc(ackTimes, func(a, b time.Time) int { return a.Compare(b) })
+	var longest time.Duration
+	for i := 1; i < len(ackTimes); i++ {
+		if ackTimes[i].After(tTrigger) {
+			longest = max(longest, ackTimes[i].Sub(ackTimes[i-1]))
+		}
+	}
+	epochs := make([]float64, len(nodes))
+	for i, n := range nodes {
+		epochs[i] = n.metric(t, c, "herald_redis_epoch_changes_total")
+	}
+	t.Logf("%s: %d replicas, --redis-wait %v; master %s -> %s", fc.name, fc.replicas, fc.wait, old, ss.Master(t))
+	t.Logf("publishes: %d acknowledged, %d refused 503, %d unanswered in 5s, over %v; %d in the history (%d of them not acknowledged)",
+		len(acked), refused, unanswered, tStopped.Sub(start).Round(time.Millisecond), len(h)-1, unackedKept)
+	t.Logf("failover: sentinels agreed %v after the trigger; first acknowledgement of a publish sent after the trigger %v after it; longest time without an acknowledgement %v; epoch changes per node %v",
+		tSwitched.Sub(tTrigger).Round(time.Millisecond), firstAfter.Sub(tTrigger).Round(time.Millisecond),
+		longest.Round(time.Millisecond), epochs)
+	if len(lost) == 0 {
+		t.Logf("LOST: 0 of %d acknowledged updates", len(acked))
+		return
+	}
+	var b strings.Builder
+	for i, a := range lost {
+		if i == 20 {
+			fmt.Fprintf(&b, "\n\t… and %d more", len(lost)-20)
+			break
+		}
+		fmt.Fprintf(&b, "\n\t%s (publisher %d on node %d): sent %v, acknowledged %v after the trigger",
+			a.id, a.publisher, a.publisher%len(nodes), a.sent.Sub(tTrigger).Round(time.Millisecond), a.done.Sub(tTrigger).Round(time.Millisecond))
+	}
+	first, last := lost[0].done, lost[0].done
+	for _, a := range lost {
+		if a.done.Before(first) {
+			first = a.done
+		}
+		if a.done.After(last) {
+			last = a.done
+		}
+	}
+	summary := fmt.Sprintf("LOST: %d of %d acknowledged updates, acknowledged from %v to %v after the trigger:%s",
+		len(lost), len(acked), first.Sub(tTrigger).Round(time.Millisecond), last.Sub(tTrigger).Round(time.Millisecond), b.String())
+	if fc.wait {
+		t.Error(summary)
+	} else {
+		t.Log(summary)
 	}
 }
