@@ -370,10 +370,10 @@ func (e *Engine) Read(ctx context.Context, after hub.Position, limit int) (hub.R
 	return r, nil
 }
 
-// Healthy implements hub.Health: Redis answered the last round trip, and
-// the circuit breaker is closed (half-open, it is still finding out).
+// Healthy implements hub.Health: the circuit breaker is not open, and
+// Redis answered the last round trip of the feed or of an append.
 func (e *Engine) Healthy() error {
-	if e.breaker.State() != gobreaker.StateClosed {
+	if e.breaker.State() == gobreaker.StateOpen {
 		return ErrUnavailable
 	}
 	if p := e.down.Load(); p != nil {

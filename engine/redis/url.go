@@ -85,7 +85,9 @@ func tlsNote(on bool) string {
 
 // client makes the go-redis client. Retries are off: an append retried
 // after a timeout could be stored twice, and the engine retries reads
-// itself. The read timeout leaves room for WAIT.
+// itself. The read timeout leaves room for WAIT. Context deadlines are
+// honoured, so that the look for an append whose answer was lost stays
+// short.
 func (c *Conn) client(timeout, wait time.Duration, workers int) goredis.UniversalClient {
 	read := timeout + wait
 	switch {
@@ -93,18 +95,21 @@ func (c *Conn) client(timeout, wait time.Duration, workers int) goredis.Universa
 		o := *c.cluster
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = timeout, read, timeout, timeout
 		o.MaxRetries, o.MaxRedirects = -1, 3
+		o.ContextTimeoutEnabled = true
 		o.MinIdleConns = workers + 2
 		return goredis.NewClusterClient(&o)
 	case c.sentinel != nil:
 		o := *c.sentinel
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = timeout, read, timeout, timeout
 		o.MaxRetries = -1
+		o.ContextTimeoutEnabled = true
 		o.MinIdleConns = workers + 2
 		return goredis.NewFailoverClient(&o)
 	default:
 		o := *c.standalone
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = timeout, read, timeout, timeout
 		o.MaxRetries = -1
+		o.ContextTimeoutEnabled = true
 		o.MinIdleConns = workers + 2
 		return goredis.NewClient(&o)
 	}
