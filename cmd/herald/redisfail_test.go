@@ -792,7 +792,7 @@ type failoverCase struct {
 	name     string
 	kill     bool // SIGKILL the master instead of asking Sentinel for a failover
 	replicas int
-	wait     int  // --redis-wait
+	wait     int // --redis-wait
 }
 
 // TestRedisSentinelFailover fails the master over under publish load,
