@@ -12,9 +12,13 @@
 #   publish         64 durable publishers as fast as acknowledged: memory, bolt,
 #                   redis one node, redis three nodes (appendfsync everysec)
 #   publish-always  the same on redis with appendfsync always (one and three nodes)
-#   fanout          2,500 subscribers, 80 updates/s: bolt one node, redis three
-#                   nodes with subscribers and publishers spread over them; the
-#                   feed lag and batch size histograms of every node
+#   fanout          2,500 subscribers, 80 updates/s: bolt one node, redis one
+#                   node, redis three nodes with subscribers and publishers spread
+#                   over them; the feed lag and batch size histograms of every node
+#   fanout-paced    the same, bolt one node and redis three nodes, every node with
+#                   --write-delay 50ms: the write pacing a lone node sets itself at
+#                   this load, which three nodes sharing two cores do not (each
+#                   paces by its own third of the load as if it had the cores alone)
 #   idle            5,000 idle subscribers on one node, bolt and redis: RSS per
 #                   connection
 # Everything runs on loopback; every run is bounded by --duration.
@@ -27,7 +31,7 @@ shift
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 comparisons=("$@")
-[ ${#comparisons[@]} -gt 0 ] || comparisons=(publish publish-always fanout idle)
+[ ${#comparisons[@]} -gt 0 ] || comparisons=(publish publish-always fanout fanout-paced idle)
 duration=${DURATION:-15s}
 fanout_duration=${FANOUT_DURATION:-20s}
 
@@ -107,8 +111,8 @@ redis_cpu_s() {
 redis_forks() { redis-cli -p "$rport" info stats | tr -d '\r' | awk -F: '/^total_forks:/ { print $2 }'; }
 
 # start_nodes N ENGINE: N herald nodes on ENGINE (memory, bolt or redis), one
-# --public-url for all so that one token serves every node. Sets hubs (the
-# comma-separated list), node_pids and node_ports.
+# --public-url for all so that one token serves every node, and serve_args.
+# Sets hubs (the comma-separated list), node_pids and node_ports.
 start_nodes() {
 	local n=$1 engine=$2 k port public=""
 	hubs=""
@@ -121,7 +125,7 @@ start_nodes() {
 		[ "$engine" = redis ] && e="redis://127.0.0.1:$rport/0"
 		rm -rf "$work/data$k"
 		"$herald" serve --addr "127.0.0.1:$port" --data-dir "$work/data$k" --engine "$e" \
-			--jwt-key "$key" --anonymous --log-level warn --public-url "$public" \
+			--jwt-key "$key" --anonymous --log-level warn --public-url "$public" "${serve_args[@]}" \
 			>"$work/node$k.log" 2>&1 &
 		node_pids+=($!)
 		started+=($!)
@@ -183,7 +187,9 @@ bench() {
 	done
 }
 
-# case NAME NODES ENGINE SCENARIO ARGS...: start, bench, stop.
+serve_args=() # more flags for every node
+
+# run_case NAME NODES ENGINE SCENARIO ARGS...: start, bench, stop.
 run_case() {
 	local name=$1 n=$2 engine=$3
 	shift 3
@@ -214,7 +220,16 @@ for c in "${comparisons[@]}"; do
 		start_redis everysec
 		fan=(fanout --subscribers 2500 --topics 1 --rate 80 --payload 100 --duration "$fanout_duration")
 		run_case fanout-bolt 1 bolt "${fan[@]}"
+		run_case fanout-redis1 1 redis "${fan[@]}"
 		run_case fanout-redis3 3 redis "${fan[@]}"
+		stop_redis ;;
+	fanout-paced)
+		start_redis everysec
+		fan=(fanout --subscribers 2500 --topics 1 --rate 80 --payload 100 --duration "$fanout_duration")
+		serve_args=(--write-delay 50ms)
+		run_case fanout-paced-bolt 1 bolt "${fan[@]}"
+		run_case fanout-paced-redis3 3 redis "${fan[@]}"
+		serve_args=()
 		stop_redis ;;
 	idle)
 		start_redis everysec
@@ -305,30 +320,30 @@ per1k() { awk -v a="$1" -v n="$2" 'BEGIN { if (n + 0 > 0 && a != "") printf "%.4
 		done
 		echo
 	fi
-	if [ -f "$out/fanout-bolt.json" ] || [ -f "$out/fanout-redis3.json" ]; then
-		bp99=$(j .latency_ms.p99 fanout-bolt)
+	if ls "$out"/fanout-*.json >/dev/null 2>&1; then
 		echo "## Fanout, 2,500 subscribers, 80 updates/s, $fanout_duration"
 		echo
-		echo "| setup | deliver p50 ms | p99 ms | p99 vs bolt | max ms | delivered | lost | node CPU s (all) | Redis CPU s | node CPU s /1k deliveries | feed lag p99 ms (all nodes) | batch mean | node RSS MB |"
-		echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-		for n in fanout-bolt fanout-redis3; do
+		echo "| setup | deliver p50 ms | p99 ms | p99 vs bolt | max ms | delivered | lost | node CPU s (all) | Redis CPU s | node CPU s /1k deliveries | write delay ms (node 1) | feed lag p99 ms (all nodes) | batch mean | node RSS MB |"
+		echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+		for n in fanout-bolt fanout-redis1 fanout-redis3 fanout-paced-bolt fanout-paced-redis3; do
 			[ -f "$out/$n.json" ] || continue
+			case $n in fanout-paced-*) bp99=$(j .latency_ms.p99 fanout-paced-bolt) ;; *) bp99=$(j .latency_ms.p99 fanout-bolt) ;; esac
 			ms=("$out/$n"-node*.metrics)
 			[ -e "${ms[0]}" ] || ms=()
 			rss=$(awk '/_rss_kb/ { printf "%s%.0f", sep, $2 / 1024; sep = "/" }' "$out/$n.cost")
-			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n" "${n#fanout-}" \
+			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n" "${n#fanout-}" \
 				"$(j .latency_ms.p50 "$n")" "$(j .latency_ms.p99 "$n")" "$(ratio "$(j .latency_ms.p99 "$n")" "$bp99")" \
 				"$(j .latency_ms.max "$n")" "$(j .delivered "$n")" "$(j .lost "$n")" \
 				"$(node_cpu "$n")" "$(cost redis_cpu_s "$n" || true)" "$(per1k "$(node_cpu "$n")" "$(j .delivered "$n")")" \
+				"$(j .extra.server_write_delay_ms "$n")" \
 				"$(hist_p99 herald_redis_feed_lag_seconds "${ms[@]}")" "$(hist_mean herald_redis_append_batch_size "${ms[@]}")" "$rss"
 		done
-		if [ -f "$out/fanout-redis3.json" ]; then
-			echo
-			echo "feed lag p99 ms per node:"
-			for f in "$out"/fanout-redis3-node*.metrics; do
-				echo "- $(basename "$f" .metrics): $(hist_p99 herald_redis_feed_lag_seconds "$f")"
-			done
-		fi
+		echo
+		echo "feed lag p99 ms per node:"
+		for f in "$out"/fanout-*redis*-node*.metrics; do
+			[ -e "$f" ] || continue
+			echo "- $(basename "$f" .metrics): $(hist_p99 herald_redis_feed_lag_seconds "$f")"
+		done
 		echo
 	fi
 	if [ -f "$out/idle-bolt.json" ] || [ -f "$out/idle-redis1.json" ]; then
