@@ -36,7 +36,13 @@ import (
 // command line fills it from flags. It travels to worker processes as
 // JSON, so fields that cannot (writers, loggers) are tagged out.
 type Config struct {
-	// Hub is the hub URL, e.g. http://127.0.0.1:3000/.well-known/mercure.
+	// Hub is the hub URL, e.g. http://127.0.0.1:3000/.well-known/mercure,
+	// or several separated by commas: the nodes of one deployment, which
+	// share one history. Subscribers and publishers are then spread over
+	// them round-robin (subscriber i and publisher i on node i mod n), so
+	// that a delivery measures publish-on-any-node to deliver-on-every-node.
+	// Whatever reads one hub (metrics, resume's readers, the audience of
+	// minted tokens) uses the first.
 	Hub string `json:"hub"`
 	// PublisherToken and SubscriberToken are sent as bearer tokens; ""
 	// sends none (anonymous subscribers).
@@ -441,16 +447,20 @@ func (c *Config) check(ctx context.Context) error {
 	if c.Hub == "" {
 		return errors.New("--hub is required")
 	}
-	u, err := hubURL(c.Hub)
-	if err != nil {
-		return err
-	}
-	c.Hub = u.String()
-	if !c.AllowRemote {
-		if err := requireLoopback(ctx, u.Hostname()); err != nil {
+	hubs := strings.Split(c.Hub, ",")
+	for i, h := range hubs {
+		u, err := hubURL(strings.TrimSpace(h))
+		if err != nil {
 			return err
 		}
+		hubs[i] = u.String()
+		if !c.AllowRemote {
+			if err := requireLoopback(ctx, u.Hostname()); err != nil {
+				return err
+			}
+		}
 	}
+	c.Hub = strings.Join(hubs, ",")
 	switch {
 	case c.Rate > 1e7:
 		return fmt.Errorf("--rate %g is beyond reason", c.Rate)
@@ -465,6 +475,12 @@ func (c *Config) check(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Hubs returns the URLs in Hub: one, or the nodes of one deployment.
+func (c *Config) Hubs() []string { return strings.Split(c.Hub, ",") }
+
+// firstHub is the hub that whatever reads one hub reads.
+func (c *Config) firstHub() string { return c.Hubs()[0] }
 
 // defaultWorkerCommand re-executes this program in worker mode.
 func defaultWorkerCommand() ([]string, error) {

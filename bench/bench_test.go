@@ -58,7 +58,8 @@ type seen struct {
 	protos   map[int]int         // requests by HTTP major version
 	pubConns map[string]struct{} // remote addresses of publishes
 	sources  map[string]struct{} // source IPs
-	gets     int                 // subscription requests
+	gets     int                 // subscription requests (GETs of the hub path)
+	posts    int                 // publish requests
 	patterns map[int]int         // subscription requests by their number of URL patterns
 }
 
@@ -70,8 +71,9 @@ func (s *seen) wrap(h http.Handler) http.Handler {
 		s.sources[host] = struct{}{}
 		if r.Method == http.MethodPost {
 			s.pubConns[r.RemoteAddr] = struct{}{}
+			s.posts++
 		}
-		if r.Method == http.MethodGet {
+		if r.Method == http.MethodGet && r.URL.Path == mercure.DefaultPath { // not /metrics
 			s.gets++
 			if s.patterns == nil {
 				s.patterns = make(map[int]int)
@@ -88,14 +90,25 @@ func (s *seen) wrap(h http.Handler) http.Handler {
 // with a publisher token, and what it sees of its clients.
 func newHerald(t *testing.T, m mode) (Config, *seen) {
 	t.Helper()
+	eng := memory.New(memory.Options{})
+	t.Cleanup(func() { _ = eng.Close() })
+	return serveHerald(t, m, eng, "")
+}
+
+// serveHerald starts an in-process herald on eng, as newHerald does.
+// Tokens must name audience; "" means the hub's own URL.
+func serveHerald(t *testing.T, m mode, eng hub.Engine, audience string) (Config, *seen) {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(nil)
 	scheme := "http"
 	if m.http2 {
 		scheme = "https"
 	}
 	hubURL := fmt.Sprintf("%s://%s%s", scheme, srv.Listener.Addr(), mercure.DefaultPath)
-	public, _ := url.Parse(hubURL)
-	eng := memory.New(memory.Options{})
+	if audience == "" {
+		audience = hubURL
+	}
+	public, _ := url.Parse(audience)
 	h, err := hub.New(hub.Config{Engine: eng, Heartbeat: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -105,8 +118,8 @@ func newHerald(t *testing.T, m mode) (Config, *seen) {
 		t.Fatal(err)
 	}
 	v, err := mercure.NewValidator(mercure.TokenConfig{
-		PublisherKey: key, SubscriberKey: key, Issuer: "herald", Audience: hubURL,
-		Draft7: true, Draft8: true, Base: hubURL,
+		PublisherKey: key, SubscriberKey: key, Issuer: "herald", Audience: audience,
+		Draft7: true, Draft8: true, Base: audience,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -127,9 +140,8 @@ func newHerald(t *testing.T, m mode) (Config, *seen) {
 		h.EndStreams()
 		srv.Close()
 		h.Close()
-		_ = eng.Close()
 	})
-	tok, err := mercure.Mint(mercure.MintOptions{Key: key, Publish: []string{"*"}, TTL: time.Hour, Issuer: "herald", Audience: hubURL, Legacy: m.draft7})
+	tok, err := mercure.Mint(mercure.MintOptions{Key: key, Publish: []string{"*"}, TTL: time.Hour, Issuer: "herald", Audience: audience, Legacy: m.draft7})
 	if err != nil {
 		t.Fatal(err)
 	}

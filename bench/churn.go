@@ -446,7 +446,7 @@ type rawConn struct {
 // an event stream; ctx bounds the opening only.
 func (e *Env) rawSubscribe(ctx context.Context, topic string, patterns []string) (*rawConn, error) {
 	cfg := e.Cfg
-	u, err := url.Parse(cfg.Hub)
+	u, err := url.Parse(cfg.firstHub())
 	if err != nil {
 		return nil, err
 	}

@@ -19,10 +19,10 @@ import (
 // defaultHubPath is the well-known path a hub URL without a path gets.
 const defaultHubPath = "/.well-known/mercure"
 
-// Env is what a scenario runs with: the configuration, one client for
-// subscribers and one for publishers (each over its own transport), and
-// the open-files limit that decides whether subscribers need worker
-// processes.
+// Env is what a scenario runs with: the configuration, clients for
+// subscribers and for publishers (each kind over its own transport) for
+// every hub of Cfg.Hub, and the open-files limit that decides whether
+// subscribers need worker processes.
 type Env struct {
 	Cfg Config
 	// FDLimit is this process's open-files limit (0 when unknown).
@@ -31,42 +31,61 @@ type Env struct {
 	RunID string
 
 	subHTTP, pubHTTP *http.Client
-	subs, pubs       *client.Client
-	dialer           *sourceDialer
-	local            bool // a worker: never spread further
-	workersUsed      int
+	// nodes are the hubs' clients, in Cfg.Hub's order; subs and pubs
+	// are the first's.
+	nodes       []node
+	subs, pubs  *client.Client
+	dialer      *sourceDialer
+	local       bool // a worker: never spread further
+	workersUsed int
+}
+
+// node is one hub of the deployment.
+type node struct {
+	hub        string
+	subs, pubs *client.Client
 }
 
 func newEnv(cfg Config, worker bool) (*Env, error) {
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	e := &Env{Cfg: cfg, FDLimit: fdLimit(), RunID: hex.EncodeToString(id[:]), local: worker}
-	u, err := url.Parse(cfg.Hub)
-	if err != nil {
-		return nil, err
+	var us []*url.URL
+	for _, h := range cfg.Hubs() {
+		u, err := url.Parse(h)
+		if err != nil {
+			return nil, err
+		}
+		us = append(us, u)
 	}
-	d := newSourceDialer(u, cfg.SourceAddrs)
+	d := newSourceDialer(us, cfg.SourceAddrs)
 	e.dialer = d
 	// Subscribers: every stream its own connection under HTTP/1.1, so no
 	// limit per host and no idle pool to speak of.
-	e.subHTTP = &http.Client{Transport: newTransport(cfg, u, d, 1)}
+	e.subHTTP = &http.Client{Transport: newTransport(cfg, us[0], d, 1)}
 	// Publishers: keep-alive connections, one per concurrent publisher.
 	// A publish that has no answer in 30s is a failed publish, not a hang.
-	pt := newTransport(cfg, u, d, max(cfg.Publishers, 1)+4)
+	pt := newTransport(cfg, us[0], d, max(cfg.Publishers, 1)+4)
 	pt.ResponseHeaderTimeout = 30 * time.Second
 	e.pubHTTP = &http.Client{Transport: pt}
-	if e.subs, err = e.newClient(e.subHTTP); err != nil {
-		return nil, err
+	for _, u := range us {
+		n := node{hub: u.String()}
+		var err error
+		if n.subs, err = e.newClient(n.hub, e.subHTTP); err != nil {
+			return nil, err
+		}
+		if n.pubs, err = e.newClient(n.hub, e.pubHTTP); err != nil {
+			return nil, err
+		}
+		e.nodes = append(e.nodes, n)
 	}
-	if e.pubs, err = e.newClient(e.pubHTTP); err != nil {
-		return nil, err
-	}
+	e.subs, e.pubs = e.nodes[0].subs, e.nodes[0].pubs
 	return e, nil
 }
 
-func (e *Env) newClient(hc *http.Client) (*client.Client, error) {
+func (e *Env) newClient(hub string, hc *http.Client) (*client.Client, error) {
 	return client.New(client.Config{
-		Hub:             e.Cfg.Hub,
+		Hub:             hub,
 		PublisherToken:  e.Cfg.PublisherToken,
 		SubscriberToken: e.Cfg.SubscriberToken,
 		Draft7:          e.Cfg.Draft7,
@@ -80,12 +99,25 @@ func (e *Env) newClient(hc *http.Client) (*client.Client, error) {
 	})
 }
 
-// Subscribers is the client subscriber streams are opened with: it shares
-// one transport with unlimited connections per host.
+// nodeFor is the hub of subscriber or publisher i: round-robin.
+func (e *Env) nodeFor(i int) node { return e.nodes[i%len(e.nodes)] }
+
+// publishers is one publisher client per hub, for publish to spread over.
+func (e *Env) publishers() []*client.Client {
+	out := make([]*client.Client, len(e.nodes))
+	for k, n := range e.nodes {
+		out[k] = n.pubs
+	}
+	return out
+}
+
+// Subscribers is the client subscriber streams are opened with (the
+// first hub's): it shares one transport with unlimited connections per
+// host.
 func (e *Env) Subscribers() *client.Client { return e.subs }
 
-// Publishers is the client updates are published with, over keep-alive
-// connections.
+// Publishers is the client updates are published with (the first
+// hub's), over keep-alive connections.
 func (e *Env) Publishers() *client.Client { return e.pubs }
 
 // Topic returns the URL of topic k of this run.
@@ -171,10 +203,13 @@ type sourceDialer struct {
 	plain net.Dialer
 }
 
-func newSourceDialer(u *url.URL, n int) *sourceDialer {
+func newSourceDialer(hubs []*url.URL, n int) *sourceDialer {
 	d := &sourceDialer{plain: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}}
-	ip := net.ParseIP(u.Hostname())
-	loop4 := (ip != nil && ip.To4() != nil && ip.IsLoopback()) || u.Hostname() == "localhost"
+	loop4 := true // every hub: a 127.0.0.x source cannot reach ::1
+	for _, u := range hubs {
+		ip := net.ParseIP(u.Hostname())
+		loop4 = loop4 && ((ip != nil && ip.To4() != nil && ip.IsLoopback()) || u.Hostname() == "localhost")
+	}
 	if n > 1 && loop4 {
 		for i := 1; i <= min(n, 254); i++ {
 			d.addrs = append(d.addrs, &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(i))})

@@ -62,7 +62,7 @@ func fanoutOnce(ctx context.Context, e *Env, rate float64, name string) (*Result
 	cpu := startServerCPU(ctx, cfg.ServerPID)
 	fleet.Start()
 	start := time.Now()
-	out := publish(ctx, e.pubs, pacing{
+	out := publish(ctx, e.publishers(), pacing{
 		Publishers: cfg.Publishers,
 		Rate:       rate,
 		Duration:   cfg.Duration,
@@ -144,7 +144,7 @@ func sampleWriteDelay(ctx context.Context, cfg Config) (seconds float64, ok bool
 	}
 	if mu == "" {
 		var err error
-		if mu, err = defaultMetricsURL(cfg.Hub); err != nil {
+		if mu, err = defaultMetricsURL(cfg.firstHub()); err != nil {
 			return 0, false
 		}
 	} else if u, err := url.Parse(mu); err != nil || (!cfg.AllowRemote && requireLoopback(ctx, u.Hostname()) != nil) {

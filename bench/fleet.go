@@ -326,7 +326,7 @@ func (f *localFleet) openOne(i int, deadline time.Time) {
 	s := &fleetSub{idx: i, topic: i % len(f.spec.Topics), slow: f.spec.slow(i), trackers: make(map[Stream]*tracker, 1)}
 	ctx, cancel := context.WithCancel(f.ctx)
 	watchdog := time.AfterFunc(time.Until(deadline), cancel)
-	sub, err := f.e.subs.Subscribe(ctx, client.SubscribeOptions{
+	sub, err := f.e.nodeFor(i).subs.Subscribe(ctx, client.SubscribeOptions{
 		Topics:      []string{f.spec.Topics[s.topic]},
 		URLPatterns: f.spec.URLPatterns,
 		LastEventID: f.spec.LastEventID,

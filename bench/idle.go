@@ -330,7 +330,7 @@ func (e *Env) newServerProbe(ctx context.Context) (*serverProbe, error) {
 	}
 	if !given {
 		var err error
-		if mu, err = defaultMetricsURL(cfg.Hub); err != nil {
+		if mu, err = defaultMetricsURL(cfg.firstHub()); err != nil {
 			return nil, err
 		}
 	}

@@ -48,7 +48,7 @@ func runPublish(ctx context.Context, e *Env) (*Result, error) {
 	}
 	mon.SetPhase("publishing")
 	cpu := startServerCPU(ctx, cfg.ServerPID)
-	out := publish(ctx, e.pubs, pacing{
+	out := publish(ctx, e.publishers(), pacing{
 		Publishers: cfg.Publishers,
 		Duration:   cfg.Duration,
 		Topics:     e.Topics("publish", cfg.Topics),

@@ -67,7 +67,8 @@ type publishOutcome struct {
 // publishes were made or ctx ends, counting acknowledged publishes in live.
 // Each publisher publishes one update at a time on its keep-alive
 // connection; its j-th update goes to topic (publisher + j) mod topics.
-func publish(ctx context.Context, cli *client.Client, p pacing, live *atomic.Int64) publishOutcome {
+// Publisher i publishes with clis[i mod len(clis)]: one client per hub.
+func publish(ctx context.Context, clis []*client.Client, p pacing, live *atomic.Int64) publishOutcome {
 	type pubResult struct {
 		streams []StreamLog
 		n, errs int64
@@ -85,6 +86,7 @@ func publish(ctx context.Context, cli *client.Client, p pacing, live *atomic.Int
 		wg.Go(func() {
 			r := &results[i]
 			r.hist = newHist()
+			cli := clis[i%len(clis)]
 			seqs := make([]uint64, len(p.Topics))
 			failed := make([][]uint64, len(p.Topics))
 			var buf []byte

@@ -80,7 +80,7 @@ func runResume(ctx context.Context, e *Env) (*Result, error) {
 	}()
 
 	mon.SetPhase("publishing")
-	out := publish(ctx, e.pubs, pacing{
+	out := publish(ctx, e.publishers(), pacing{
 		Publishers: cfg.Publishers,
 		Duration:   cfg.Duration,
 		Topics:     []string{topic},
@@ -211,7 +211,7 @@ func restartHub(ctx context.Context, e *Env) (time.Duration, error) {
 func hubAnswers(ctx context.Context, e *Env) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, e.Cfg.Hub, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, e.Cfg.firstHub(), nil)
 	if err != nil {
 		return false
 	}

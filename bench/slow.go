@@ -226,7 +226,7 @@ func slowPass(ctx context.Context, e *Env, mon *Monitor, cur *passCounters, prob
 	}
 	fleet.Start()
 	start := time.Now()
-	pub := publish(ctx, e.pubs, pacing{
+	pub := publish(ctx, e.publishers(), pacing{
 		Publishers: cfg.Publishers,
 		Rate:       cfg.Rate,
 		Duration:   cfg.Duration,

@@ -18,7 +18,7 @@ import (
 	"github.com/herald-hub/herald/mercure"
 )
 
-const benchUsage = `usage: herald bench SCENARIO --hub URL [flags]
+const benchUsage = `usage: herald bench SCENARIO --hub URL[,URL...] [flags]
 
 Measures a Mercure hub, herald or any other. Tokens come from
 --publisher-token/--subscriber-token or are minted from --key.
@@ -57,7 +57,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stderr, "\nflags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.Hub, "hub", "", "hub URL, e.g. http://127.0.0.1:3000/.well-known/mercure (required)")
+	fs.StringVar(&c.Hub, "hub", "", "hub URL, e.g. http://127.0.0.1:3000/.well-known/mercure (required); several, comma-separated, are nodes of one deployment sharing one history (and one --public-url): subscribers and publishers spread over them round-robin")
 	fs.StringVar(&c.PublisherToken, "publisher-token", "", "publisher bearer token (default: minted from --key)")
 	fs.StringVar(&c.SubscriberToken, "subscriber-token", "", "subscriber bearer token (default: minted from --key; none for anonymous hubs)")
 	key := fs.String("key", "", "signing key to mint tokens with: the hub's secret, a PEM private key, or @file")
@@ -158,7 +158,9 @@ func mintBenchTokens(c *bench.Config, key, alg, aud, iss string) error {
 		return fmt.Errorf("--key: %w", err)
 	}
 	if aud == "" {
-		aud = c.Hub
+		// The nodes of one deployment share one audience; the first
+		// stands for it unless --aud names it.
+		aud = strings.TrimSpace(c.Hubs()[0])
 		if u, err := url.Parse(aud); err == nil && (u.Path == "" || u.Path == "/") {
 			u.Path = mercure.DefaultPath
 			aud = u.String()
