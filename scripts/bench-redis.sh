@@ -23,7 +23,8 @@
 #                   connection
 # Everything runs on loopback; every run is bounded by --duration.
 # DURATION (default 15s) and FANOUT_DURATION (default 20s) override the runs'
-# lengths.
+# lengths. NODE_GOMAXPROCS sets GOMAXPROCS for every herald node (e.g. 1: three
+# nodes on two cores each sized to its share, as CPU limits in a container do).
 set -euo pipefail
 
 out=${1:?usage: bench-redis.sh OUT-DIR [comparison...]}
@@ -124,7 +125,7 @@ start_nodes() {
 		local e=$engine
 		[ "$engine" = redis ] && e="redis://127.0.0.1:$rport/0"
 		rm -rf "$work/data$k"
-		"$herald" serve --addr "127.0.0.1:$port" --data-dir "$work/data$k" --engine "$e" \
+		GOMAXPROCS=${NODE_GOMAXPROCS:-} "$herald" serve --addr "127.0.0.1:$port" --data-dir "$work/data$k" --engine "$e" \
 			--jwt-key "$key" --anonymous --log-level warn --public-url "$public" "${serve_args[@]}" \
 			>"$work/node$k.log" 2>&1 &
 		node_pids+=($!)
