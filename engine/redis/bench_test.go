@@ -1,0 +1,65 @@
+package redis
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herald-hub/herald/hub"
+	"github.com/herald-hub/herald/internal/redistest"
+)
+
+// BenchmarkAppend is where one Redis stream saturates: 64 appenders as
+// fast as Redis acknowledges, grouped by the engine's workers, on a log
+// kept full (every append also trims), with one node's feed reading it
+// all back. It reports updates/s and Redis's CPU per update.
+func BenchmarkAppend(b *testing.B) {
+	srv := redistest.Start(b, redistest.Options{})
+	e, err := Open(b.Context(), srv.URL(), Options{Prefix: "bench", Retention: hub.Retention{MaxCount: 10_000}, Grace: time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	var fed atomic.Int64
+	if _, err := e.Listen(func(x hub.Batch) { fed.Add(int64(len(x.Updates))) }); err != nil {
+		b.Fatal(err)
+	}
+	frame := []byte("id: x\ndata: " + strings.Repeat("x", 160) + "\n\n")
+	var n atomic.Int64
+	cpu0 := redisCPU(b, srv)
+	b.SetParallelism(32) // 64 appenders on 2 cores
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			u := &hub.Update{ID: "urn:uuid:bench-" + strconv.FormatInt(i, 10), Topics: []string{"https://example.com/bench"}, Time: time.Now(), Frame: frame}
+			if err := e.Append(b.Context(), u); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	total := n.Load()
+	b.ReportMetric(float64(total)/elapsed.Seconds(), "updates/s")
+	b.ReportMetric((redisCPU(b, srv)-cpu0)/float64(total)*1e6, "redis-µs/update")
+	b.ReportMetric(float64(fed.Load())/float64(total), "fed/appended")
+}
+
+// redisCPU is the CPU seconds Redis has spent, from INFO cpu.
+func redisCPU(b *testing.B, srv *redistest.Server) float64 {
+	var s float64
+	for _, f := range []string{"used_cpu_sys", "used_cpu_user"} {
+		v, err := strconv.ParseFloat(srv.Info(b, "cpu", f), 64)
+		if err != nil {
+			b.Fatal(fmt.Errorf("INFO cpu %s: %w", f, err))
+		}
+		s += v
+	}
+	return s
+}
