@@ -259,7 +259,9 @@ func (e *Engine) appendScript(ctx context.Context, keys []string, args []any) (a
 	for attempt := 0; ; attempt++ {
 		var script *goredis.Cmd
 		var wait *goredis.Cmd
-		_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		// Each command carries its own error: a pipeline cut short sets
+		// it on every command it did not read.
+		_, _ = c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			if attempt == 0 {
 				script = luaAppend.EvalSha(ctx, p, keys, args...)
 			} else {
@@ -274,10 +276,11 @@ func (e *Engine) appendScript(ctx context.Context, keys []string, args []any) (a
 		if err := script.Err(); err != nil {
 			return nil, err
 		}
-		if err != nil {
-			return nil, err
-		}
-		if n, err := wait.Int64(); err != nil || n < int64(e.wait) {
+		// The script ran: whatever kept WAIT from answering, the update
+		// is on the master and not confirmed, which is no lost answer.
+		if n, err := wait.Int64(); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNotReplicated, err)
+		} else if n < int64(e.wait) {
 			return nil, fmt.Errorf("%w: %d of %d", ErrNotReplicated, n, e.wait)
 		}
 		return script.Val(), nil

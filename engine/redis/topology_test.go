@@ -90,10 +90,20 @@ func TestWait(t *testing.T) {
 		t.Fatalf("Append with no replica = Seq %d, %v; want ErrNotReplicated", u.Seq, err)
 	}
 	replica := redistest.Start(t, redistest.Options{ReplicaOf: master})
-	us := appendN(t, e, "replicated", 20)
+	// A replica confirms in its own time: give it a bound no loaded
+	// machine reaches.
+	e2, err := Open(t.Context(), master.URL(), Options{Prefix: "wait", Wait: 1, WaitTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e2.Close() })
+	if _, err := e2.Listen(func(hub.Batch) {}); err != nil {
+		t.Fatal(err)
+	}
+	us := appendN(t, e2, "replicated", 20)
 	// The replica has each of them as soon as the append returned.
 	last := fmt.Sprintf("%d-0", us[len(us)-1].Seq)
-	if got := replica.Do(t, "XRANGE", e.keys.log, last, last); got == "" || got == "[]" {
+	if got := replica.Do(t, "XRANGE", e2.keys.log, last, last); got == "" || got == "[]" {
 		t.Fatalf("the replica lacks the last acknowledged update: %q", got)
 	}
 }
