@@ -65,20 +65,29 @@ local function trim(log, ids, dups, maxCount, cutoff, budget, grace)
     over = redis.call('XLEN', log) - maxCount
   end
   if over <= 0 and cutoff <= 0 then return 0 end
-  local want = budget
-  if cutoff <= 0 then want = math.min(over, budget) end
-  local es = redis.call('XRANGE', log, '-', '+', 'COUNT', want)
-  local dropped, last = 0, nil
+  local dropped, last, from = 0, nil, '-'
   local young = nowms() - grace
-  for _, e in ipairs(es) do
-    local f = e[2]
-    if over <= 0 and tonumber(f[4]) >= cutoff then break end
-    if tonumber(f[10]) > young then break end
-    local seq = tonumber(string.sub(e[1], 1, -3))
-    unindex(ids, dups, f[2], seq)
-    last = seq
-    dropped = dropped + 1
-    over = over - 1
+  -- Entries are fetched as they are needed: those over the count, or the
+  -- front one alone to test its age, so that a history with nothing to
+  -- drop by age costs one entry, not a budget's worth.
+  while dropped < budget do
+    local es = redis.call('XRANGE', log, from, '+', 'COUNT', math.min(budget - dropped, math.max(over, 1)))
+    if #es == 0 then break end
+    local stop = false
+    for _, e in ipairs(es) do
+      local f = e[2]
+      if (over <= 0 and tonumber(f[4]) >= cutoff) or tonumber(f[10]) > young then
+        stop = true
+        break
+      end
+      local seq = tonumber(string.sub(e[1], 1, -3))
+      unindex(ids, dups, f[2], seq)
+      last = seq
+      dropped = dropped + 1
+      over = over - 1
+    end
+    if stop then break end
+    from = string.format('(%d-0', last)
   end
   if last then
     redis.call('XTRIM', log, 'MINID', string.format('%d-0', last + 1))
