@@ -297,18 +297,19 @@ func (e *Engine) master(ctx context.Context) (goredis.Cmdable, error) {
 	return e.rdb, nil
 }
 
-// newBreaker opens after consecutive failed appends, so that while Redis
-// is unreachable publishers are refused at once instead of each waiting
-// for a timeout; after a second it lets one append through to try.
+// newBreaker opens on an append that could not reach Redis or got no
+// answer in time, so that while Redis is down or hung, publishers are
+// refused at once instead of each waiting for a timeout behind the batch
+// in flight; after a second it lets one append through to try. An error
+// Redis answered with is no reason to stop talking to it.
 func newBreaker(e *Engine) *gobreaker.CircuitBreaker[struct{}] {
 	return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "redis",
 		MaxRequests: 1,
 		Timeout:     time.Second,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 3 },
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 1 },
 		IsSuccessful: func(err error) bool {
-			// Replicas that lag are no reason to stop talking to the master.
-			return err == nil || errors.Is(err, ErrNotReplicated) || errors.Is(err, context.Canceled)
+			return err == nil || errors.Is(err, ErrNotReplicated) || !unreachable(err)
 		},
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			e.m.breaker.Set(float64(to))
