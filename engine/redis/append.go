@@ -144,9 +144,9 @@ func (e *Engine) appendBatch(live []*appendReq) error {
 		cutoff = e.now().Add(-e.maxAge).UnixMilli()
 	}
 	// Past the deadline Redis refuses the script, so a lost answer can be
-	// resolved once it has passed. It allows for the round trip's own
-	// bound and for a Redis clock up to clockSkew behind this node's.
-	deadline := time.Now().Add(e.timeout + clockSkew)
+	// resolved once it has passed, on Redis's clock: the node waits for
+	// it clockSkew longer, for a Redis clock up to that far behind.
+	deadline := time.Now().Add(e.timeout)
 	args = append(args, strconv.FormatUint(hub.NewEpoch(), 10), e.maxCount, cutoff, e.grace, deadline.UnixMilli())
 	var nonce string
 	for _, r := range live {
@@ -161,7 +161,7 @@ func (e *Engine) appendBatch(live []*appendReq) error {
 	if err != nil && !errors.Is(err, ErrNotReplicated) && mayHaveRun(err) {
 		// The answer was lost: wait out the deadline, then look.
 		last := live[len(live)-1].u
-		if !e.sleep(time.Until(deadline) + 10*time.Millisecond) {
+		if !e.sleep(time.Until(deadline) + clockSkew + 10*time.Millisecond) {
 			return fmt.Errorf("redis: append: %w (outcome unknown: closed while resolving)", err)
 		}
 		epoch, seq, rerr := e.resolve(last.ID, nonce)
@@ -171,6 +171,9 @@ func (e *Engine) appendBatch(live []*appendReq) error {
 			return fmt.Errorf("redis: append: %w (outcome unknown: %v)", err, rerr)
 		case seq == 0:
 			return fmt.Errorf("redis: append: %w (not stored)", err)
+		case e.wait > 0:
+			// Stored, but no replica was asked to confirm it.
+			return fmt.Errorf("%w: its answer was lost (%v)", ErrNotReplicated, err)
 		}
 		e.m.resolved.Inc()
 		res = []any{strconv.FormatUint(epoch, 10), int64(seq) - int64(len(live)) + 1}
@@ -249,12 +252,15 @@ func (e *Engine) resolve(id, nonce string) (uint64, uint64, error) {
 // appendScript runs luaAppend, followed on the same connection by WAIT
 // when replicas must confirm.
 func (e *Engine) appendScript(ctx context.Context, keys []string, args []any) (any, error) {
-	if e.wait == 0 {
-		return luaAppend.Run(ctx, e.rdb, keys, args...).Result()
-	}
+	// Through the node that holds the log: a Cluster client would send a
+	// script again on its own after a timeout or a broken connection,
+	// which could store it twice; the node's own client never does.
 	c, err := e.master(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if e.wait == 0 {
+		return luaAppend.Run(ctx, c, keys, args...).Result()
 	}
 	for attempt := 0; ; attempt++ {
 		var script *goredis.Cmd

@@ -134,6 +134,18 @@ func TestStaleReplica(t *testing.T) {
 	if err != nil || len(r.Updates) != 3 || r.Updates[0].ID != "after-0" {
 		t.Fatalf("Read after Seq 3 in the new epoch = %v, %v; want the 3 updates published after the failover", seqs(r.Updates), err)
 	}
+	// What was published on the stale log, before the nodes noticed, is
+	// fed on both, in the new epoch: the feed starts where the new log
+	// parts from what the nodes fed (Seq 3).
+	for i, b := range []*batches{b1, b2} {
+		waitFor(t, "the updates published after the failover fed", func() bool {
+			ids := b.fedIDs()
+			return len(ids) >= 3 && fmt.Sprint(ids[len(ids)-3:]) == "[after-0 after-1 after-2]"
+		})
+		if ids := b.fedIDs(); len(ids) != 8 {
+			t.Errorf("node %d fed %v, want the 5 before and the 3 after once each", i+1, ids)
+		}
+	}
 	pos, ok, err := e1.Lookup(t.Context(), "before-4")
 	if err != nil || ok {
 		t.Errorf("Lookup of an update the stale replica missed = %+v, %v, %v; want not found", pos, ok, err)
@@ -167,6 +179,33 @@ func TestIdleReplacement(t *testing.T) {
 		t.Fatalf("Append in the new log: Seq %d, %v; want 1", u.Seq, err)
 	}
 	waitFor(t, "fed in the new epoch", func() bool { e2, l := b.state(); return e2 == ep && l == 1 })
+}
+
+// TestAppendBeforeTheFeedNotices: an append into a Redis just emptied
+// starts the new log itself; the feed, which learns of it after, still
+// feeds it, from the new log's origin.
+func TestAppendBeforeTheFeedNotices(t *testing.T) {
+	url := "redis://" + startRedis(t) + "/0"
+	e, b, head := node(t, url, "race")
+	appendN(t, e, "old", 3)
+	waitFor(t, "fed", func() bool { return len(b.fedIDs()) == 3 })
+	if err := e.rdb.FlushAll(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := appendN(t, e, "fresh", 2)
+	if fresh[0].Seq != 1 {
+		t.Fatalf("first append after the flush got Seq %d, want 1", fresh[0].Seq)
+	}
+	waitFor(t, "the fresh updates fed", func() bool {
+		ids := b.fedIDs()
+		return len(ids) == 5
+	})
+	if ep, _ := b.state(); ep == head.Epoch {
+		t.Error("fed in the old epoch")
+	}
+	if got := fmt.Sprint(b.fedIDs()); got != "[old-0 old-1 old-2 fresh-0 fresh-1]" {
+		t.Errorf("fed %s", got)
+	}
 }
 
 func seqs(us []*hub.Update) []uint64 {

@@ -83,8 +83,7 @@ func (e *Engine) feedLoop(feed func(hub.Batch), st feedState) {
 // It reports whether there may be more to read at once.
 func (e *Engine) feedRound(feed func(hub.Batch), st *feedState) (bool, error) {
 	res, err := e.run(e.ctx, "feed", luaFeed, []string{e.keys.meta, e.keys.log},
-		strconv.FormatUint(st.epoch, 10), strconv.FormatUint(st.seq, 10), feedLimit, st.nonce,
-		strconv.FormatUint(hub.NewEpoch(), 10))
+		strconv.FormatUint(st.epoch, 10), strconv.FormatUint(st.seq, 10), feedLimit, st.nonce)
 	if err != nil {
 		return false, err
 	}
@@ -93,18 +92,27 @@ func (e *Engine) feedRound(feed func(hub.Batch), st *feedState) (bool, error) {
 		return false, errors.New("redis: unexpected feed reply")
 	}
 	if status, _ := v[0].(string); status != "ok" {
-		// Another log, or this one rewritten: find where the new one
-		// stands (creating it if Redis has none) and start from its head.
-		next, err := e.init(e.ctx)
+		if status == "rewritten" {
+			// Name the new log, and where it parts from what this node
+			// fed, unless another node did first.
+			args := append([]any{strconv.FormatUint(st.epoch, 10), strconv.FormatUint(hub.NewEpoch(), 10)}, st.recentArgs()...)
+			if _, err := e.run(e.ctx, "feed", luaRewritten, []string{e.keys.meta, e.keys.log}, args...); err != nil {
+				return false, err
+			}
+		}
+		// Another log: find where it stands (creating it if Redis has
+		// none) and feed it from its origin, so that what was appended to
+		// it before this node noticed is fed too.
+		ls, err := e.init(e.ctx)
 		if err != nil {
 			return false, err
 		}
 		e.log.Warn("the history in redis was replaced; streams end and resume from the new log",
-			"reason", status, "old_epoch", st.epoch, "new_epoch", next.epoch, "head", next.seq)
+			"reason", status, "old_epoch", st.epoch, "new_epoch", ls.epoch, "origin", ls.origin, "head", ls.head)
 		e.m.epochChanges.Inc()
-		*st = next
-		e.epoch.Store(next.epoch)
-		feed(hub.Batch{Epoch: next.epoch, After: next.seq})
+		*st = feedState{epoch: ls.epoch, seq: ls.origin, nonce: ls.originNonce}
+		e.epoch.Store(ls.epoch)
+		feed(hub.Batch{Epoch: ls.epoch, After: ls.origin})
 		return true, nil
 	}
 	es, err := decodeEntries(v[3])
@@ -175,6 +183,9 @@ func (e *Engine) feedEntries(feed func(hub.Batch), st *feedState, es entries) {
 		us = us[n:]
 	}
 	st.seq, st.nonce = es.last, es.nonce
+	for _, m := range es.marks {
+		st.remember(m)
+	}
 }
 
 // trimLoop applies retention while nothing is appended: by age, often

@@ -209,6 +209,10 @@ func open(ctx context.Context, c *Conn, opts Options) (*Engine, error) {
 	if opts.Grace <= 0 {
 		opts.Grace = DefaultGrace
 	}
+	// An append whose answer was lost looks for its update after its
+	// deadline; retention must not have dropped it by then.
+	opts.Grace = max(opts.Grace, opts.Timeout+clockSkew+resolveTimeout+100*time.Millisecond)
+	opts.WaitTimeout = max(opts.WaitTimeout, time.Millisecond) // WAIT n 0 waits for ever
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -238,7 +242,7 @@ func open(ctx context.Context, c *Conn, opts Options) (*Engine, error) {
 	e.waiter = c.client(opts.Timeout, feedBlock, 1)
 	e.m = newMetrics()
 	e.breaker = newBreaker(e)
-	if err := e.rdb.Ping(ctx).Err(); err != nil {
+	if err := e.checkServer(ctx); err != nil {
 		_ = e.rdb.Close()
 		_ = e.waiter.Close()
 		return nil, fmt.Errorf("redis: connect to %s: %w", c.Topology, err)
@@ -258,6 +262,35 @@ func open(ctx context.Context, c *Conn, opts Options) (*Engine, error) {
 	return e, nil
 }
 
+// checkServer checks that the node holding the log answers and is Redis
+// 6.2 or later: the scripts read with exclusive ranges and trim by
+// MINID, which older versions refuse half-way through a script.
+func (e *Engine) checkServer(ctx context.Context) error {
+	c, err := e.master(ctx)
+	if err != nil {
+		return err
+	}
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return err
+	}
+	for line := range strings.Lines(info) {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:")
+		if !ok {
+			continue
+		}
+		var major, minor int
+		if _, err := fmt.Sscanf(v, "%d.%d", &major, &minor); err != nil {
+			return fmt.Errorf("unreadable redis_version %q", v)
+		}
+		if major < 6 || major == 6 && minor < 2 {
+			return fmt.Errorf("redis %s is too old: herald needs 6.2 or later", v)
+		}
+		return nil
+	}
+	return nil // a server that does not say (a proxy): the scripts will tell
+}
+
 // Topology says what the engine is connected to, for the log: the kind of
 // deployment (standalone, sentinel, cluster) and its addresses.
 func (e *Engine) Topology() string { return e.topology }
@@ -272,43 +305,85 @@ func (e *Engine) Listen(feed func(hub.Batch)) (hub.Position, error) {
 	if e.closed {
 		return hub.Position{}, hub.ErrClosed
 	}
-	st, err := e.init(e.ctx)
+	ls, err := e.init(e.ctx)
 	if err != nil {
 		return hub.Position{}, err
 	}
-	e.epoch.Store(st.epoch)
+	e.epoch.Store(ls.epoch)
 	e.wg.Add(2)
-	go e.feedLoop(feed, st)
+	go e.feedLoop(feed, feedState{epoch: ls.epoch, seq: ls.head, nonce: ls.nonce})
 	go e.trimLoop()
-	return hub.Position{Epoch: st.epoch, Seq: st.seq}, nil
+	return hub.Position{Epoch: ls.epoch, Seq: ls.head}, nil
 }
 
 // feedState is where the feed stands: the last update it fed and that
-// update's nonce, by which it recognizes its log.
+// update's nonce, by which it recognizes its log, and the Seqs and nonces
+// of the last ones it fed, by which it finds where a log that went back
+// parts from what it fed.
 type feedState struct {
-	epoch uint64
+	epoch  uint64
+	seq    uint64
+	nonce  string
+	recent [recentFed]mark // a ring, by Seq
+}
+
+// recentFed is how many of the last updates fed the feed remembers.
+const recentFed = 64
+
+// mark is an entry's Seq and nonce.
+type mark struct {
 	seq   uint64
 	nonce string
 }
 
-// init finds the log's epoch and head, creating an epoch for a Redis that
-// has none.
-func (e *Engine) init(ctx context.Context) (feedState, error) {
+func (st *feedState) remember(m mark) { st.recent[m.seq%recentFed] = m }
+
+// recentArgs lists the remembered marks, newest first, as script
+// arguments.
+func (st *feedState) recentArgs() []any {
+	var args []any
+	for i := range uint64(recentFed) {
+		if st.seq < i {
+			break
+		}
+		m := st.recent[(st.seq-i)%recentFed]
+		if m.seq != st.seq-i || m.nonce == "" {
+			continue
+		}
+		args = append(args, strconv.FormatUint(m.seq, 10), m.nonce)
+	}
+	return args
+}
+
+// logState is what luaInit says of the log.
+type logState struct {
+	epoch       uint64
+	head        uint64
+	nonce       string // of the head
+	origin      uint64 // where the log's feed starts
+	originNonce string
+}
+
+// init finds the log's epoch, head and origin, creating an epoch for a
+// Redis that has none.
+func (e *Engine) init(ctx context.Context) (logState, error) {
 	res, err := e.run(ctx, "init", luaInit, []string{e.keys.meta, e.keys.log}, strconv.FormatUint(hub.NewEpoch(), 10))
 	if err != nil {
-		return feedState{}, fmt.Errorf("redis: open the log: %w", err)
+		return logState{}, fmt.Errorf("redis: open the log: %w", err)
 	}
 	v, ok := res.([]any)
-	if !ok || len(v) != 3 {
-		return feedState{}, fmt.Errorf("redis: unexpected reply %v", res)
+	if !ok || len(v) != 5 {
+		return logState{}, fmt.Errorf("redis: unexpected reply %v", res)
 	}
 	epoch, err1 := parseEpoch(v[0])
-	seq, err2 := parseUint(v[1])
-	nonce, _ := v[2].(string)
-	if err := errors.Join(err1, err2); err != nil {
-		return feedState{}, err
+	head, err2 := parseUint(v[1])
+	origin, err3 := parseUint(v[3])
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return logState{}, err
 	}
-	return feedState{epoch: epoch, seq: seq, nonce: nonce}, nil
+	nonce, _ := v[2].(string)
+	onon, _ := v[4].(string)
+	return logState{epoch: epoch, head: head, nonce: nonce, origin: origin, originNonce: onon}, nil
 }
 
 // Lookup implements hub.Engine.
@@ -470,7 +545,8 @@ type entries struct {
 	// it; last and nonce those of the last entry.
 	first, last uint64
 	prev, nonce string
-	n           int // entries read, decodable or not
+	n           int    // entries read, decodable or not
+	marks       []mark // of every entry read
 }
 
 // decodeEntries decodes XRANGE or XREAD entries written by luaAppend. An
@@ -506,6 +582,7 @@ func decodeEntries(v any) (entries, error) {
 			continue
 		}
 		r.nonce, _ = f[5].(string)
+		r.marks = append(r.marks, mark{seq, r.nonce})
 		d, _ := f[7].(string)
 		u := &hub.Update{}
 		// UnmarshalBinary copies what it keeps and writes nothing, so it

@@ -96,25 +96,41 @@ local function trim(log, ids, dups, maxCount, cutoff, budget, grace)
 end
 `
 
+// luaNewLog starts a log named by epoch. Seqs go on after the stream's last
+// id, which outlives trimmed entries (XADD refuses ids at or below it): a
+// stream that lost its meta key (evicted, deleted by hand) keeps its
+// entries under the new epoch. origin is where the new log's feed starts,
+// onon the nonce there.
+const luaNewLog = `
+local function newlog(meta, log, epoch)
+  local seq, nonce = 0, epoch
+  if redis.call('EXISTS', log) == 1 then
+    local info = redis.call('XINFO', 'STREAM', log)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then seq = tonumber(string.sub(info[i + 1], 1, -3)) end
+    end
+    local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+    if #top > 0 and tonumber(string.sub(top[1][1], 1, -3)) == seq then nonce = top[1][2][6] end
+  end
+  redis.call('HSET', meta, 'epoch', epoch, 'seq', seq, 'nonce', nonce, 'origin', seq, 'onon', nonce)
+  return seq, nonce
+end
+`
+
 // luaInit makes sure the log has an epoch: an empty Redis gets a new log
-// named by ARGV[1]. It returns the epoch, the head and the head's nonce.
+// named by ARGV[1]. It returns the epoch, the head and the head's nonce,
+// and where the log's feed starts (its origin) and the nonce there.
 //
 // KEYS: meta, log. ARGV: candidate epoch.
-var luaInit = goredis.NewScript(`
+var luaInit = goredis.NewScript(luaNewLog + `
 local meta, log = KEYS[1], KEYS[2]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
   epoch = ARGV[1]
-  -- A log without its meta key (evicted, or deleted by hand) keeps its
-  -- entries but gets a new epoch; Seqs go on after the last entry, since
-  -- XADD refuses ids at or below the stream's last one.
-  local seq, nonce = 0, epoch
-  local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
-  if #top > 0 then seq, nonce = tonumber(string.sub(top[1][1], 1, -3)), top[1][2][6] end
-  redis.call('HSET', meta, 'epoch', epoch, 'seq', seq, 'nonce', nonce)
+  newlog(meta, log, epoch)
 end
-local v = redis.call('HMGET', meta, 'seq', 'nonce')
-return {epoch, v[1], v[2] or ''}
+local v = redis.call('HMGET', meta, 'seq', 'nonce', 'origin', 'onon')
+return {epoch, v[1], v[2] or '', v[3] or v[1], v[4] or ''}
 `)
 
 // luaAppend appends a batch of updates, giving them the next Seqs, indexes
@@ -131,7 +147,7 @@ return {epoch, v[1], v[2] or ''}
 // KEYS: meta, log, ids, dups. ARGV: candidate epoch, max count, cutoff
 // (Unix ms, 0 for none), grace (ms), deadline (Unix ms), then id, time,
 // nonce, record for each update.
-var luaAppend = goredis.NewScript(luaTrim + `
+var luaAppend = goredis.NewScript(luaTrim + luaNewLog + `
 local meta, log, ids, dups = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if nowms() > tonumber(ARGV[5]) then
   return redis.error_reply('LATE the append reached Redis after its deadline; nothing was written')
@@ -139,10 +155,8 @@ end
 local v = redis.call('HMGET', meta, 'epoch', 'seq', 'nonce')
 local epoch, seq, nonce = v[1], tonumber(v[2]), v[3]
 if not epoch then
-  epoch, seq, nonce = ARGV[1], 0, ARGV[1]
-  local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
-  if #top > 0 then seq, nonce = tonumber(string.sub(top[1][1], 1, -3)), top[1][2][6] end
-  redis.call('HSET', meta, 'epoch', epoch)
+  epoch = ARGV[1]
+  seq, nonce = newlog(meta, log, epoch)
 end
 local first = seq + 1
 local now = nowms()
@@ -189,10 +203,10 @@ return {v[1], v[2], es}
 // still the one it fed from: the entry at the last Seq fed must still carry
 // the nonce it had. A log that went back (a failover to a replica that
 // missed the last writes) and perhaps grew again under the same epoch is a
-// different log: the script names it with the new epoch ARGV[5], so that
-// every node sees the change, and returns it with status "rewritten".
+// different log: the script says so with status "rewritten", and the node
+// names it with luaRewritten.
 //
-// KEYS: meta, log. ARGV: epoch, after, limit, nonce of after, new epoch.
+// KEYS: meta, log. ARGV: epoch, after, limit, nonce of after.
 // Returns status ("ok", "epoch" or "rewritten"), epoch, head, entries.
 var luaFeed = goredis.NewScript(`
 local meta, log = KEYS[1], KEYS[2]
@@ -204,10 +218,7 @@ if not rewritten and after > 0 and ARGV[4] ~= '' then
   local at = redis.call('XRANGE', log, ARGV[2] .. '-0', ARGV[2] .. '-0')
   rewritten = #at > 0 and at[1][2][6] ~= ARGV[4]
 end
-if rewritten then
-  redis.call('HSET', meta, 'epoch', ARGV[5])
-  return {'rewritten', ARGV[5], v[2], {}}
-end
+if rewritten then return {'rewritten', v[1], v[2], {}} end
 local es = {}
 if after < head then
   es = redis.call('XRANGE', log, '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
@@ -244,4 +255,37 @@ for i = #seqs, 1, -1 do
   if #e > 0 and e[1][2][6] == ARGV[2] then return {epoch, tonumber(seqs[i])} end
 end
 return {epoch, -1}
+`)
+
+// luaRewritten gives a log that went back under epoch ARGV[1] the new epoch
+// ARGV[2], so that every node sees the change, and finds where the new log
+// parts from the one the node fed: the latest of the (Seq, nonce) pairs
+// that follow, newest first, whose entry is still there. The new log's
+// feed starts there (its origin); when none is, at the front of what is
+// retained. It does nothing when the epoch is no longer ARGV[1]: another
+// node named the new log first.
+//
+// KEYS: meta, log. ARGV: old epoch, new epoch, then Seq, nonce pairs.
+var luaRewritten = goredis.NewScript(`
+local meta, log = KEYS[1], KEYS[2]
+if redis.call('HGET', meta, 'epoch') ~= ARGV[1] then return 0 end
+local origin, onon
+for i = 3, #ARGV, 2 do
+  local at = redis.call('XRANGE', log, ARGV[i] .. '-0', ARGV[i] .. '-0')
+  if #at > 0 and at[1][2][6] == ARGV[i + 1] then
+    origin, onon = ARGV[i], ARGV[i + 1]
+    break
+  end
+end
+if not origin then
+  local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
+  if #first > 0 then
+    origin, onon = tonumber(string.sub(first[1][1], 1, -3)) - 1, first[1][2][12]
+  else
+    local v = redis.call('HMGET', meta, 'seq', 'nonce')
+    origin, onon = v[1], v[2]
+  end
+end
+redis.call('HSET', meta, 'epoch', ARGV[2], 'origin', origin, 'onon', onon)
+return 1
 `)
