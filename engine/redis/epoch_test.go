@@ -251,3 +251,29 @@ func histCount(o any) uint64 {
 	}
 	return m.GetHistogram().GetSampleCount()
 }
+
+// TestReadPastUndecodable: a page of records that cannot be decoded (a
+// gap to readers) does not hide the good update after it.
+func TestReadPastUndecodable(t *testing.T) {
+	url := "redis://" + startRedis(t) + "/0"
+	e, _, head := node(t, url, "corrupt")
+	appendN(t, e, "good", 2)
+	k := e.keys
+	for seq := 3; seq <= 7; seq++ {
+		if err := e.rdb.XAdd(t.Context(), &goredis.XAddArgs{Stream: k.log, ID: fmt.Sprintf("%d-0", seq),
+			Values: []any{"i", "bad", "t", "0", "n", "x", "d", "\xffnot a record", "a", "0", "p", "x"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.rdb.HSet(t.Context(), k.meta, "seq", 7, "nonce", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	last := appendN(t, e, "after", 1)[0]
+	r, err := e.Read(t.Context(), hub.Position{Epoch: head.Epoch, Seq: 2}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Updates) != 1 || r.Updates[0].Seq != last.Seq || !r.Gap {
+		t.Fatalf("Read after Seq 2 = Seqs %v, Gap %v; want the good update %d, with a gap", seqs(r.Updates), r.Gap, last.Seq)
+	}
+}

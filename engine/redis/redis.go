@@ -415,38 +415,66 @@ func (e *Engine) Lookup(ctx context.Context, id string) (hub.Position, bool, err
 }
 
 // Read implements hub.Engine.
+//
+// A page of entries none of which can be decoded is read past, up to a few
+// pages, so that a reader is not sent beyond good entries that follow it.
 func (e *Engine) Read(ctx context.Context, after hub.Position, limit int) (hub.Range, error) {
 	if limit <= 0 {
 		return hub.Range{}, errors.New("redis: read limit must be positive")
 	}
+	from := after
+	for range 8 {
+		r, es, err := e.readPage(ctx, from, limit)
+		if err != nil || len(r.Updates) > 0 || es.n < limit {
+			if err == nil && from != after {
+				r.Gap = true // the undecodable entries read past
+			}
+			return r, err
+		}
+		from.Seq = es.last
+	}
+	return e.readOnce(ctx, from, limit, after)
+}
+
+// readOnce reads one page after from and reports it as read after after.
+func (e *Engine) readOnce(ctx context.Context, from hub.Position, limit int, after hub.Position) (hub.Range, error) {
+	r, _, err := e.readPage(ctx, from, limit)
+	if err == nil && from != after {
+		r.Gap = true
+	}
+	return r, err
+}
+
+// readPage is one luaRead.
+func (e *Engine) readPage(ctx context.Context, after hub.Position, limit int) (hub.Range, entries, error) {
 	if e.isClosed() {
-		return hub.Range{}, hub.ErrClosed
+		return hub.Range{}, entries{}, hub.ErrClosed
 	}
 	res, err := e.run(ctx, "read", luaRead, []string{e.keys.meta, e.keys.log},
 		strconv.FormatUint(after.Epoch, 10), strconv.FormatUint(after.Seq, 10), strconv.Itoa(limit))
 	if err != nil {
-		return hub.Range{}, fmt.Errorf("redis: read: %w", err)
+		return hub.Range{}, entries{}, fmt.Errorf("redis: read: %w", err)
 	}
 	v, ok := res.([]any)
 	if !ok || len(v) != 3 {
-		return hub.Range{}, fmt.Errorf("redis: unexpected reply %v", res)
+		return hub.Range{}, entries{}, fmt.Errorf("redis: unexpected reply %v", res)
 	}
 	epoch, err1 := parseEpoch(v[0])
 	head, err2 := parseUint(v[1])
 	if err := errors.Join(err1, err2); err != nil {
-		return hub.Range{}, err
+		return hub.Range{}, entries{}, err
 	}
 	if epoch != after.Epoch {
-		return hub.Range{}, hub.ErrEpoch
+		return hub.Range{}, entries{}, hub.ErrEpoch
 	}
 	es, err := decodeEntries(v[2])
 	if err != nil {
-		return hub.Range{}, err
+		return hub.Range{}, entries{}, err
 	}
 	us := es.updates
 	r := hub.Range{Updates: us, Head: head}
 	r.Gap = len(us) > 0 && us[0].Seq > after.Seq+1 || len(us) == 0 && head > after.Seq
-	return r, nil
+	return r, es, nil
 }
 
 // Healthy implements hub.Health: the circuit breaker is not open, and
