@@ -423,9 +423,9 @@ func (e *Engine) Read(ctx context.Context, after hub.Position, limit int) (hub.R
 		return hub.Range{}, errors.New("redis: read limit must be positive")
 	}
 	from := after
-	for range 8 {
+	for pages := 1; ; pages++ {
 		r, es, err := e.readPage(ctx, from, limit)
-		if err != nil || len(r.Updates) > 0 || es.n < limit {
+		if err != nil || len(r.Updates) > 0 || es.n < limit || pages == 8 {
 			if err == nil && from != after {
 				r.Gap = true // the undecodable entries read past
 			}
@@ -433,16 +433,6 @@ func (e *Engine) Read(ctx context.Context, after hub.Position, limit int) (hub.R
 		}
 		from.Seq = es.last
 	}
-	return e.readOnce(ctx, from, limit, after)
-}
-
-// readOnce reads one page after from and reports it as read after after.
-func (e *Engine) readOnce(ctx context.Context, from hub.Position, limit int, after hub.Position) (hub.Range, error) {
-	r, _, err := e.readPage(ctx, from, limit)
-	if err == nil && from != after {
-		r.Gap = true
-	}
-	return r, err
 }
 
 // readPage is one luaRead.
