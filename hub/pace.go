@@ -16,6 +16,17 @@ import (
 // linearly to paceMax at paceHigh. A stream that gets fewer updates than
 // one per delay never waits, whatever the load, so only streams that are
 // both busy and on a busy hub are paced.
+//
+// The rate per core assumes the process has its cores to itself. When it
+// does not (several nodes on one machine, a noisy neighbour, a batch job),
+// the same rate costs cores it cannot get, and writes queue behind each
+// other for seconds. So the pacer also reads how long the process's
+// runnable goroutines wait for a CPU (the runtime's scheduling latency):
+// a median wait of paceWaitLow or less adds nothing, paceWaitHigh or more
+// asks for paceMax, and the delay in force is the larger of the two. The
+// wait falls as soon as pacing frees the CPU, so the delay it asked for
+// decays over two seconds (a twentieth of the top a window) instead of
+// dropping at once, which keeps it from swinging between two states.
 const (
 	// paceWindow is how long the dispatcher counts offers before it
 	// recomputes the delay.
@@ -30,6 +41,17 @@ const (
 	paceHigh = 80_000
 	// paceMax is the delay at paceHigh and above.
 	paceMax = 50 * time.Millisecond
+	// paceWaitLow and paceWaitHigh are median scheduling waits. A process
+	// with a core to spare schedules a runnable goroutine within tens of
+	// microseconds; a lone node fanning out at 200,000 frames/s on two
+	// busy cores sees 0.2-0.5ms.
+	paceWaitLow  = time.Millisecond
+	paceWaitHigh = 4 * time.Millisecond
+	// paceWaitMin is how many scheduling waits a window needs for its
+	// median to count. The waits count only from a quarter of the low
+	// rate up: a hub that writes little saves nothing by pacing, whatever
+	// else keeps the machine busy.
+	paceWaitMin = 50
 )
 
 // paceDelay is the automatic delay for rate offered frames per second:
@@ -50,17 +72,23 @@ type pacer struct {
 	fixed     time.Duration // Config.WriteDelay: > 0 fixed, < 0 never, 0 automatic
 	low, high float64       // offered frames per second per core
 	top       time.Duration // the delay at high and above
+	// wait returns the median scheduling wait since its last call and how
+	// many waits it saw (schedWait.median; tests set their own).
+	wait func() (sec float64, n uint64)
 
 	d    atomic.Int64 // the delay in force, in nanoseconds
 	last atomic.Int64 // unix nanos of the last recomputation
 
 	// Owned by the dispatcher.
-	count int64 // frames offered since start
-	start int64 // unix nanos the current window began
+	count int64         // frames offered since start
+	start int64         // unix nanos the current window began
+	byCPU time.Duration // the delay the scheduling waits ask for, decaying
+	sw    schedWait
 }
 
 func (p *pacer) init(fixed time.Duration) {
 	p.fixed, p.low, p.high, p.top = fixed, paceLow, paceHigh, paceMax
+	p.wait = p.sw.median
 	if fixed > 0 {
 		p.d.Store(int64(fixed))
 	}
@@ -84,7 +112,11 @@ func (p *pacer) observe(n int, now int64) {
 	// Per core, read each window: GOMAXPROCS follows a container's CPU
 	// limit as it changes.
 	rate := float64(p.count) * float64(time.Second) / float64(elapsed) / float64(runtime.GOMAXPROCS(0))
-	p.d.Store(int64(paceDelay(rate, p.low, p.high, p.top)))
+	p.byCPU = max(p.byCPU-p.top/20, 0)
+	if sec, n := p.wait(); n >= paceWaitMin && rate >= p.low/4 {
+		p.byCPU = max(p.byCPU, paceDelay(sec, paceWaitLow.Seconds(), paceWaitHigh.Seconds(), p.top))
+	}
+	p.d.Store(int64(max(paceDelay(rate, p.low, p.high, p.top), p.byCPU)))
 	p.last.Store(now)
 	p.count, p.start = 0, now
 }

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"math"
 	"runtime"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ func TestPacerObserve(t *testing.T) {
 	p.init(0)
 	cores := float64(runtime.GOMAXPROCS(0)) // the thresholds are per core
 	p.low, p.high, p.top = 1000/cores, 2000/cores, 40*time.Millisecond
+	p.wait = func() (float64, uint64) { return 0, 0 } // a machine with cores to spare
 	ms := int64(time.Millisecond)
 	t0 := int64(1_000_000) * ms
 
@@ -94,5 +96,98 @@ func TestPacerObserve(t *testing.T) {
 	off.observe(1_000_000_000, t0+200*ms)
 	if d, c := off.delay(), off.current(t0+200*ms); d != 0 || c != 0 {
 		t.Errorf("disabled delay is %v (reported %v)", d, c)
+	}
+}
+
+// TestPacerSchedulingWaits: goroutines waiting for a CPU raise the delay
+// beyond what the rate alone asks for, once the window has enough waits and
+// the hub writes enough for pacing to save anything; when the waits end the
+// delay they asked for falls a twentieth of the top per window, never
+// below what the rate asks for.
+func TestPacerSchedulingWaits(t *testing.T) {
+	var p pacer
+	p.init(0)
+	cores := float64(runtime.GOMAXPROCS(0))
+	p.low, p.high, p.top = 1000/cores, 2000/cores, 40*time.Millisecond
+	var wait float64 // the median the runtime reports, in seconds
+	var waits uint64 // how many waits it sampled
+	p.wait = func() (float64, uint64) { return wait, waits }
+	ms := int64(time.Millisecond)
+	now := int64(1_000_000) * ms
+	window := func(offered int) time.Duration { // one window at offered per 100ms
+		t.Helper()
+		p.observe(offered, now)
+		now += 100 * ms
+		p.observe(0, now)
+		return p.delay()
+	}
+	p.observe(0, now)
+
+	// 300/s: past a quarter of the low rate, where waits start to count.
+	waits = 1000
+	wait = (paceWaitLow + paceWaitHigh).Seconds() / 2
+	if d := window(30); d != 20*time.Millisecond {
+		t.Fatalf("delay %v with median wait halfway between low and high, want half the top", d)
+	}
+	wait = 10 * paceWaitHigh.Seconds()
+	if d := window(30); d != 40*time.Millisecond {
+		t.Fatalf("delay %v with median wait past high, want the top", d)
+	}
+	// The waits end: the delay decays, 2ms a window.
+	wait = 0
+	for i, want := range []time.Duration{38, 36, 34} {
+		if d := window(30); d != want*time.Millisecond {
+			t.Fatalf("window %d after the waits ended: delay %v, want %vms", i+1, d, want)
+		}
+	}
+	// The rate asks for more than the decayed wait: the rate wins
+	// (1,500/s, halfway: 20ms), until the decay passes below it and on.
+	for range 7 {
+		window(150)
+	}
+	if d := window(150); d != 20*time.Millisecond {
+		t.Fatalf("delay %v at 1,500/s with the waits' delay decayed below it, want 20ms", d)
+	}
+	for range 20 {
+		window(0)
+	}
+	if p.byCPU != 0 {
+		t.Fatalf("waits' delay %v after two seconds without waits", p.byCPU)
+	}
+
+	// Long waits count only with enough of them, and only on a hub that
+	// writes enough for pacing to save anything.
+	wait = 10 * paceWaitHigh.Seconds()
+	waits = paceWaitMin - 1
+	if d := window(30); d != 0 {
+		t.Fatalf("delay %v from %d waits, want none", d, waits)
+	}
+	waits = 1000
+	if d := window(20); d != 0 {
+		t.Fatalf("delay %v below a quarter of the low rate, want none", d)
+	}
+	if d := window(30); d != 40*time.Millisecond {
+		t.Fatalf("delay %v with long waits past a quarter of the low rate, want the top", d)
+	}
+}
+
+// TestSchedWait reads the runtime's histogram: the first read is a
+// baseline, and goroutines made runnable after it are counted by the next.
+func TestSchedWait(t *testing.T) {
+	var w schedWait
+	if _, n := w.median(); n != 0 {
+		t.Fatalf("first read counted %d waits; it is the baseline", n)
+	}
+	for range 2000 { // the runtime samples a fraction of scheduling events
+		done := make(chan struct{})
+		go func() { close(done) }()
+		<-done
+	}
+	sec, n := w.median()
+	if n == 0 {
+		t.Fatal("2,000 goroutines scheduled, no wait counted")
+	}
+	if sec < 0 || math.IsInf(sec, 0) || math.IsNaN(sec) {
+		t.Fatalf("median wait %v s", sec)
 	}
 }

@@ -185,6 +185,7 @@ bench() {
 	} >"$out/$name.cost"
 	for k in "${!node_ports[@]}"; do
 		curl -sf "http://127.0.0.1:${node_ports[$k]}/metrics" >"$out/$name-node$((k + 1)).metrics" || true
+		cp "$work/node$((k + 1)).log" "$out/$name-node$((k + 1)).log"
 	done
 }
 

@@ -191,7 +191,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The scheduler's metrics add go_sched_latencies_seconds, the waits for
+	// a CPU that the automatic write delay reads (hub/pace.go).
+	reg.MustRegister(
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
 	engine, engineDesc, closeEngine, err := openEngine(ctx, c, log, reg)
 	if err != nil {
 		return err
