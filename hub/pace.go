@@ -25,8 +25,8 @@ import (
 // a median wait of paceWaitLow or less adds nothing, paceWaitHigh or more
 // asks for paceMax, and the delay in force is the larger of the two. The
 // wait falls as soon as pacing frees the CPU, so the delay it asked for
-// decays over two seconds (a twentieth of the top a window) instead of
-// dropping at once, which keeps it from swinging between two states.
+// decays over seconds (paceDecayWindows) instead of dropping at once, which
+// keeps it from swinging between two states.
 const (
 	// paceWindow is how long the dispatcher counts offers before it
 	// recomputes the delay.
@@ -43,15 +43,20 @@ const (
 	paceMax = 50 * time.Millisecond
 	// paceWaitLow and paceWaitHigh are median scheduling waits. A process
 	// with a core to spare schedules a runnable goroutine within tens of
-	// microseconds; a lone node fanning out at 200,000 frames/s on two
-	// busy cores sees 0.2-0.5ms.
-	paceWaitLow  = time.Millisecond
-	paceWaitHigh = 4 * time.Millisecond
+	// microseconds; a lone node fanning out 200,000 frames/s on two cores
+	// beside its load generator saw 0.2-0.5ms, and each of three nodes
+	// sharing those cores 1-7ms.
+	paceWaitLow  = 500 * time.Microsecond
+	paceWaitHigh = 2 * time.Millisecond
 	// paceWaitMin is how many scheduling waits a window needs for its
 	// median to count. The waits count only from a quarter of the low
 	// rate up: a hub that writes little saves nothing by pacing, whatever
 	// else keeps the machine busy.
 	paceWaitMin = 50
+	// paceDecayWindows is how many windows the delay the waits asked for
+	// takes to decay from the top to none once they are gone: five
+	// seconds.
+	paceDecayWindows = 50
 )
 
 // paceDelay is the automatic delay for rate offered frames per second:
@@ -112,7 +117,7 @@ func (p *pacer) observe(n int, now int64) {
 	// Per core, read each window: GOMAXPROCS follows a container's CPU
 	// limit as it changes.
 	rate := float64(p.count) * float64(time.Second) / float64(elapsed) / float64(runtime.GOMAXPROCS(0))
-	p.byCPU = max(p.byCPU-p.top/20, 0)
+	p.byCPU = max(p.byCPU-p.top/paceDecayWindows, 0)
 	if sec, n := p.wait(); n >= paceWaitMin && rate >= p.low/4 {
 		p.byCPU = max(p.byCPU, paceDelay(sec, paceWaitLow.Seconds(), paceWaitHigh.Seconds(), p.top))
 	}

@@ -102,8 +102,8 @@ func TestPacerObserve(t *testing.T) {
 // TestPacerSchedulingWaits: goroutines waiting for a CPU raise the delay
 // beyond what the rate alone asks for, once the window has enough waits and
 // the hub writes enough for pacing to save anything; when the waits end the
-// delay they asked for falls a twentieth of the top per window, never
-// below what the rate asks for.
+// delay they asked for falls a step per window, and the delay in force is
+// never below what the rate asks for.
 func TestPacerSchedulingWaits(t *testing.T) {
 	var p pacer
 	p.init(0)
@@ -133,26 +133,27 @@ func TestPacerSchedulingWaits(t *testing.T) {
 	if d := window(30); d != 40*time.Millisecond {
 		t.Fatalf("delay %v with median wait past high, want the top", d)
 	}
-	// The waits end: the delay decays, 2ms a window.
+	// The waits end: the delay decays a step a window.
 	wait = 0
-	for i, want := range []time.Duration{38, 36, 34} {
-		if d := window(30); d != want*time.Millisecond {
-			t.Fatalf("window %d after the waits ended: delay %v, want %vms", i+1, d, want)
+	step := p.top / paceDecayWindows
+	for i := range 3 {
+		if d, want := window(30), p.top-time.Duration(i+1)*step; d != want {
+			t.Fatalf("window %d after the waits ended: delay %v, want %v", i+1, d, want)
 		}
 	}
-	// The rate asks for more than the decayed wait: the rate wins
-	// (1,500/s, halfway: 20ms), until the decay passes below it and on.
-	for range 7 {
+	// The rate asks for more than the decayed wait (1,500/s, halfway:
+	// 20ms): the rate wins once the decay has passed below it.
+	for p.byCPU > 20*time.Millisecond {
 		window(150)
 	}
 	if d := window(150); d != 20*time.Millisecond {
-		t.Fatalf("delay %v at 1,500/s with the waits' delay decayed below it, want 20ms", d)
+		t.Fatalf("delay %v at 1,500/s with the waits' delay (%v) decayed below it, want 20ms", d, p.byCPU)
 	}
-	for range 20 {
+	for range paceDecayWindows {
 		window(0)
 	}
 	if p.byCPU != 0 {
-		t.Fatalf("waits' delay %v after two seconds without waits", p.byCPU)
+		t.Fatalf("waits' delay %v after %d windows without waits", p.byCPU, paceDecayWindows)
 	}
 
 	// Long waits count only with enough of them, and only on a hub that
