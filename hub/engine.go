@@ -45,6 +45,8 @@ type Batch struct {
 	Epoch   uint64
 	After   uint64
 	Updates []*Update
+
+	at int64 // unix nanos the hub's inbox took it, for the dispatch lag
 }
 
 // Range is the result of Engine.Read.

@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,6 +30,12 @@ type inbox struct {
 	// epoch, dropped batches included: how far a catch-up must read.
 	announced uint64
 	wake      chan struct{} // capacity 1
+	// oldest is when the oldest batch not yet dispatched was handed over
+	// (unix nanos), zero when the dispatcher has nothing left: what the
+	// dispatch lag is measured from. It stays set while the dispatcher
+	// works through what it took, and while it catches up on dropped
+	// batches.
+	oldest atomic.Int64
 }
 
 func (in *inbox) init(limit int) {
@@ -39,7 +46,7 @@ func (in *inbox) init(limit int) {
 // put queues b unless the inbox is full, and never blocks. A batch that
 // opens a new epoch is always queued: what waits before it belongs to a
 // log that is gone, so it is dropped instead.
-func (in *inbox) put(b Batch, epochChange func(uint64) bool) {
+func (in *inbox) put(b Batch, now int64, epochChange func(uint64) bool) {
 	n := 0
 	for _, u := range b.Updates {
 		n += u.size()
@@ -48,7 +55,11 @@ func (in *inbox) put(b Batch, epochChange func(uint64) bool) {
 	if k := len(b.Updates); k > 0 {
 		last = b.Updates[k-1].Seq
 	}
+	b.at = now
 	in.mu.Lock()
+	if in.oldest.Load() == 0 {
+		in.oldest.Store(now)
+	}
 	switch {
 	case epochChange(b.Epoch):
 		clear(in.batches)
@@ -82,6 +93,22 @@ func (in *inbox) take(buf []Batch) ([]Batch, bool, uint64) {
 	return out, dropped, in.announced
 }
 
+// dispatched records that the dispatcher has offered everything it took:
+// the lag is now measured from the next batch waiting, if any.
+func (in *inbox) dispatched() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	switch {
+	case in.dropped:
+		// The next take catches up from a batch it never saw: the lag
+		// runs on from where it was.
+	case len(in.batches) > 0:
+		in.oldest.Store(in.batches[0].at)
+	default:
+		in.oldest.Store(0)
+	}
+}
+
 // next returns the After of the first queued batch of epoch, if any: where
 // a catch-up read may stop, since the feed has the rest.
 func (in *inbox) next(epoch uint64) (uint64, bool) {
@@ -95,7 +122,7 @@ func (in *inbox) next(epoch uint64) (uint64, bool) {
 
 // onAppend is the engine's live feed.
 func (h *Hub) onAppend(b Batch) {
-	h.inbox.put(b, func(e uint64) bool { return e != h.feedEpoch.Swap(e) })
+	h.inbox.put(b, h.cfg.Now().UnixNano(), func(e uint64) bool { return e != h.feedEpoch.Swap(e) })
 }
 
 // dispatchLoop is the only goroutine that offers updates to subscribers, so
@@ -119,6 +146,7 @@ func (h *Hub) dispatchLoop() {
 			h.m.feedDropped()
 			h.catchUp(announced)
 		}
+		h.inbox.dispatched()
 	}
 }
 

@@ -77,6 +77,17 @@ func (m *Metrics) bindHub(h *Hub) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "herald_write_delay_seconds", Help: "Least time between two writes to one stream, fixed or set by load.",
 	}, func() float64 { return h.WriteDelay().Seconds() }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "herald_dispatch_lag_seconds", Help: "How long the oldest update handed over by the history's feed has waited to be offered to subscribers.",
+	}, func() float64 { return h.DispatchLag().Seconds() }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "herald_overloaded", Help: "1 while the hub is overloaded (dispatch lag or CPU wait past its bound) and sheds new subscriptions.",
+	}, func() float64 {
+		if h.Overloaded() {
+			return 1
+		}
+		return 0
+	}))
 	if st, ok := h.engine.(Stats); ok {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herald_history_updates", Help: "Updates retained in the history.",

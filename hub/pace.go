@@ -81,8 +81,9 @@ type pacer struct {
 	// many waits it saw (schedWait.median; tests set their own).
 	wait func() (sec float64, n uint64)
 
-	d    atomic.Int64 // the delay in force, in nanoseconds
-	last atomic.Int64 // unix nanos of the last recomputation
+	d        atomic.Int64 // the delay in force, in nanoseconds
+	last     atomic.Int64 // unix nanos of the last recomputation
+	lastWait atomic.Int64 // the median scheduling wait of the last window, in nanoseconds
 
 	// Owned by the dispatcher.
 	count int64         // frames offered since start
@@ -103,9 +104,6 @@ func (p *pacer) init(fixed time.Duration) {
 // delay once a window has passed. The rate is taken over the whole time
 // since the window began, quiet spells included.
 func (p *pacer) observe(n int, now int64) {
-	if p.fixed != 0 {
-		return
-	}
 	if p.start == 0 || now < p.start { // first call, or the clock went back
 		p.start, p.count = now, 0
 	}
@@ -114,14 +112,23 @@ func (p *pacer) observe(n int, now int64) {
 	if elapsed < int64(paceWindow) {
 		return
 	}
-	// Per core, read each window: GOMAXPROCS follows a container's CPU
-	// limit as it changes.
-	rate := float64(p.count) * float64(time.Second) / float64(elapsed) / float64(runtime.GOMAXPROCS(0))
-	p.byCPU = max(p.byCPU-p.top/paceDecayWindows, 0)
-	if sec, n := p.wait(); n >= paceWaitMin && rate >= p.low/4 {
-		p.byCPU = max(p.byCPU, paceDelay(sec, paceWaitLow.Seconds(), paceWaitHigh.Seconds(), p.top))
+	// The scheduling wait is read whatever sets the delay: the hub's
+	// overload check uses it too.
+	wait, waits := p.wait()
+	if waits < paceWaitMin {
+		wait = 0
 	}
-	p.d.Store(int64(max(paceDelay(rate, p.low, p.high, p.top), p.byCPU)))
+	p.lastWait.Store(int64(wait * float64(time.Second)))
+	if p.fixed == 0 {
+		// Per core, read each window: GOMAXPROCS follows a container's
+		// CPU limit as it changes.
+		rate := float64(p.count) * float64(time.Second) / float64(elapsed) / float64(runtime.GOMAXPROCS(0))
+		p.byCPU = max(p.byCPU-p.top/paceDecayWindows, 0)
+		if rate >= p.low/4 {
+			p.byCPU = max(p.byCPU, paceDelay(wait, paceWaitLow.Seconds(), paceWaitHigh.Seconds(), p.top))
+		}
+		p.d.Store(int64(max(paceDelay(rate, p.low, p.high, p.top), p.byCPU)))
+	}
 	p.last.Store(now)
 	p.count, p.start = 0, now
 }
@@ -130,6 +137,16 @@ func (p *pacer) observe(n int, now int64) {
 // apply it. It may be stale after a quiet spell, which is harmless: a
 // stream that has been quiet for longer than the delay does not wait.
 func (p *pacer) delay() time.Duration { return time.Duration(p.d.Load()) }
+
+// schedWait is the median time the process's goroutines waited for a CPU
+// in the last window, or zero when that window ended over paceStale ago
+// (nothing was dispatched since: the figure says nothing of now).
+func (p *pacer) schedWait(now int64) time.Duration {
+	if age := now - p.last.Load(); age < 0 || age > int64(paceStale) {
+		return 0
+	}
+	return time.Duration(p.lastWait.Load())
+}
 
 // current is the delay in force at now, for reporting: zero once nothing
 // has been dispatched for paceStale.

@@ -192,3 +192,45 @@ func TestSchedWait(t *testing.T) {
 		t.Fatalf("median wait %v s", sec)
 	}
 }
+
+// TestInboxOldest: the dispatch lag is measured from the oldest batch the
+// dispatcher has not finished: one it took and is still offering, then
+// the next one waiting, then none.
+func TestInboxOldest(t *testing.T) {
+	var in inbox
+	in.init(1 << 20)
+	sameEpoch := func(uint64) bool { return false }
+	batch := func(seq uint64) Batch {
+		return Batch{Epoch: 1, After: seq - 1, Updates: []*Update{{Seq: seq, Frame: []byte("data: x\n\n")}}}
+	}
+	in.put(batch(1), 100, sameEpoch)
+	in.put(batch(2), 200, sameEpoch)
+	if got := in.oldest.Load(); got != 100 {
+		t.Fatalf("oldest %d, want the first put's 100", got)
+	}
+	in.take(nil)
+	in.put(batch(3), 300, sameEpoch)
+	if got := in.oldest.Load(); got != 100 {
+		t.Fatalf("oldest %d while the dispatcher offers what it took, want 100", got)
+	}
+	in.dispatched()
+	if got := in.oldest.Load(); got != 300 {
+		t.Fatalf("oldest %d once the taken batches are offered, want the waiting one's 300", got)
+	}
+	in.take(nil)
+	in.dispatched()
+	if got := in.oldest.Load(); got != 0 {
+		t.Fatalf("oldest %d with nothing left, want 0", got)
+	}
+
+	// A dropped batch: the catch-up still owes it, so the lag runs on.
+	in.init(1)
+	in.put(batch(4), 400, sameEpoch)
+	in.put(batch(5), 500, sameEpoch) // over the limit: dropped
+	in.take(nil)
+	in.put(batch(6), 600, sameEpoch) // dropped too: the inbox owes a catch-up
+	in.dispatched()
+	if got := in.oldest.Load(); got != 400 {
+		t.Fatalf("oldest %d with a catch-up owed, want 400", got)
+	}
+}
