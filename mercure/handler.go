@@ -11,12 +11,14 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	whatwg "github.com/nlnwa/whatwg-url/url"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herald-hub/herald/hub"
 	"github.com/herald-hub/herald/stream"
@@ -87,6 +89,29 @@ type Config struct {
 	// net/http is closed, for connection metrics (net/http stops
 	// tracking a connection once it is hijacked).
 	HijackedClosed func()
+
+	// MaxStreamsPerSubject bounds the open streams of one token sub on
+	// this node; a subscription over it is shed (ShedSubject). Tokens
+	// without sub, and anonymous subscribers, are not counted. Zero
+	// means no limit.
+	MaxStreamsPerSubject int
+	// PublishRate is how many publishes per second one publisher may
+	// make, on average, and PublishBurst how many at once (default: the
+	// rate, at least 1); over it a publish gets 429 with Retry-After. A
+	// publisher is its token's sub, else its address (ClientAddr). Zero
+	// means no limit.
+	PublishRate  float64
+	PublishBurst int
+	// TrustedProxies are the addresses of proxies whose X-Forwarded-For
+	// names the client, for per-address limits. Empty: the connection's
+	// peer is the client.
+	TrustedProxies []netip.Prefix
+	// Shed, when set, is asked before every new subscription; a non-empty
+	// answer (ShedOverload, ShedConnections) sends the subscription away
+	// with a retry hint, as a shutdown does.
+	Shed func() string
+	// Registerer takes the handler's metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
 }
 
 // Handler serves the Mercure endpoints.
@@ -105,6 +130,7 @@ type Handler struct {
 	streams  *stream.Tracker
 	baseURL  *whatwg.Url // the hub URL, parsed once for topic resolution
 	hubSeg   string      // last segment of the hub path, for reserved()
+	limits   limits
 	// hold, when set by a test, is called at the named stages of a
 	// subscribe request, to hold it there while a shutdown starts.
 	hold func(stage string)
@@ -173,6 +199,9 @@ func New(cfg Config) (*Handler, error) {
 	// search parameters in on first use: fill them in now, so that the
 	// publishes that resolve topics at once only ever read it.
 	_ = h.baseURL.SearchParams()
+	if err := h.limits.init(&h.cfg); err != nil {
+		return nil, fmt.Errorf("mercure: metrics: %w", err)
+	}
 	segs := strings.Split(strings.Trim(cfg.PublicURL.Path, "/"), "/")
 	h.hubSeg = segs[len(segs)-1]
 	for _, o := range cfg.CORSOrigins {

@@ -53,6 +53,7 @@ type options struct {
 	heartbeat      time.Duration // hub heartbeat; zero means off
 	writeTimeout   time.Duration
 	path           string // hub path; default the well-known one
+	tune           func(*mercure.Config)
 }
 
 func defaults() options { return options{draft7: true, draft8: true} }
@@ -107,11 +108,15 @@ func newHub(t *testing.T, m mode, o options) *testHub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	handler, err := mercure.New(mercure.Config{
+	cfg := mercure.Config{
 		Hub: h, Tokens: v, PublicURL: public, Draft7: o.draft7, Draft8: o.draft8,
 		Anonymous: o.anonymous, CORSOrigins: o.cors, MaxLifetime: o.maxLifetime,
 		MaxBodyBytes: 64 << 10, MaxTopics: 8, MaxMatchers: 8, MaxFieldBytes: 512,
-	})
+	}
+	if o.tune != nil {
+		o.tune(&cfg)
+	}
+	handler, err := mercure.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +145,13 @@ func newHub(t *testing.T, m mode, o options) *testHub {
 // token mints a token with the hub's key for the role.
 func (th *testHub) token(role mercure.Action, legacy bool, grants ...string) string {
 	th.t.Helper()
-	o := mercure.MintOptions{TTL: time.Hour, Issuer: "herald", Audience: th.url, Legacy: legacy}
+	return th.tokenFor("", role, legacy, grants...)
+}
+
+// tokenFor mints a token for the subject sub (empty: Mint's default).
+func (th *testHub) tokenFor(sub string, role mercure.Action, legacy bool, grants ...string) string {
+	th.t.Helper()
+	o := mercure.MintOptions{TTL: time.Hour, Issuer: "herald", Audience: th.url, Legacy: legacy, Subject: sub}
 	if role == mercure.ActionPublish {
 		o.Key, o.Publish = th.pubKey, grants
 	} else {

@@ -58,6 +58,15 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		h.challenge(w, http.StatusUnauthorized, "", "a publisher token is required")
 		return
 	}
+	if h.limits.pub != nil {
+		// Counted before the update is checked: a publisher that floods
+		// the hub with updates it then refuses costs it as much.
+		if ok, retry := h.limits.pub.allow(h.publisherKey(grant, r), time.Now()); !ok {
+			h.limits.limited.Inc()
+			tooManyRequests(w, retry)
+			return
+		}
+	}
 	msg, perr := h.parseUpdate(form)
 	if perr != nil {
 		plainError(w, perr.status, perr.msg)

@@ -82,6 +82,25 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, sp)
 		return
 	}
+	if h.cfg.Shed != nil {
+		if reason := h.cfg.Shed(); reason != "" {
+			h.shed(w, sp, reason)
+			return
+		}
+	}
+	release, ok := h.limits.enterSubject(opts.Subject)
+	if !ok {
+		h.shed(w, sp, ShedSubject)
+		return
+	}
+	// Held until the stream ends, wherever it is written from; released
+	// at once if it never starts.
+	started := false
+	defer func() {
+		if !started {
+			release()
+		}
+	}()
 	sub, err := h.hub.Subscribe(r.Context(), opts)
 	if err != nil {
 		var budget *hub.BudgetError
@@ -122,7 +141,9 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 			// stream. The hub ends it (client gone, expiry, shutdown), so
 			// it needs no cancellation from the request, only its values.
 			ctx := context.WithoutCancel(r.Context())
+			started = true
 			ticket.Go(func() {
+				defer release()
 				if h.cfg.HijackedClosed != nil {
 					defer h.cfg.HijackedClosed()
 				}
@@ -147,6 +168,19 @@ func (h *Handler) stage(name string) {
 // an event stream that ends at once with a retry hint is what makes
 // browsers come back and resume, spread over the retry window.
 func (h *Handler) refuse(w http.ResponseWriter, sp subscription) {
+	h.sendAway(w, sp, ": hub shutting down, reconnect\n", retryMin, retryMax)
+}
+
+// shed answers a subscription the hub does not take now, for reason
+// (Shed*), the way refuse does, with a longer and wider retry window.
+func (h *Handler) shed(w http.ResponseWriter, sp subscription, reason string) {
+	h.limits.shed.WithLabelValues(reason).Inc()
+	h.sendAway(w, sp, ": shed: "+reason+", reconnect later\n", shedRetryMin, shedRetryMax)
+}
+
+// sendAway answers with an event stream that holds nothing but comment
+// and a retry field drawn from [lo, hi] milliseconds.
+func (h *Handler) sendAway(w http.ResponseWriter, sp subscription, comment string, lo, hi int64) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	if sp.resume {
@@ -159,7 +193,7 @@ func (h *Handler) refuse(w http.ResponseWriter, sp subscription) {
 			w.Header().Set("Last-Event-ID", sp.lastID)
 		}
 	}
-	_, _ = w.Write(appendRetry([]byte(": hub shutting down, reconnect\n")))
+	_, _ = w.Write(appendRetryIn([]byte(comment), lo, hi))
 }
 
 // Clients sent away by a shutdown are told to come back after a delay
@@ -178,9 +212,13 @@ const (
 
 // appendRetry appends a retry field with a delay drawn from the window,
 // and the blank line that ends the event.
-func appendRetry(b []byte) []byte {
+func appendRetry(b []byte) []byte { return appendRetryIn(b, retryMin, retryMax) }
+
+// appendRetryIn appends a retry field drawn from [lo, hi] milliseconds and
+// the blank line that ends the event.
+func appendRetryIn(b []byte, lo, hi int64) []byte {
 	b = append(b, "retry: "...)
-	b = strconv.AppendInt(b, retryMin+rand.Int64N(retryMax-retryMin+1), 10)
+	b = strconv.AppendInt(b, lo+rand.Int64N(hi-lo+1), 10)
 	return append(b, "\n\n"...)
 }
 
