@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -115,6 +116,24 @@ func TestBadConfig(t *testing.T) {
 	for _, d := range []string{"", "fast", "-5ms", "20", "2s", "8760h"} {
 		if _, err := parseWriteDelay(d); err == nil {
 			t.Errorf("--write-delay %q accepted", d)
+		}
+	}
+}
+
+// TestTrustedProxiesFlag: addresses and prefixes, IPv4 and IPv6, become
+// prefixes; anything else is refused with the value named.
+func TestTrustedProxiesFlag(t *testing.T) {
+	got, err := parsePrefixes("10.0.0.0/8, 192.168.1.7,::1,2001:db8::/32,10.1.2.3/16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "[10.0.0.0/8 192.168.1.7/32 ::1/128 2001:db8::/32 10.1.0.0/16]"
+	if fmt.Sprint(got) != want {
+		t.Errorf("parsePrefixes = %v, want %s", got, want)
+	}
+	for _, bad := range []string{"proxy.example", "10.0.0.0/33", "1.2.3"} {
+		if _, err := parsePrefixes(bad); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("parsePrefixes(%q): error %v", bad, err)
 		}
 	}
 }

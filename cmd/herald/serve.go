@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -44,6 +45,10 @@ type serveConfig struct {
 	maxPatterns, maxPatternsSubject, maxPatternsSub      int
 	maxBody                                              int64
 	tlsCert, tlsKey, logFormat, logLevel                 string
+	maxStreamsSub, publishBurst                          int
+	publishRate                                          float64
+	trustedProxies                                       string
+	overloadLag, overloadWait                            time.Duration
 }
 
 func serveFlags(c *serveConfig) *flag.FlagSet {
@@ -80,6 +85,12 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS key file")
 	fs.BoolVar(&c.h2c, "h2c", false, "also accept cleartext HTTP/2 (prior knowledge)")
 	fs.BoolVar(&c.randomIDs, "random-ids", false, "generate random update ids (UUIDv4) that reveal nothing, instead of time-ordered ones (UUIDv7); durable publishing is slower")
+	fs.IntVar(&c.maxStreamsSub, "max-subscriptions-per-sub", 0, "open streams one token sub may hold on this node; one more is sent away with a retry hint (tokens without sub are not counted); 0 means no limit")
+	fs.Float64Var(&c.publishRate, "publish-rate", 0, "publishes per second one publisher (token sub, else client address) may make on average; over it 429 with Retry-After; 0 means no limit")
+	fs.IntVar(&c.publishBurst, "publish-burst", 0, "publishes one publisher may make at once within --publish-rate (default: the rate, at least 1)")
+	fs.StringVar(&c.trustedProxies, "trusted-proxies", "", "proxies whose X-Forwarded-For names the client, for per-address limits: comma-separated addresses or CIDR prefixes")
+	fs.DurationVar(&c.overloadLag, "overload-lag", hub.DefaultOverloadLag, "new subscriptions are sent away with a retry hint while an update has waited longer than this to be dispatched; 0 turns this test off")
+	fs.DurationVar(&c.overloadWait, "overload-cpu-wait", hub.DefaultOverloadWait, "new subscriptions are sent away with a retry hint while goroutines wait longer than this for a CPU (median); 0 turns this test off")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.String("config", "", "config file: one \"flag value\" per line")
@@ -141,6 +152,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
+	}
+	proxies, err := parsePrefixes(c.trustedProxies)
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	if c.publishRate < 0 || c.publishBurst < 0 || c.maxStreamsSub < 0 || c.overloadLag < 0 || c.overloadWait < 0 {
+		return errors.New("--publish-rate, --publish-burst, --max-subscriptions-per-sub, --overload-lag and --overload-cpu-wait cannot be negative")
 	}
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
@@ -219,6 +237,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Matchers:              matchers,
 		MaxPatterns:           c.maxPatterns,
 		MaxPatternsPerSubject: c.maxPatternsSubject,
+		OverloadLag:           offIfZero(c.overloadLag),
+		OverloadWait:          offIfZero(c.overloadWait),
 	})
 	if err != nil {
 		return err
@@ -240,6 +260,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxBodyBytes:   c.maxBody,
 		MaxLifetime:    c.maxLifetime,
 		MaxPatterns:    c.maxPatternsSub,
+
+		MaxStreamsPerSubject: c.maxStreamsSub,
+		PublishRate:          c.publishRate,
+		PublishBurst:         c.publishBurst,
+		TrustedProxies:       proxies,
+		Shed: func() string {
+			if h.Overloaded() {
+				return mercure.ShedOverload
+			}
+			return ""
+		},
+		Registerer: reg,
 	})
 	if err != nil {
 		return err
@@ -267,6 +299,33 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return srv.Serve(ctx)
+}
+
+// offIfZero maps a flag's 0 (off) onto the hub's negative (off; its zero
+// means the default).
+func offIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// parsePrefixes reads a comma-separated list of addresses and CIDR
+// prefixes; an address is a prefix of its full length.
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range splitList(s) {
+		if p, err := netip.ParsePrefix(v); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR prefix", v)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }
 
 func parseProtocols(s string) (draft7, draft8 bool, err error) {
