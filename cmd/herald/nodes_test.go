@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -623,26 +621,11 @@ func nginxConf(t *testing.T, nodes ...string) string {
 // subscribersOn reads the herald_subscribers gauge of a node.
 func subscribersOn(t *testing.T, h *hubProcess) int {
 	t.Helper()
-	tr := &http.Transport{DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://" + h.addr + "/metrics")
-	if err != nil {
-		t.Fatalf("%s metrics: %v", h.name, err)
+	n := scrapeMetric(t, h.addr, "herald_subscribers")
+	if n < 0 {
+		t.Fatalf("%s metrics: no herald_subscribers", h.name)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "herald_subscribers "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s metrics: %q", h.name, sc.Text())
-			}
-			return int(f)
-		}
-	}
-	t.Fatalf("%s metrics: no herald_subscribers (%v)", h.name, sc.Err())
-	return 0
+	return int(n)
 }
 
 // TestNodesBehindNginx runs three nodes behind nginx with the shipped

@@ -90,32 +90,11 @@ func (n *redisNode) waitReady(t *testing.T, c *http.Client, want int, timeout ti
 	}
 }
 
-// metric reads one unlabelled sample from the node's /metrics; -1 when
-// it is absent.
-func (n *redisNode) metric(t *testing.T, c *http.Client, name string) float64 {
+// metric reads one unlabelled sample from the node's /metrics (on its
+// admin listener); -1 when it is absent.
+func (n *redisNode) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.admin+"/metrics", nil)
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s: /metrics: %v", n.name, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s: /metrics: %v", n.name, err)
-	}
-	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: metric %s: %v", n.name, name, err)
-			}
-			return f
-		}
-	}
-	return -1
+	return scrapeMetric(t, n.admin, name)
 }
 
 // logHas reports whether the node's log contains s.
@@ -687,7 +666,7 @@ func testRedisEmptied(t *testing.T, flush bool) {
 		s.waitID(t, last, 5*time.Second)
 	}
 	for _, n := range nodes {
-		if v := n.metric(t, c, epochMetric); v != 0 {
+		if v := n.metric(t, epochMetric); v != 0 {
 			t.Fatalf("%s: %s = %v before Redis was emptied, want 0", n.name, epochMetric, v)
 		}
 	}
@@ -706,7 +685,7 @@ func testRedisEmptied(t *testing.T, flush bool) {
 	// Every node notices the new epoch, once.
 	for _, n := range nodes {
 		deadline := time.Now().Add(10 * time.Second)
-		for n.metric(t, c, epochMetric) < 1 {
+		for n.metric(t, epochMetric) < 1 {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: %s still 0 10s after Redis was emptied", n.name, epochMetric)
 			}
@@ -781,7 +760,7 @@ func testRedisEmptied(t *testing.T, flush bool) {
 		}
 	}
 	for _, n := range nodes {
-		if v := n.metric(t, c, epochMetric); v != 1 {
+		if v := n.metric(t, epochMetric); v != 1 {
 			t.Errorf("%s: %s = %v at the end, want 1 (one loss, seen once)", n.name, epochMetric, v)
 		}
 	}
@@ -1066,7 +1045,7 @@ func testFailover(t *testing.T, fc failoverCase) {
 	}
 	epochs := make([]float64, len(nodes))
 	for i, n := range nodes {
-		epochs[i] = n.metric(t, c, "herald_redis_epoch_changes_total")
+		epochs[i] = n.metric(t, "herald_redis_epoch_changes_total")
 	}
 	t.Logf("%s: %d replicas, --redis-wait %v; master %s -> %s", fc.name, fc.replicas, fc.wait, old, ss.Master(t))
 	t.Logf("publishes: %d acknowledged, %d refused 503, %d unanswered in 5s, over %v; %d in the history (%d of them not acknowledged)",

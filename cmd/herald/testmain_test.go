@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -263,4 +264,32 @@ func exitCode(err error) string {
 		return "exit status " + strconv.Itoa(ee.ExitCode())
 	}
 	return err.Error()
+}
+
+// scrapeMetric reads one sample from the /metrics of the hub at addr, by
+// its name with labels as Prometheus writes them (e.g.
+// `herald_subscriptions_shed_total{reason="subject"}`); -1 when absent.
+func scrapeMetric(t *testing.T, addr, sample string) float64 {
+	t.Helper()
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("%s/metrics: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s/metrics: %v", addr, err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s/metrics: %q: %v", addr, line, err)
+			}
+			return f
+		}
+	}
+	return -1
 }
