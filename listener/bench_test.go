@@ -106,3 +106,41 @@ func BenchmarkHTTPKeepAlive(b *testing.B) {
 		})
 	}
 }
+
+// nopConn is a connection that costs nothing, so BenchmarkAdmit measures
+// the listener's own work alone.
+type nopConn struct{ net.Conn }
+
+var nopRemote = &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 4242}
+
+func (nopConn) RemoteAddr() net.Addr { return nopRemote }
+func (nopConn) Close() error         { return nil }
+
+// nopListener hands out nopConns forever.
+type nopListener struct{}
+
+func (nopListener) Accept() (net.Conn, error) { return nopConn{}, nil }
+func (nopListener) Close() error              { return nil }
+func (nopListener) Addr() net.Addr            { return nopRemote }
+
+// BenchmarkAdmit is the listener's own cost per connection, without the
+// kernel: admission, the wrapper, and the Close that frees the slot.
+func BenchmarkAdmit(b *testing.B) {
+	for _, bl := range benchListeners[1:3] {
+		b.Run(bl.name, func(b *testing.B) {
+			l, err := Wrap(nopListener{}, *bl.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			b.ReportAllocs()
+			for b.Loop() {
+				c, err := l.Accept()
+				if err != nil {
+					b.Fatal(err)
+				}
+				_ = c.Close()
+			}
+		})
+	}
+}

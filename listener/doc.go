@@ -17,7 +17,9 @@
 //
 // Listen binds the sockets itself (it needs to, for SO_REUSEPORT); Wrap
 // takes a listener made elsewhere. Both return a *Listener, whose Accept
-// only ever returns admitted connections. It imports nothing of herald's.
+// only ever returns admitted connections. Limits are applied on the accept
+// path, so refusals come as fast as the server calls Accept, which net/http
+// does in a loop. It imports nothing of herald's.
 //
 // # Refusing
 //

@@ -166,7 +166,7 @@ func Listen(ctx context.Context, network, addr string, cfg Config) (*Listener, e
 		ln, err := lc.Listen(ctx, network, a)
 		if err != nil {
 			closeAll()
-			return nil, fmt.Errorf("listen: %w", err)
+			return nil, err // a *net.OpError, which says what failed
 		}
 		lns = append(lns, ln)
 	}

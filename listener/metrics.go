@@ -1,7 +1,7 @@
 package listener
 
 import (
-	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,7 +58,7 @@ func newMetrics(l *Listener, cfg Config) (*metrics, error) {
 	for _, c := range cs {
 		if err := m.reg.Register(c); err != nil {
 			m.unregister()
-			return nil, errors.Join(errors.New("register metrics"), err)
+			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 		m.registered = append(m.registered, c)
 	}
