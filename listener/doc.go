@@ -56,8 +56,9 @@
 // since the kernel fails the call before looking at the queue. On Linux a
 // spare descriptor is kept open: at each failure it is closed, the waiting
 // connections are accepted on it one by one and reset (reason "no_fd"),
-// and it is taken back, so clients learn at once and the queue does not
-// overflow. Config.NoReserveFD turns that off.
+// and it is taken back, so clients learn within one back-off step (at most
+// a second) and the queue is emptied at every step instead of overflowing.
+// Config.NoReserveFD turns that off.
 //
 // # Metrics
 //
@@ -92,4 +93,14 @@
 // connections only, so a refused one costs no setsockopt. The listen
 // backlog is the one Go passes (net.core.somaxconn, which also caps it):
 // raise that sysctl, not a setting here, to deepen the queue.
+//
+// # Cost
+//
+// On a 2-vCPU VM (go test -run '^$' -bench . -benchtime 5000x -count 5):
+// the listener's own work per connection, without the kernel
+// (BenchmarkAdmit), is 130-160 ns and one 64-byte allocation, 290-360 ns
+// with every limit set; a loopback dial and accept costs 70-80 µs with or
+// without it (BenchmarkAccept, within the run-to-run noise), and a request
+// over a kept-alive connection costs the same through it as through
+// net.Listen (BenchmarkHTTPKeepAlive, 47-48 µs for both).
 package listener

@@ -183,7 +183,7 @@ func Listen(ctx context.Context, network, addr string, cfg Config) (*Listener, e
 }
 
 // Wrap returns a Listener that accepts from ln, which it owns from then on:
-// Close closes ln. Use it for a listener made elsewhere (systemd socket
+// Close closes ln. When Wrap fails, ln stays the caller's. Use it for a listener made elsewhere (systemd socket
 // activation, a test); Listen is the way to get several SO_REUSEPORT
 // sockets, so cfg.ReusePort must be 0 or 1 here.
 func Wrap(ln net.Listener, cfg Config) (*Listener, error) {
