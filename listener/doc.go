@@ -99,8 +99,10 @@
 // On a 2-vCPU VM (go test -run '^$' -bench . -benchtime 5000x -count 5):
 // the listener's own work per connection, without the kernel
 // (BenchmarkAdmit), is 130-160 ns and one 64-byte allocation, 290-360 ns
-// with every limit set; a loopback dial and accept costs 70-80 µs with or
-// without it (BenchmarkAccept, within the run-to-run noise), and a request
-// over a kept-alive connection costs the same through it as through
-// net.Listen (BenchmarkHTTPKeepAlive, 47-48 µs for both).
+// with every limit set. A loopback dial, accept and close costs far more:
+// BenchmarkAccept's medians were 73 µs with net.Listen and 65-81 µs for
+// the variants of this package, a spread that is run-to-run noise on a
+// shared machine. A request over a kept-alive connection costs the same
+// through it as through net.Listen (BenchmarkHTTPKeepAlive medians, 48 and
+// 47 µs).
 package listener
