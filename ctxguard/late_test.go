@@ -149,7 +149,9 @@ func TestCancelLatencyExact(t *testing.T) {
 				})
 			}
 		})
+		var stashed context.Context
 		mux.HandleFunc("/waits", func(w http.ResponseWriter, r *http.Request) {
+			stashed = r.Context()
 			done := make(chan struct{})
 			ctxguard.Go(r.Context(), func(context.Context) { close(done) })
 			<-done
@@ -183,11 +185,20 @@ func TestCancelLatencyExact(t *testing.T) {
 		if n != 2 || sum2 != sum {
 			t.Errorf("count %d sum %v, want 2 and %v: a root whose goroutines exited before it ended observes 0", n, sum2, sum)
 		}
+		// A goroutine started on the ended root after its last one
+		// exited does not observe the root a second time.
+		ctxguard.Go(stashed, func(context.Context) { time.Sleep(time.Second) })
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if n, _ := latency(t, reg); n != 2 {
+			t.Errorf("count %d after a straggler on an observed root, want 2", n)
+		}
 	})
 }
 
 // A goroutine started after its request ended gets LateAfter of its own
-// before it is reported.
+// before it is reported, and the goroutines of the root reported before
+// are not reported again.
 func TestLateGraceForGoroutineStartedAfterEnd(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		logs := &recorder{}
@@ -195,30 +206,53 @@ func TestLateGraceForGoroutineStartedAfterEnd(t *testing.T) {
 		defer g.Close()
 
 		release := make(chan struct{})
+		var first, second int
 		h := g.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _, first, _ = runtime.Caller(0)
 			ctxguard.Go(r.Context(), func(ctx context.Context) {
 				<-ctx.Done()
 				time.Sleep(3 * time.Second)
+				_, _, second, _ = runtime.Caller(0)
 				ctxguard.Go(ctx, func(context.Context) { <-release })
+				<-release // late too
 			})
 		}))
 		serve(h, "GET", "/")
-		// Started at 3 s, it has not run for 5 s before 8 s.
-		time.Sleep(8*time.Second - time.Nanosecond)
-		synctest.Wait()
-		if recs := logs.records(); len(recs) != 0 {
-			t.Fatalf("reported before it ran LateAfter: %v", recs)
+		sites := func() (out []string) {
+			for _, r := range logs.records() {
+				site := r.attrs["site"].(string)
+				out = append(out, fmt.Sprintf("%s@%v", site[strings.LastIndexByte(site, ':')+1:], r.attrs["since_end"]))
+			}
+			return out
 		}
-		// And it is reported within twice LateAfter of its start.
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
-		recs := logs.records()
-		if len(recs) != 1 {
-			t.Fatalf("got %d reports, want 1: %v", len(recs), recs)
+		want := []string{fmt.Sprintf("%d@5s", first+1)}
+		if got := sites(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("reports at 5s %v, want %v", got, want)
 		}
-		since := recs[0].attrs["since_end"].(time.Duration)
+		// Started at 3 s, the second has not run for 5 s before 8 s.
+		time.Sleep(3*time.Second - time.Nanosecond)
+		synctest.Wait()
+		if got := sites(); len(got) != 1 {
+			t.Fatalf("reports before 8s %v, want only the first", got)
+		}
+		// It is reported within twice LateAfter of its start, and the
+		// first one is not reported again.
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		got := sites()
+		if len(got) != 2 || got[0] != want[0] || !strings.HasPrefix(got[1], fmt.Sprintf("%d@", second+1)) {
+			t.Fatalf("reports %v, want %v and then line %d", got, want, second+1)
+		}
+		since := logs.records()[1].attrs["since_end"].(time.Duration)
 		if since < 8*time.Second || since > 13*time.Second {
 			t.Errorf("since_end %v, want within [8s, 13s]", since)
+		}
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if got := sites(); len(got) != 2 {
+			t.Errorf("reports after an hour %v, want each goroutine once", got)
 		}
 		close(release)
 		if err := g.Wait(t.Context()); err != nil {
