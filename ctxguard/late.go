@@ -192,6 +192,7 @@ func (g *Guard) logLate(rt *root, gr *goroutine, name string, since time.Duratio
 		slog.String("root", name),
 		slog.String("site", site.File+":"+strconv.Itoa(site.Line)),
 		slog.String("func", site.Function),
+		slog.String("goroutine", funcName(gr.fn)),
 		slog.Duration("since_end", since),
 	}
 	var callers []string
@@ -208,4 +209,11 @@ func (g *Guard) logLate(rt *root, gr *goroutine, name string, since time.Duratio
 		attrs = append(attrs, slog.Any("callers", callers))
 	}
 	g.log.LogAttrs(rt, slog.LevelWarn, "goroutine still running after its request ended", attrs...)
+}
+
+func funcName(pc uintptr) string {
+	if f := runtime.FuncForPC(pc); f != nil {
+		return f.Name()
+	}
+	return ""
 }

@@ -57,8 +57,13 @@ func TestLateGoroutineReportedOnceWithItsSite(t *testing.T) {
 		if got := rec.attrs["site"]; got != site {
 			t.Errorf("site %q, want %q", got, site)
 		}
-		if got, _ := rec.attrs["func"].(string); !strings.Contains(got, "TestLateGoroutineReportedOnceWithItsSite") {
-			t.Errorf("func %q does not name the test", got)
+		// The handler's closure called Go with a closure of its own.
+		const handler = "github.com/herald-hub/herald/ctxguard_test.TestLateGoroutineReportedOnceWithItsSite.func1.1"
+		if got := rec.attrs["func"]; got != handler {
+			t.Errorf("func %q, want %q", got, handler)
+		}
+		if got := rec.attrs["goroutine"]; got != handler+".1" {
+			t.Errorf("goroutine %q, want %q", got, handler+".1")
 		}
 		if got := rec.attrs["root"]; got != "GET /leak/{id}" {
 			t.Errorf("root %q, want the mux pattern", got)

@@ -33,8 +33,8 @@ type recorder struct {
 }
 
 func (h *recorder) Enabled(context.Context, slog.Level) bool { return true }
-func (h *recorder) WithAttrs([]slog.Attr) slog.Handler        { panic("not used") }
-func (h *recorder) WithGroup(string) slog.Handler             { panic("not used") }
+func (h *recorder) WithAttrs([]slog.Attr) slog.Handler       { panic("not used") }
+func (h *recorder) WithGroup(string) slog.Handler            { panic("not used") }
 
 func (h *recorder) Handle(_ context.Context, r slog.Record) error {
 	rec := record{level: r.Level, msg: r.Message, attrs: map[string]any{}}

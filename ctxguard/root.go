@@ -3,6 +3,7 @@ package ctxguard
 import (
 	"context"
 	"net/http"
+	"reflect"
 	"runtime"
 	"sync"
 	"time"
@@ -50,6 +51,7 @@ type root struct {
 // goroutine is one tracked goroutine while it runs.
 type goroutine struct {
 	pcs        [siteDepth]uintptr
+	fn         uintptr // the entry of the function it runs
 	seq        uint64
 	reported   bool
 	prev, next *goroutine
@@ -82,7 +84,7 @@ func Go(ctx context.Context, fn func(context.Context)) {
 		go fn(ctx)
 		return
 	}
-	gr := &goroutine{}
+	gr := &goroutine{fn: reflect.ValueOf(fn).Pointer()}
 	runtime.Callers(2, gr.pcs[:])
 	rt.add(gr)
 	go func() {
