@@ -157,9 +157,11 @@ func MuxPattern(mux *http.ServeMux) func(*http.Request) string {
 // Handler returns next wrapped in the guard: each request runs under a
 // context derived from its own with context.WithCancelCause, cancelled
 // with ErrHandlerReturned when next returns and with a *PanicError when it
-// panics, after which the panic resumes with its original value. The
-// ResponseWriter is passed through untouched, so Flusher, Hijacker and
-// http.NewResponseController keep working.
+// panics, after which the panic resumes with its original value.
+// net/http cancels a request's context too once its handler is done, but
+// without a cause, and only after every middleware outside this one has
+// finished. The ResponseWriter is passed through untouched, so Flusher,
+// Hijacker and http.NewResponseController keep working.
 func (g *Guard) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rt := g.newRoot(r.Context())

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -258,5 +259,37 @@ func TestTwoGuardsOnOneRegistry(t *testing.T) {
 	b.Close()
 	if f := family(t, reg, "ctxguard_goroutines"); f == nil || len(f.GetMetric()) != 2 {
 		t.Errorf("want one gauge per guard, got %v", f)
+	}
+}
+
+// A Root func that panics fails the Go call, and so the handler, like any
+// panic in it: the request still ends and is cancelled.
+func TestRootFuncPanics(t *testing.T) {
+	g := ctxguard.New(ctxguard.Options{Root: func(*http.Request) string { panic("bad root") }})
+	defer g.Close()
+	var ctx context.Context
+	h := g.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx = r.Context()
+		ctxguard.Go(r.Context(), func(context.Context) { t.Error("started despite the failed Go") })
+	}))
+	got := make(chan any, 1)
+	go func() {
+		defer func() { got <- recover() }()
+		serve(h, "GET", "/")
+	}()
+	select {
+	case v := <-got:
+		if v != "bad root" {
+			t.Fatalf("panic %v, want the Root func's", v)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never ended: the root's lock is held")
+	}
+	var pe *ctxguard.PanicError
+	if cause := context.Cause(ctx); !errors.As(cause, &pe) {
+		t.Errorf("cause %v, want a *PanicError", cause)
+	}
+	if g.Running() != 0 {
+		t.Errorf("%d running after a failed Go", g.Running())
 	}
 }

@@ -404,3 +404,35 @@ func TestWaitGivesUpWithItsContext(t *testing.T) {
 		}
 	})
 }
+
+// A goroutine started on the context of a request that had none, after
+// the request ended, is reported with the time since the request ended.
+func TestLateGoroutineStartedOnEndedRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		logs := &recorder{}
+		reg := prometheus.NewRegistry()
+		g := ctxguard.New(ctxguard.Options{Registerer: reg, Logger: slog.New(logs), LateAfter: 5 * time.Second})
+		defer g.Close()
+		var stashed context.Context
+		serve(g.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			stashed = r.Context() // kept by something that outlives the request
+		})), "GET", "/")
+		time.Sleep(2 * time.Second)
+		release := make(chan struct{})
+		ctxguard.Go(stashed, func(context.Context) { <-release })
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		recs := logs.records()
+		if len(recs) != 1 || recs[0].attrs["since_end"] != 7*time.Second {
+			t.Fatalf("reports %v, want one at 7s after the request ended", recs)
+		}
+		time.Sleep(time.Second)
+		close(release)
+		if err := g.Wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if n, sum := latency(t, reg); n != 1 || sum != 8 {
+			t.Errorf("cancel latency count %d sum %v, want 1 and 8 (from the request's end)", n, sum)
+		}
+	})
+}

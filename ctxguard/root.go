@@ -37,8 +37,8 @@ type root struct {
 	seq     uint64        // sequence number of the last one started
 	first   *goroutine    // the running ones, newest first
 	ended   bool
-	endedAt time.Time // set only when started > 0 at the end
-	timed   bool      // the cancel latency has been observed
+	endedAt time.Time
+	timed   bool // the cancel latency has been observed
 
 	// The watch's fields, guarded by the watch's lock: the root is queued
 	// while it is ended and has goroutines not yet reported.
@@ -86,16 +86,22 @@ func Go(ctx context.Context, fn func(context.Context)) {
 	}
 	gr := &goroutine{fn: reflect.ValueOf(fn).Pointer()}
 	runtime.Callers(2, gr.pcs[:])
-	rt.add(gr)
+	s := rt.add(gr)
+	s.running.Inc()
+	rt.g.live.Add(1)
 	go func() {
 		defer rt.exit(gr)
 		fn(ctx)
 	}()
 }
 
-func (rt *root) add(gr *goroutine) {
+// add counts gr under rt and returns the root's series. The unlock is
+// deferred because naming the root runs the caller's Root func, which may
+// panic: the handler's own end must still find rt.mu free.
+func (rt *root) add(gr *goroutine) *series {
 	g := rt.g
 	rt.mu.Lock()
+	defer rt.mu.Unlock()
 	if rt.s == nil {
 		rt.s = g.m.series(g.rootName(rt.req))
 		rt.req = nil
@@ -113,10 +119,7 @@ func (rt *root) add(gr *goroutine) {
 		// Started after its request ended: it gets its own grace.
 		g.w.enqueue(rt)
 	}
-	s := rt.s
-	rt.mu.Unlock()
-	s.running.Inc()
-	g.live.Add(1)
+	return rt.s
 }
 
 func (rt *root) exit(gr *goroutine) {
@@ -144,16 +147,20 @@ func (rt *root) exit(gr *goroutine) {
 }
 
 // end cancels the root's context with cause and, when the root has
-// goroutines still running, has the watch look after them.
+// goroutines still running, has the watch look after them. The time is
+// taken even for a root without goroutines: one may be started on its
+// context later, and its report must say how long the request has been
+// over.
 func (rt *root) end(cause error) {
 	rt.cancel(cause)
+	now := time.Now()
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	rt.ended = true
+	rt.endedAt = now
 	if rt.started == 0 {
 		return
 	}
-	rt.endedAt = time.Now()
 	if rt.running == 0 {
 		rt.lastExit()
 		return
