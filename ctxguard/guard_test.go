@@ -107,6 +107,22 @@ func TestRequestContextKeepsParentAndChildren(t *testing.T) {
 		t.Errorf("derived context's cause %v, want ErrHandlerReturned", cause)
 	}
 
+	// Derived contexts find the request's cancel context, so the context
+	// package needs no goroutine per child to propagate the cancel.
+	var before, during int
+	h3 := g.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		before = runtime.NumGoroutine()
+		for range 100 {
+			_, cancel := context.WithCancel(r.Context())
+			defer cancel()
+		}
+		during = runtime.NumGoroutine()
+	}))
+	h3.ServeHTTP(httptest.NewRecorder(), httptest.NewRequestWithContext(parent, "GET", "/", nil))
+	if during-before >= 100 {
+		t.Errorf("%d goroutines for 100 derived contexts", during-before)
+	}
+
 	// The parent's cancellation reaches the handler.
 	errParent := errors.New("client gone")
 	parent2, cancel2 := context.WithCancelCause(t.Context())
