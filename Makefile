@@ -1,6 +1,7 @@
 # herald's one test command is `make test`: it installs what a fresh
 # machine lacks (Chromium for the browser test, Redis and nginx for the
-# multi-node tests), then runs vet, the race detector over every package,
+# multi-node tests), then runs vet, the race detector over every package
+# and over the ctxguard example modules,
 # a short run of every fuzz target, a pure-Go build of the binaries, and
 # leakvet over herald's own code.
 
@@ -11,9 +12,9 @@ GO        ?= go
 FUZZTIME  ?= 50000x
 PKGS      := ./...
 
-.PHONY: test deps vet build race fuzz leakvet lint tidy bench
+.PHONY: test deps vet build race examples fuzz leakvet lint tidy bench
 
-test: deps vet build race fuzz leakvet
+test: deps vet build race examples fuzz leakvet
 
 deps:
 	@./scripts/install-test-deps.sh
@@ -26,6 +27,11 @@ build:
 
 race:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+# The ctxguard examples with chi, echo and gin are modules of their own,
+# which `./...` does not reach.
+examples:
+	GO=$(GO) ./ctxguard/examples/test.sh -race
 
 # Each fuzz target runs briefly; the seed corpus already runs in `race`.
 fuzz:

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/herald-hub/herald/ctxguard"
 	"github.com/herald-hub/herald/hub"
 	"github.com/herald-hub/herald/stream"
 )
@@ -71,6 +72,7 @@ type Server struct {
 	aln   net.Listener
 	log   *slog.Logger
 	conns prometheus.Gauge
+	guard *ctxguard.Guard
 }
 
 // New listens on the configured addresses and prepares the servers. Call
@@ -111,8 +113,17 @@ func New(cfg Config) (*Server, error) {
 	}
 	mux.Handle("/", cfg.Handler)
 
+	// Every request's context is cancelled, with a cause, when its handler
+	// returns; a goroutine a handler starts with ctxguard.Go is counted
+	// under its route and reported if it outlives the request. (Streams
+	// that leave net/http are the stream.Tracker's, not the guard's.)
+	s.guard = ctxguard.New(ctxguard.Options{
+		Registerer: cfg.Registry,
+		Logger:     cfg.Logger,
+		Root:       route,
+	})
 	s.http = &http.Server{
-		Handler:           front(mux, cfg.Handler),
+		Handler:           s.guard.Handler(front(mux, cfg.Handler)),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -302,11 +313,26 @@ func (s *Server) shutdown(parent context.Context) error {
 		// nothing the server started outlives Serve.
 		s.cfg.Streams.Wait()
 	}
+	if gerr := s.guard.Wait(ctx); gerr != nil && err == nil {
+		err = fmt.Errorf("shutdown: goroutines of requests still running: %w", gerr)
+	}
+	s.guard.Close()
 	if s.admin != nil {
 		_ = s.admin.Shutdown(ctx)
 	}
 	s.cfg.Hub.Close()
 	return err
+}
+
+// route names a request's root for the guard's metrics: a bounded set.
+func route(r *http.Request) string {
+	switch r.Method {
+	case http.MethodGet, "QUERY":
+		return "subscribe"
+	case http.MethodPost:
+		return "publish"
+	}
+	return "other"
 }
 
 // front sends every request with a clean path, but the few the mux routes,

@@ -9,22 +9,26 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/peterbourgon/ff/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/time/rate"
 
 	"github.com/herald-hub/herald/engine/bolt"
 	"github.com/herald-hub/herald/engine/memory"
 	"github.com/herald-hub/herald/engine/redis"
 	"github.com/herald-hub/herald/hub"
+	"github.com/herald-hub/herald/listener"
 	"github.com/herald-hub/herald/mercure"
 	"github.com/herald-hub/herald/server"
 	"github.com/herald-hub/herald/stream"
@@ -47,6 +51,9 @@ type serveConfig struct {
 	tlsCert, tlsKey, logFormat, logLevel                 string
 	maxStreamsSub, publishBurst                          int
 	publishRate                                          float64
+	maxConns                                             string
+	maxConnsPerIP, connectBurst, acceptSockets           int
+	connectRate                                          float64
 	trustedProxies                                       string
 	overloadLag, overloadWait                            time.Duration
 }
@@ -85,6 +92,11 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS key file")
 	fs.BoolVar(&c.h2c, "h2c", false, "also accept cleartext HTTP/2 (prior knowledge)")
 	fs.BoolVar(&c.randomIDs, "random-ids", false, "generate random update ids (UUIDv4) that reveal nothing, instead of time-ordered ones (UUIDv7); durable publishing is slower")
+	fs.StringVar(&c.maxConns, "max-connections", "auto", "open client connections at most; past nine tenths new subscriptions are sent away with a retry hint, at the cap connections are reset: auto (nine tenths of the open-files limit), 0 for no limit, or a count")
+	fs.IntVar(&c.maxConnsPerIP, "max-connections-per-ip", 0, "open connections one client address may hold; past it connections are reset; 0 means no limit")
+	fs.Float64Var(&c.connectRate, "connect-rate", 0, "new connections accepted per second, on average; past it they are reset; 0 means no limit")
+	fs.IntVar(&c.connectBurst, "connect-burst", 0, "new connections accepted at once within --connect-rate (default: the rate, at least 1)")
+	fs.IntVar(&c.acceptSockets, "accept-sockets", 1, "listening sockets sharing the address (SO_REUSEPORT, Linux), each with its own accept loop")
 	fs.IntVar(&c.maxStreamsSub, "max-subscriptions-per-sub", 0, "open streams one token sub may hold on this node; one more is sent away with a retry hint (tokens without sub are not counted); 0 means no limit")
 	fs.Float64Var(&c.publishRate, "publish-rate", 0, "publishes per second one publisher (token sub, else client address) may make on average; over it 429 with Retry-After; 0 means no limit")
 	fs.IntVar(&c.publishBurst, "publish-burst", 0, "publishes one publisher may make at once within --publish-rate (default: the rate, at least 1)")
@@ -160,11 +172,34 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if c.publishRate < 0 || c.publishBurst < 0 || c.maxStreamsSub < 0 || c.overloadLag < 0 || c.overloadWait < 0 {
 		return errors.New("--publish-rate, --publish-burst, --max-subscriptions-per-sub, --overload-lag and --overload-cpu-wait cannot be negative")
 	}
-	ln, err := net.Listen("tcp", c.addr)
+	fds := fdLimit()
+	maxConns, err := parseMaxConnections(c.maxConns, fds)
+	if err != nil {
+		return err
+	}
+	if c.maxConnsPerIP < 0 || c.connectRate < 0 || c.connectBurst < 0 || c.acceptSockets < 1 {
+		return errors.New("--max-connections-per-ip, --connect-rate and --connect-burst cannot be negative, nor --accept-sockets below 1")
+	}
+	reg := prometheus.NewRegistry()
+	connectBurst := c.connectBurst
+	if c.connectRate > 0 && connectBurst == 0 {
+		connectBurst = max(1, int(math.Ceil(c.connectRate)))
+	}
+	ln, err := listener.Listen(ctx, "tcp", c.addr, listener.Config{
+		MaxConns:      maxConns,
+		MaxConnsPerIP: c.maxConnsPerIP,
+		Rate:          rate.Limit(c.connectRate),
+		Burst:         connectBurst,
+		ReusePort:     c.acceptSockets,
+		Registerer:    reg,
+		MetricsPrefix: "herald_listener_",
+		Logger:        log.WithGroup("listener"),
+	})
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close()
+	shedAt := shedConnectionsAt(maxConns)
 	public, err := publicURL(c, ln.Addr())
 	if err != nil {
 		return err
@@ -208,7 +243,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
 	// The scheduler's metrics add go_sched_latencies_seconds, the waits for
 	// a CPU that the automatic write delay reads (hub/pace.go).
 	reg.MustRegister(
@@ -269,6 +303,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if h.Overloaded() {
 				return mercure.ShedOverload
 			}
+			if shedAt > 0 && ln.Open() > shedAt {
+				return mercure.ShedConnections
+			}
 			return ""
 		},
 		Registerer: reg,
@@ -292,13 +329,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("herald listening", "addr", srv.Addr().String(), "hub", public.String(), "engine", engineDesc, "protocols", c.protocols)
+	log.Info("herald listening", "addr", srv.Addr().String(), "hub", public.String(), "engine", engineDesc, "protocols", c.protocols,
+		"max_connections", limitText(maxConns), "open_files_limit", fds)
 	if devMode {
 		if err := printDevBanner(stdout, c, pubKey, public); err != nil {
 			return err
 		}
 	}
 	return srv.Serve(ctx)
+}
+
+// limitText says a limit for the log: its value, or "none".
+func limitText(n int) string {
+	if n <= 0 {
+		return "none"
+	}
+	return strconv.Itoa(n)
 }
 
 // offIfZero maps a flag's 0 (off) onto the hub's negative (off; its zero

@@ -271,25 +271,45 @@ func exitCode(err error) string {
 // `herald_subscriptions_shed_total{reason="subject"}`); -1 when absent.
 func scrapeMetric(t *testing.T, addr, sample string) float64 {
 	t.Helper()
+	return scrapeMetricFrom(t, "", addr, sample)
+}
+
+// scrapeMetricFrom is scrapeMetric from the source address src (empty:
+// the system's choice), for hubs that limit connections per address.
+func scrapeMetricFrom(t *testing.T, src, addr, sample string) float64 {
+	t.Helper()
+	v, err := tryScrape(src, addr, sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// tryScrape is scrapeMetricFrom that returns its error.
+func tryScrape(src, addr, sample string) (float64, error) {
 	tr := &http.Transport{DisableKeepAlives: true}
+	if src != "" {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		tr.DialContext = d.DialContext
+	}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://" + addr + "/metrics")
 	if err != nil {
-		t.Fatalf("%s/metrics: %v", addr, err)
+		return 0, fmt.Errorf("%s/metrics: %w", addr, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s/metrics: %v", addr, err)
+		return 0, fmt.Errorf("%s/metrics: %w", addr, err)
 	}
 	for line := range strings.Lines(string(body)) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), sample+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				t.Fatalf("%s/metrics: %q: %v", addr, line, err)
+				return 0, fmt.Errorf("%s/metrics: %q: %w", addr, line, err)
 			}
-			return f
+			return f, nil
 		}
 	}
-	return -1
+	return -1, nil
 }

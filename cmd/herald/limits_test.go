@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestMaxConnectionsFlag(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		fds  uint64
+		want int
+	}{
+		{"auto", 20_000, 18_000},
+		{"auto", 1024, 922},
+		{"auto", 100, 36},
+		{"auto", 64, 0}, // nothing left beside the reserve: no limit
+		{"auto", 0, 0},  // limit unknown
+		{"0", 20_000, 0},
+		{"15000", 20_000, 15_000},
+		{"15000", 0, 15_000},
+	} {
+		got, err := parseMaxConnections(c.in, c.fds)
+		if err != nil || got != c.want {
+			t.Errorf("parseMaxConnections(%q, %d) = %d, %v; want %d", c.in, c.fds, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "many", "20000", "30000"} {
+		if _, err := parseMaxConnections(bad, 20_000); err == nil {
+			t.Errorf("--max-connections %q accepted with an open-files limit of 20000", bad)
+		}
+	}
+	for in, want := range map[int]int{0: 0, 1: 1, 10: 9, 15_000: 13_500} {
+		if got := shedConnectionsAt(in); got != want {
+			t.Errorf("shedConnectionsAt(%d) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+// rawConn dials the hub from the source address src (127.0.0.x).
+func rawConn(t *testing.T, src, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial from %s: %v", src, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// subscribeOn sends a subscribe request on c and reads the response head
+// and, for a stream that ends at once, its body.
+func subscribeOn(t *testing.T, c net.Conn, addr string) (status int, body string) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET /.well-known/mercure?topic=limits HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// A shed stream ends at once; a live one sends nothing yet.
+	_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	b, _ := io.ReadAll(resp.Body)
+	_ = c.SetReadDeadline(time.Time{})
+	return resp.StatusCode, string(b)
+}
+
+// refused dials the hub from src and reports whether it reset the
+// connection at once, without a response: the reset may even beat the
+// dial's return.
+func refused(t *testing.T, src, addr string) bool {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return errors.Is(err, syscall.ECONNRESET)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)
+}
+
+// TestConnectionLimits runs herald with small connection limits and holds
+// raw connections against them: past nine tenths of --max-connections a
+// subscription is shed with a retry hint, at the cap a connection is
+// reset at once, --max-connections-per-ip holds per source address, and
+// every refusal shows in the metrics.
+func TestConnectionLimits(t *testing.T) {
+	work, logs := t.TempDir(), t.TempDir()
+	addr := freeAddr(t)
+	startHub(t, work, logs, addr, "--engine", "memory", "--max-connections", "10", "--max-connections-per-ip", "6")
+	waitOpen := func(want float64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			// The scrape's own connection is open while it is answered;
+			// at the cap it is reset, until a closed one is noticed.
+			got, err := tryScrape("127.0.0.9", addr, "herald_listener_open_connections")
+			if got--; err == nil && got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("herald_listener_open_connections %v (%v), want %v", got, err, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitOpen(0)
+
+	// Six streams from 127.0.0.1, its whole share; a seventh connection
+	// from it is reset.
+	for i := range 6 {
+		if st, body := subscribeOn(t, rawConn(t, "127.0.0.1", addr), addr); st != 200 || body != "" {
+			t.Fatalf("stream %d: %d %q, want an open stream", i+1, st, body)
+		}
+	}
+	if !refused(t, "127.0.0.1", addr) {
+		t.Fatal("a seventh connection from 127.0.0.1 was not reset (--max-connections-per-ip 6)")
+	}
+	// Three more from 127.0.0.2: nine open, the last that may stream.
+	for i := range 3 {
+		if st, body := subscribeOn(t, rawConn(t, "127.0.0.2", addr), addr); st != 200 || body != "" {
+			t.Fatalf("stream %d from 127.0.0.2: %d %q, want an open stream", i+1, st, body)
+		}
+	}
+	waitOpen(9)
+	// The tenth connection is in, but past nine tenths: its subscription
+	// is shed, with a retry hint.
+	tenth := rawConn(t, "127.0.0.2", addr)
+	st, body := subscribeOn(t, tenth, addr)
+	if st != 200 || !strings.Contains(body, ": shed: connections") || !strings.Contains(body, "retry: ") {
+		t.Fatalf("tenth subscription: %d %q, want it shed with a retry hint", st, body)
+	}
+	// Held open, it fills the cap: the next connection is reset.
+	if !refused(t, "127.0.0.3", addr) {
+		t.Fatal("an eleventh connection was not reset (--max-connections 10)")
+	}
+	tenth.Close()
+	waitOpen(9)
+
+	// The metrics need a connection of their own: at the cap it may be
+	// reset until the server has seen the last one close, and those
+	// resets count as refusals too.
+	metric := func(sample string) float64 {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			v, err := tryScrape("127.0.0.9", addr, sample)
+			if err == nil {
+				return v
+			}
+			if time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if n := metric(`herald_listener_refused_total{reason="limit"}`); n < 1 {
+		t.Errorf(`herald_listener_refused_total{reason="limit"} = %v, want at least 1`, n)
+	}
+	if n := metric(`herald_listener_refused_total{reason="per_ip"}`); n != 1 {
+		t.Errorf(`herald_listener_refused_total{reason="per_ip"} = %v, want 1`, n)
+	}
+	if n := metric(`herald_subscriptions_shed_total{reason="connections"}`); n != 1 {
+		t.Errorf(`herald_subscriptions_shed_total{reason="connections"} = %v, want 1`, n)
+	}
+}
+
+// TestConnectRate: past --connect-burst connections at once, more are
+// reset until the rate lets them in.
+func TestConnectRate(t *testing.T) {
+	work, logs := t.TempDir(), t.TempDir()
+	addr := freeAddr(t)
+	// One connection a minute: the burst is all the test sees, after the
+	// one the start-up health check used.
+	startHub(t, work, logs, addr, "--engine", "memory", "--connect-rate", "0.0167", "--connect-burst", "4")
+	var kept []net.Conn
+	for i := range 3 {
+		c := rawConn(t, "127.0.0.1", addr)
+		if st, body := subscribeOn(t, c, addr); st != 200 || body != "" {
+			t.Fatalf("connection %d within the burst: %d %q", i+1, st, body)
+		}
+		kept = append(kept, c)
+	}
+	if !refused(t, "127.0.0.1", addr) {
+		t.Fatal("a connection past the burst was not reset (--connect-rate)")
+	}
+	_ = kept
+}
