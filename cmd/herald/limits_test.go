@@ -203,3 +203,97 @@ func TestConnectRate(t *testing.T) {
 	}
 	_ = kept
 }
+
+// TestOverloadSheds: while the hub counts as overloaded (here: any wait
+// for a CPU at all, --overload-cpu-wait 1ns, once updates flow), a new
+// subscription is shed with reason overload and a retry hint, while the
+// subscriber already there gets every update.
+func TestOverloadSheds(t *testing.T) {
+	work, logs := t.TempDir(), t.TempDir()
+	addr := freeAddr(t)
+	startHub(t, work, logs, addr, "--engine", "memory", "--overload-cpu-wait", "1ns")
+	hubURL := "http://" + addr + "/.well-known/mercure"
+	tok := mintToken(t, work, hubURL)
+
+	existing := rawConn(t, "127.0.0.1", addr)
+	if st, body := subscribeOn(t, existing, addr); st != 200 || body != "" {
+		t.Fatalf("first subscription: %d %q", st, body)
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	published := 0
+	publishBurst := func() {
+		t.Helper()
+		done := make(chan error, 8)
+		for range 8 {
+			go func() {
+				var err error
+				for range 25 {
+					req, _ := http.NewRequest(http.MethodPost, hubURL, strings.NewReader("topic=limits&data=x"))
+					req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+					req.Header.Set("Authorization", "Bearer "+tok)
+					resp, rerr := client.Do(req)
+					if rerr != nil {
+						err = rerr
+						break
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("publish: %d", resp.StatusCode)
+						break
+					}
+				}
+				done <- err
+			}()
+		}
+		for range 8 {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		published += 200
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		publishBurst()
+		st, body := subscribeOn(t, rawConn(t, "127.0.0.2", addr), addr)
+		if st == 200 && strings.Contains(body, ": shed: overload") && strings.Contains(body, "retry: ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no subscription shed for overload after %d publishes; the last got %d %q", published, st, body)
+		}
+	}
+	if n := scrapeMetric(t, addr, `herald_subscriptions_shed_total{reason="overload"}`); n < 1 {
+		t.Errorf(`herald_subscriptions_shed_total{reason="overload"} = %v`, n)
+	}
+	// The first subscriber got every update: count the frames up to a
+	// sentinel published last.
+	sentinel := "sentinel-after-overload"
+	req, _ := http.NewRequest(http.MethodPost, hubURL, strings.NewReader("topic=limits&id="+sentinel))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	_ = existing.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(existing)
+	got := 0
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("existing subscriber after %d of %d updates: %v", got, published, err)
+		}
+		if strings.HasPrefix(line, "data: x") {
+			got++
+		}
+		if strings.Contains(line, sentinel) {
+			break
+		}
+	}
+	if got != published {
+		t.Errorf("existing subscriber got %d updates before the sentinel, want all %d", got, published)
+	}
+}
