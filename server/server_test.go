@@ -4,22 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -31,6 +22,7 @@ import (
 
 	"github.com/herald-hub/herald/engine/memory"
 	"github.com/herald-hub/herald/hub"
+	"github.com/herald-hub/herald/internal/testcert"
 	"github.com/herald-hub/herald/mercure"
 	"github.com/herald-hub/herald/server"
 	"github.com/herald-hub/herald/sse"
@@ -69,7 +61,7 @@ func start(t *testing.T, o opts) *running {
 	cfg := server.Config{Listener: ln, H2C: o.h2c, Registry: prometheus.NewRegistry()}
 	if o.tls {
 		scheme = "https"
-		cfg.TLSCert, cfg.TLSKey = selfSigned(t)
+		cfg.TLSCert, cfg.TLSKey = testcert.Write(t)
 	}
 	if o.admin {
 		cfg.AdminAddr = "127.0.0.1:0"
@@ -138,28 +130,6 @@ func (r *running) stop(t *testing.T) {
 	}
 }
 
-func selfSigned(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(k)
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	return certFile, keyFile
-}
 
 func (r *running) get(t *testing.T, path string) (int, string, *http.Response) {
 	t.Helper()

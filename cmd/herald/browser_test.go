@@ -179,10 +179,10 @@ func TestBrowserResumesAcrossRestart(t *testing.T) {
 // startBrowser starts headless Chromium with a fresh profile and returns
 // the context of its first tab. t.Cleanup closes the browser and makes
 // sure no process of it is left.
-func startBrowser(t *testing.T, profile string) context.Context {
+func startBrowser(t *testing.T, profile string, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	var out bytes.Buffer // Chromium's own output, shown when the test fails
-	allocCtx, allocCancel := chromedp.NewExecAllocator(context.Background(),
+	allocCtx, allocCancel := chromedp.NewExecAllocator(context.Background(), append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath),
 		chromedp.Flag("headless", true),
 		chromedp.Flag("no-sandbox", true),
@@ -194,6 +194,7 @@ func startBrowser(t *testing.T, profile string) context.Context {
 		chromedp.Flag("disable-quic", true),
 		chromedp.UserDataDir(profile),
 		chromedp.CombinedOutput(&lockedWriter{w: &out}),
+	}, extra...)...,
 	)
 	ctx, cancel := chromedp.NewContext(allocCtx)
 	t.Cleanup(func() {

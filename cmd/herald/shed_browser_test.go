@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,11 +10,16 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"github.com/herald-hub/herald/internal/testcert"
 )
 
 // shedPage opens EventSources on demand (window.connect(name)), each with
@@ -52,9 +58,28 @@ func TestBrowserRecoversAfterShed(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("Chromium is not installed at %s: run `make test`, which installs it (scripts/install-test-deps.sh): %v", chromiumPath, err)
 	}
+	// HTTP/1.1 in clear, and HTTP/2 over TLS with the test's own
+	// certificate, which the browser is told to accept.
+	for _, proto := range []string{"http/1.1", "h2"} {
+		t.Run(proto, func(t *testing.T) { browserShed(t, proto) })
+	}
+}
+
+func browserShed(t *testing.T, proto string) {
 	work, logs, profile := t.TempDir(), t.TempDir(), t.TempDir()
-	addr := freeAddr(t)
-	hubURL := "http://" + addr + "/.well-known/mercure"
+	addr, admin := freeAddr(t), freeAddr(t)
+	scheme := "http"
+	flags := []string{"--admin-addr", admin, "--max-subscriptions-per-sub", "1"}
+	var browserFlags []chromedp.ExecAllocatorOption
+	client := &http.Client{Timeout: 5 * time.Second}
+	if proto == "h2" {
+		scheme = "https"
+		cert, key := testcert.Write(t)
+		flags = append(flags, "--tls-cert", cert, "--tls-key", key)
+		browserFlags = append(browserFlags, chromedp.Flag("ignore-certificate-errors", true))
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true} //nolint:gosec // the test's own certificate
+	}
+	hubURL := scheme + "://" + addr + "/.well-known/mercure"
 	const topic = "https://example.com/shed"
 
 	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -70,9 +95,8 @@ func TestBrowserRecoversAfterShed(t *testing.T) {
 	}))
 	t.Cleanup(page.Close)
 
-	startHub(t, work, logs, addr, "--cors-origins", page.URL, "--max-subscriptions-per-sub", "1")
+	startHub(t, work, logs, addr, append([]string{"--cors-origins", page.URL}, flags...)...)
 	pubTok := mintToken(t, work, hubURL)
-	client := &http.Client{Timeout: 5 * time.Second}
 	publish := func(id string) {
 		t.Helper()
 		form := url.Values{"topic": {topic}, "id": {id}, "data": {id}}
@@ -90,7 +114,23 @@ func TestBrowserRecoversAfterShed(t *testing.T) {
 		}
 	}
 
-	ctx := startBrowser(t, profile)
+	ctx := startBrowser(t, profile, browserFlags...)
+	// The protocol of every response the hub sent, as the browser saw it.
+	var seen struct {
+		mu     sync.Mutex
+		protos []string
+	}
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if e, ok := ev.(*network.EventResponseReceived); ok && strings.HasPrefix(e.Response.URL, hubURL) {
+			seen.mu.Lock()
+			if !slices.Contains(seen.protos, e.Response.Protocol) {
+				seen.protos = append(seen.protos, e.Response.Protocol)
+			}
+			seen.mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatalf("listen to the browser: %v", err)
+	}
 	if err := runBrowser(t, ctx, 10*time.Second, chromedp.Navigate(page.URL)); err != nil {
 		t.Fatalf("load the page: %v", err)
 	}
@@ -139,7 +179,7 @@ func TestBrowserRecoversAfterShed(t *testing.T) {
 	if st := s["second"]; st.ReadyState != 0 || len(st.Received) != 0 {
 		t.Fatalf("shed stream: %+v; want readyState 0 (reconnecting) and nothing received", st)
 	}
-	if n := scrapeMetric(t, addr, `herald_subscriptions_shed_total{reason="subject"}`); n != 1 {
+	if n := scrapeMetric(t, admin, `herald_subscriptions_shed_total{reason="subject"}`); n != 1 {
 		t.Fatalf("herald_subscriptions_shed_total{reason=subject} = %v, want 1", n)
 	}
 
@@ -154,7 +194,14 @@ func TestBrowserRecoversAfterShed(t *testing.T) {
 	if got := s["second"].Received; got[0] != "p2" {
 		t.Errorf("second stream received %v, want [p2]", got)
 	}
-	t.Logf("second stream: opens=%d errors=%d", s["second"].Opens, s["second"].Errors)
+	// The browser spoke the protocol under test to the hub.
+	seen.mu.Lock()
+	protos := slices.Clone(seen.protos)
+	seen.mu.Unlock()
+	if !slices.Contains(protos, proto) {
+		t.Errorf("the browser reached the hub over %v, want %s", protos, proto)
+	}
+	t.Logf("second stream: opens=%d errors=%d; protocols %v", s["second"].Opens, s["second"].Errors, protos)
 }
 
 // subscriberToken mints a subscriber token for sub with the hub's
