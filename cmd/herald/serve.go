@@ -160,6 +160,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if c.publishRate < 0 || c.publishBurst < 0 || c.maxStreamsSub < 0 || c.overloadLag < 0 || c.overloadWait < 0 {
 		return errors.New("--publish-rate, --publish-burst, --max-subscriptions-per-sub, --overload-lag and --overload-cpu-wait cannot be negative")
 	}
+	tracer, stopTracing, err := newTracing(ctx, log, c.shutdown)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // last: the spans of the shutdown go too
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -220,7 +225,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeEngine()
-
 	heartbeat := c.heartbeat
 	if heartbeat <= 0 {
 		heartbeat = -1
@@ -239,6 +243,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxPatternsPerSubject: c.maxPatternsSubject,
 		OverloadLag:           offIfZero(c.overloadLag),
 		OverloadWait:          offIfZero(c.overloadWait),
+		Tracer:                tracer,
 	})
 	if err != nil {
 		return err
@@ -272,6 +277,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return ""
 		},
 		Registerer: reg,
+		Tracer:     tracer,
 	})
 	if err != nil {
 		return err
