@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/herald-hub/herald/sse"
 )
 
@@ -87,6 +89,15 @@ type Config struct {
 	// the defaults (DefaultOverloadLag, DefaultOverloadWait); negative
 	// turns that test off.
 	OverloadLag, OverloadWait time.Duration
+	// Tracer, when set, traces what the hub does for a request: a
+	// herald.append span around Engine.Append, a child of the span in
+	// Publish's context; a herald.dispatch span when the dispatcher offers
+	// an update this hub published (with the publisher's span as parent),
+	// even though that happens later on the dispatcher's goroutine; and a
+	// herald.replay span from a subscription's resume point to its
+	// handover to live updates. Nil (the default) traces nothing, at no
+	// cost.
+	Tracer trace.Tracer
 }
 
 // The defaults of Config.OverloadLag and OverloadWait. A lone node fanning
@@ -261,8 +272,16 @@ func (h *Hub) Publish(ctx context.Context, m Message) (*Update, error) {
 		return nil, err
 	}
 	u := &Update{ID: m.ID, Topics: m.Topics, Private: m.Private, Time: h.cfg.Now(), Frame: frame}
+	var span trace.Span
+	if h.cfg.Tracer != nil {
+		ctx, span = h.startAppend(ctx, u)
+	}
 	start := time.Now()
-	if err := h.engine.Append(ctx, u); err != nil {
+	err = h.engine.Append(ctx, u)
+	if span != nil {
+		endAppend(span, u, err)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("append: %w", err)
 	}
 	h.m.published(time.Since(start))
@@ -275,10 +294,17 @@ func (h *Hub) Publish(ctx context.Context, m Message) (*Update, error) {
 // is found here. Nothing in this path allocates per subscriber. It returns
 // how many subscribers it offered u to, for the pacer.
 func (h *Hub) dispatch(u *Update) int {
+	var span trace.Span
+	if u.span != nil && h.cfg.Tracer != nil {
+		span = h.startDispatch(u)
+	}
 	h.idx.mu.RLock()
 	h.lastDispatched.Store(u.Seq)
 	n := h.idx.match(u, (*Subscriber).offer)
 	h.idx.mu.RUnlock()
+	if span != nil {
+		endDispatch(span, u, n)
+	}
 	return n
 }
 

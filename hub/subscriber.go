@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // EarliestID is the reserved Last-Event-ID value that asks for the whole
@@ -29,6 +31,13 @@ type SubscribeOptions struct {
 	// Subject is the token subject the subscription is counted against
 	// for Config.MaxPatternsPerSubject; empty for anonymous subscribers.
 	Subject string
+	// OnLive, when set, is called once by Serve when the subscription
+	// goes live: once its replay has written everything up to the
+	// handover, or at once when it does not replay. It is not called for
+	// a subscription that ends before. It runs on Serve's goroutine and
+	// must not block. A caller that traces the request ends its span
+	// there, so that no span lasts as long as a stream.
+	OnLive func()
 }
 
 // Stream is where a subscriber's frames go: an HTTP response in practice.
@@ -95,10 +104,20 @@ type Subscriber struct {
 
 	prober Prober // set by Serve under mu when the stream can be probed
 
+	onLive func()       // SubscribeOptions.OnLive
+	rt     *replayTrace // the replay's span; nil unless traced and replaying
+
 	unregister sync.Once
 }
 
 var serials atomic.Uint64
+
+// replayTrace is a traced replay: its span and what it wrote. Owned like
+// from and first: by Subscribe, then by Serve.
+type replayTrace struct {
+	span     trace.Span
+	replayed int
+}
 
 // Subscribe registers a subscription. It resolves the resume point first:
 // a known id resumes right after it, EarliestID replays all retained
@@ -120,16 +139,22 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 		serial:   serials.Add(1),
 		wake:     make(chan struct{}, 1),
 		heapIdx:  -1,
+		onLive:   o.OnLive,
 	}
 	replay, unknown := false, false
 	var from, head Position
 	if o.Resume {
+		if h.cfg.Tracer != nil {
+			s.rt = &replayTrace{}
+			ctx, s.rt.span = h.cfg.Tracer.Start(ctx, spanReplay, trace.WithAttributes(attrLastEventID.String(o.LastEventID)))
+		}
 		s.resumed = EarliestID
 		if o.LastEventID == EarliestID {
 			replay = true
 		} else {
 			pos, found, err := h.engine.Lookup(ctx, o.LastEventID)
 			if err != nil {
+				s.endReplaySpan(err)
 				return nil, err
 			}
 			if found {
@@ -145,6 +170,7 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 	h.idx.mu.Lock()
 	if err := h.idx.admit(s, o.Subject); err != nil {
 		h.idx.mu.Unlock()
+		s.endReplaySpan(err)
 		return nil, err
 	}
 	s.epoch = h.epoch
@@ -190,6 +216,7 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 			s.end(ErrLost) // the dispatcher ends it too, once it meets the new epoch
 			s.resumed = EarliestID
 		case err != nil:
+			s.endReplaySpan(err)
 			s.Close()
 			return nil, err
 		case r.Gap:
@@ -206,6 +233,12 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 			}
 		}
 		s.first = r.Updates
+	}
+	if s.rt != nil {
+		s.rt.span.SetAttributes(attrResumedFrom.String(s.resumed), attrEarliest.Bool(s.resumed == EarliestID))
+		if !replay {
+			s.endReplaySpan(nil) // resumed live: nothing to replay
+		}
 	}
 	return s, nil
 }
@@ -226,6 +259,8 @@ func (s *Subscriber) Close() {
 		h.idx.mu.Unlock()
 		h.subs.remove(s)
 		h.clock.cancel(s)
+		// A replay that Serve never ran (or never finished) ends here.
+		s.endReplaySpan(errClosedBeforeLive)
 		s.mu.Lock()
 		clear(s.queue)
 		s.queue, s.queued = nil, 0
@@ -352,6 +387,14 @@ func (s *Subscriber) Serve(ctx context.Context, w Stream) error {
 	if err := s.replay(ctx, w); err != nil {
 		return err
 	}
+	if s.onLive != nil {
+		s.mu.Lock()
+		live := s.state == stateLive
+		s.mu.Unlock()
+		if live {
+			s.onLive()
+		}
+	}
 	var delay *time.Timer // for WriteDelay; made on first use
 	defer func() {
 		if delay != nil {
@@ -449,6 +492,23 @@ var errNotSupported = errors.ErrUnsupported
 // dropped before the replay read it (Range.Gap) ends the subscription with
 // ErrLost instead of being skipped.
 func (s *Subscriber) replay(ctx context.Context, w Stream) error {
+	if s.rt == nil {
+		return s.replayLoop(ctx, w)
+	}
+	s.mu.Lock()
+	ended := s.reason // before Serve: a lost log, a shutdown
+	s.mu.Unlock()
+	err := s.replayLoop(ctx, w)
+	if err == nil && ended != nil {
+		s.endReplaySpan(ended)
+	} else {
+		s.endReplaySpan(err)
+	}
+	return err
+}
+
+// replayLoop is replay without its span.
+func (s *Subscriber) replayLoop(ctx context.Context, w Stream) error {
 	s.mu.Lock()
 	replaying := s.state == stateReplaying
 	s.mu.Unlock()
@@ -472,6 +532,9 @@ func (s *Subscriber) replay(ctx context.Context, w Stream) error {
 			if err := s.write(w, q, false); err != nil {
 				return err
 			}
+			if s.rt != nil {
+				s.rt.replayed += len(q)
+			}
 		}
 		s.mu.Lock()
 		if s.reason != nil {
@@ -494,6 +557,9 @@ func (s *Subscriber) replay(ctx context.Context, w Stream) error {
 			s.cursor = max(s.cursor, s.from)
 			s.state = stateLive
 			pending := len(s.queue) > 0
+			if s.rt != nil {
+				s.rt.span.SetAttributes(attrHandedOver.Int(len(s.queue)))
+			}
 			s.mu.Unlock()
 			if pending {
 				s.notify()

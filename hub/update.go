@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Update is one published update as the hub and the engines see it: its
@@ -27,6 +29,15 @@ type Update struct {
 	Time time.Time
 	// Frame is the complete SSE frame, ending with the blank line.
 	Frame []byte
+
+	// span is the span context the dispatcher's span descends from: set
+	// by Publish, before Append, when the hub traces and the publish is
+	// sampled. It lives in memory only, so an update that comes back from
+	// the engine's storage (a replay, a catch-up read, another node's
+	// update through a shared feed) has none and gets no dispatch span.
+	// A pointer, so that an update of a hub that does not trace costs one
+	// word more, not a whole span context.
+	span *trace.SpanContext
 }
 
 // size is what the update costs in a subscriber queue.

@@ -54,10 +54,10 @@ func (h *Handler) bearer(r *http.Request, query []field) (string, tokenSource, *
 
 // authenticate returns the grant of the request's token, nil when it
 // carries none, or writes the error response and returns ok=false.
-func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, query []field, action Action) (g *Grant, src tokenSource, ok bool) {
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, query []field, action Action, span reqSpan) (g *Grant, src tokenSource, ok bool) {
 	raw, src, terr := h.bearer(r, query)
 	if terr != nil {
-		h.challenge(w, terr.Status, terr.Code, terr.Description)
+		h.challenge(w, span, terr.Status, terr.Code, terr.Description)
 		return nil, src, false
 	}
 	if src == fromNone {
@@ -69,16 +69,17 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, query []f
 		if !errors.As(err, &te) {
 			te = &TokenError{Code: "invalid_token", Status: http.StatusUnauthorized, Description: "invalid token"}
 		}
-		h.challenge(w, te.Status, te.Code, te.Description)
+		h.challenge(w, span, te.Status, te.Code, te.Description)
 		return nil, src, false
 	}
 	return g, src, true
 }
 
 // challenge writes a WWW-Authenticate: Bearer challenge (RFC 6750) with
-// the protected resource metadata pointer (RFC 9728) and the status. An
-// empty code is the "no token presented" challenge, which carries no error.
-func (h *Handler) challenge(w http.ResponseWriter, status int, code, desc string) {
+// the protected resource metadata pointer (RFC 9728) and the status, and
+// records the refusal on span. An empty code is the "no token presented"
+// challenge, which carries no error.
+func (h *Handler) challenge(w http.ResponseWriter, span reqSpan, status int, code, desc string) {
 	var b strings.Builder
 	b.WriteString("Bearer")
 	sep := " "
@@ -99,7 +100,7 @@ func (h *Handler) challenge(w http.ResponseWriter, status int, code, desc string
 	if msg == "" {
 		msg = http.StatusText(status)
 	}
-	plainError(w, status, msg)
+	span.plainError(w, status, msg)
 }
 
 // quoteSafe keeps an error description inside its quoted-string: RFC 6750

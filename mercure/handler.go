@@ -19,6 +19,7 @@ import (
 
 	whatwg "github.com/nlnwa/whatwg-url/url"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/herald-hub/herald/hub"
 	"github.com/herald-hub/herald/stream"
@@ -112,6 +113,13 @@ type Config struct {
 	Shed func() string
 	// Registerer takes the handler's metrics; nil keeps them unregistered.
 	Registerer prometheus.Registerer
+	// Tracer, when set, traces every publish and subscribe request in a
+	// span (herald.publish, herald.subscribe) that continues the trace of
+	// the request's W3C traceparent header, if any. A subscribe's span
+	// ends when its stream goes live, never with the stream. Give the hub
+	// the same tracer for the spans beneath (append, dispatch, replay).
+	// Nil (the default) traces nothing and reads no trace header.
+	Tracer trace.Tracer
 }
 
 // Handler serves the Mercure endpoints.

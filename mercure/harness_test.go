@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
 	"github.com/herald-hub/herald/engine/memory"
@@ -54,6 +55,7 @@ type options struct {
 	writeTimeout   time.Duration
 	path           string // hub path; default the well-known one
 	tune           func(*mercure.Config)
+	tracer         trace.Tracer // for the hub and the handler both
 }
 
 func defaults() options { return options{draft7: true, draft8: true} }
@@ -89,7 +91,7 @@ func newHub(t *testing.T, m mode, o options) *testHub {
 	if heartbeat == 0 {
 		heartbeat = -1
 	}
-	h, err := hub.New(hub.Config{Engine: eng, Heartbeat: heartbeat, WriteTimeout: o.writeTimeout})
+	h, err := hub.New(hub.Config{Engine: eng, Heartbeat: heartbeat, WriteTimeout: o.writeTimeout, Tracer: o.tracer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +114,7 @@ func newHub(t *testing.T, m mode, o options) *testHub {
 		Hub: h, Tokens: v, PublicURL: public, Draft7: o.draft7, Draft8: o.draft8,
 		Anonymous: o.anonymous, CORSOrigins: o.cors, MaxLifetime: o.maxLifetime,
 		MaxBodyBytes: 64 << 10, MaxTopics: 8, MaxMatchers: 8, MaxFieldBytes: 512,
+		Tracer: o.tracer,
 	}
 	if o.tune != nil {
 		o.tune(&cfg)

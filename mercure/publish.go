@@ -40,59 +40,73 @@ var (
 // store durably and answer the id. Nothing is stored unless every check
 // passed.
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
+	var span reqSpan
+	if h.cfg.Tracer != nil {
+		r, span = h.startSpan(r, spanPublish)
+		defer span.end()
+	}
 	query, err := parseForm(r.URL.RawQuery, h.cfg.MaxMatchers*2+16)
 	if err != nil {
-		plainError(w, http.StatusBadRequest, "query string has too many parameters")
+		span.plainError(w, http.StatusBadRequest, "query string has too many parameters")
 		return
 	}
 	form, perr := h.readForm(w, r, 4*h.cfg.MaxTopics+64, errPublishFields)
 	if perr != nil {
-		plainError(w, perr.status, perr.msg)
+		span.plainError(w, perr.status, perr.msg)
 		return
 	}
-	grant, src, ok := h.authenticate(w, r, query, ActionPublish)
+	span.event("body read")
+	grant, src, ok := h.authenticate(w, r, query, ActionPublish, span)
 	if !ok {
 		return
 	}
 	if grant == nil {
-		h.challenge(w, http.StatusUnauthorized, "", "a publisher token is required")
+		h.challenge(w, span, http.StatusUnauthorized, "", "a publisher token is required")
 		return
 	}
+	span.event("token validated")
 	if h.limits.pub != nil {
 		// Counted before the update is checked: a publisher that floods
 		// the hub with updates it then refuses costs it as much.
 		if ok, retry := h.limits.pub.allow(h.publisherKey(grant, r), time.Now()); !ok {
 			h.limits.limited.Inc()
+			span.refuse(http.StatusTooManyRequests, "publish rate over the limit")
 			tooManyRequests(w, retry)
 			return
 		}
 	}
 	msg, perr := h.parseUpdate(form)
 	if perr != nil {
-		plainError(w, perr.status, perr.msg)
+		span.plainError(w, perr.status, perr.msg)
 		return
 	}
+	span.update(len(msg.Topics), msg.Private)
+	span.event("update parsed")
 	if !grant.CanPublish(msg.Topics) {
-		h.challenge(w, http.StatusForbidden, "insufficient_scope", "token does not grant publish on every topic of the update")
+		h.challenge(w, span, http.StatusForbidden, "insufficient_scope", "token does not grant publish on every topic of the update")
 		return
 	}
 	if src == fromCookie && !h.sameOrigin(r) {
-		plainError(w, http.StatusForbidden, "cookie-authenticated publish needs an Origin or Referer from the hub's origin or an allowed origin")
+		span.plainError(w, http.StatusForbidden, "cookie-authenticated publish needs an Origin or Referer from the hub's origin or an allowed origin")
 		return
 	}
+	span.event("authorized")
 	u, err := h.hub.Publish(r.Context(), msg)
 	if err != nil {
 		if errors.Is(err, hub.ErrShutdown) {
-			plainError(w, http.StatusServiceUnavailable, "hub is shutting down; retry on another node or later")
+			span.plainError(w, http.StatusServiceUnavailable, "hub is shutting down; retry on another node or later")
 			return
 		}
 		if r.Context().Err() != nil {
-			return // the publisher left before the update was stored
+			span.fail(0, err) // the publisher left before the update was stored
+			return
 		}
 		h.log.Error("publish failed", "err", err)
+		span.fail(http.StatusServiceUnavailable, err)
 		plainError(w, http.StatusServiceUnavailable, "update could not be stored; it was not published")
 		return
 	}
+	span.published(u.ID)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = io.WriteString(w, u.ID)

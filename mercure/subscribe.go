@@ -32,9 +32,19 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	if admitted {
 		h.stage("admitted")
 	}
+	var span reqSpan
+	streaming := false // the stream owns the span from then on
+	if h.cfg.Tracer != nil {
+		r, span = h.startSpan(r, spanSubscribe)
+		defer func() {
+			if !streaming {
+				span.end()
+			}
+		}()
+	}
 	query, err := parseForm(r.URL.RawQuery, 2*h.cfg.MaxMatchers+16)
 	if err != nil {
-		plainError(w, http.StatusBadRequest, "too many query parameters")
+		span.plainError(w, http.StatusBadRequest, "too many query parameters")
 		return
 	}
 	params := query
@@ -45,25 +55,30 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 			body, perr = h.readForm(w, r, 2*h.cfg.MaxMatchers+16, errSubscribeFields)
 		}
 		if perr != nil {
-			plainError(w, perr.status, perr.msg)
+			span.plainError(w, perr.status, perr.msg)
 			return
 		}
 		params = append(params[:len(params):len(params)], body...)
 	}
 	sp, perr := h.parseSubscription(r, query, params)
 	if perr != nil {
-		plainError(w, perr.status, perr.msg)
+		span.plainError(w, perr.status, perr.msg)
 		return
 	}
-	grant, _, ok := h.authenticate(w, r, query, ActionSubscribe)
+	span.subscription(len(sp.matchers), sp.resume)
+	span.event("parsed")
+	grant, _, ok := h.authenticate(w, r, query, ActionSubscribe, span)
 	if !ok {
 		return
 	}
 	if grant == nil && !h.cfg.Anonymous {
-		h.challenge(w, http.StatusUnauthorized, "", "a subscriber token is required")
+		h.challenge(w, span, http.StatusUnauthorized, "", "a subscriber token is required")
 		return
 	}
 	opts := hub.SubscribeOptions{Matchers: sp.matchers, Resume: sp.resume, LastEventID: sp.lastID}
+	if span.s != nil {
+		opts.OnLive = span.live
+	}
 	if grant != nil {
 		opts.CanRead = grant.CanRead
 		opts.Expires = grant.Expires
@@ -75,22 +90,23 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if !opts.Expires.IsZero() && !opts.Expires.After(time.Now()) {
-		h.challenge(w, http.StatusUnauthorized, "invalid_token", "token expired")
+		h.challenge(w, span, http.StatusUnauthorized, "invalid_token", "token expired")
 		return
 	}
+	span.event("authorized")
 	if !admitted {
-		h.refuse(w, sp)
+		h.refuse(w, sp, span)
 		return
 	}
 	if h.cfg.Shed != nil {
 		if reason := h.cfg.Shed(); reason != "" {
-			h.shed(w, sp, reason)
+			h.shed(w, sp, span, reason)
 			return
 		}
 	}
 	release, ok := h.limits.enterSubject(opts.Subject)
 	if !ok {
-		h.shed(w, sp, ShedSubject)
+		h.shed(w, sp, span, ShedSubject)
 		return
 	}
 	// Held until the stream ends, wherever it is written from; released
@@ -105,20 +121,26 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var budget *hub.BudgetError
 		if errors.As(err, &budget) {
-			plainError(w, http.StatusTooManyRequests, budget.Error())
+			span.plainError(w, http.StatusTooManyRequests, budget.Error())
 			return
 		}
 		if errors.Is(err, hub.ErrShutdown) {
-			h.refuse(w, sp)
+			h.refuse(w, sp, span)
 			return
 		}
 		if r.Context().Err() == nil {
 			h.log.Error("subscribe failed", "err", err)
+			span.fail(http.StatusServiceUnavailable, err)
 			plainError(w, http.StatusServiceUnavailable, "history is unavailable; retry shortly")
+		} else {
+			span.fail(0, err)
 		}
 		return
 	}
 	h.stage("subscribed")
+	if sp.resume {
+		span.resumed(sub.ResumedFrom())
+	}
 	hd := w.Header()
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "private, no-cache, no-store, must-revalidate, max-age=0")
@@ -141,19 +163,20 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 			// stream. The hub ends it (client gone, expiry, shutdown), so
 			// it needs no cancellation from the request, only its values.
 			ctx := context.WithoutCancel(r.Context())
-			started = true
+			started, streaming = true, true
 			ticket.Go(func() {
 				defer release()
 				if h.cfg.HijackedClosed != nil {
 					defer h.cfg.HijackedClosed()
 				}
-				h.stream(ctx, sub, c)
+				h.stream(ctx, sub, c, span)
 			})
 			return
 		}
 	}
 	w.WriteHeader(http.StatusOK)
-	h.stream(r.Context(), sub, ticket.Response(w))
+	streaming = true
+	h.stream(r.Context(), sub, ticket.Response(w), span)
 }
 
 // stage calls the test hook, if any.
@@ -167,14 +190,16 @@ func (h *Handler) stage(name string) {
 // shutting down. EventSource gives up for good on any status but 200, so
 // an event stream that ends at once with a retry hint is what makes
 // browsers come back and resume, spread over the retry window.
-func (h *Handler) refuse(w http.ResponseWriter, sp subscription) {
+func (h *Handler) refuse(w http.ResponseWriter, sp subscription, span reqSpan) {
+	span.sentAway("shutdown")
 	h.sendAway(w, sp, ": hub shutting down, reconnect\n", retryMin, retryMax)
 }
 
 // shed answers a subscription the hub does not take now, for reason
 // (Shed*), the way refuse does, with a longer and wider retry window.
-func (h *Handler) shed(w http.ResponseWriter, sp subscription, reason string) {
+func (h *Handler) shed(w http.ResponseWriter, sp subscription, span reqSpan, reason string) {
 	h.limits.shed.WithLabelValues(reason).Inc()
+	span.sentAway(reason)
 	h.sendAway(w, sp, ": shed: "+reason+", reconnect later\n", shedRetryMin, shedRetryMax)
 }
 
@@ -224,13 +249,17 @@ func appendRetryIn(b []byte, lo, hi int64) []byte {
 
 // stream sends the response head, then serves the subscription on st
 // until it ends, says why when the client should know, and releases st.
-func (h *Handler) stream(ctx context.Context, sub *hub.Subscriber, st streamCloser) {
+// The request's span ends when the stream goes live (Serve calls
+// OnLive), or when it ends before.
+func (h *Handler) stream(ctx context.Context, sub *hub.Subscriber, st streamCloser, span reqSpan) {
 	defer st.Close()
 	if err := st.Flush(); err != nil {
 		sub.Close()
+		span.endBeforeLive(err)
 		return
 	}
 	reason := sub.Serve(ctx, st)
+	span.endBeforeLive(reason)
 	switch {
 	case errors.Is(reason, hub.ErrSlowSubscriber), errors.Is(reason, hub.ErrExpired), errors.Is(reason, hub.ErrShutdown), errors.Is(reason, hub.ErrLost):
 		// Say why before closing; the client reconnects and resumes (after

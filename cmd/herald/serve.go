@@ -172,6 +172,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if c.publishRate < 0 || c.publishBurst < 0 || c.maxStreamsSub < 0 || c.overloadLag < 0 || c.overloadWait < 0 {
 		return errors.New("--publish-rate, --publish-burst, --max-subscriptions-per-sub, --overload-lag and --overload-cpu-wait cannot be negative")
 	}
+	tracer, stopTracing, err := newTracing(ctx, log, c.shutdown)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // last: the spans of the shutdown go too
 	fds := fdLimit()
 	maxConns, err := parseMaxConnections(c.maxConns, fds)
 	if err != nil {
@@ -254,7 +259,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeEngine()
-
 	heartbeat := c.heartbeat
 	if heartbeat <= 0 {
 		heartbeat = -1
@@ -273,6 +277,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxPatternsPerSubject: c.maxPatternsSubject,
 		OverloadLag:           offIfZero(c.overloadLag),
 		OverloadWait:          offIfZero(c.overloadWait),
+		Tracer:                tracer,
 	})
 	if err != nil {
 		return err
@@ -309,6 +314,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return ""
 		},
 		Registerer: reg,
+		Tracer:     tracer,
 	})
 	if err != nil {
 		return err

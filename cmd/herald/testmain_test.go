@@ -81,11 +81,12 @@ func freeAddr(t *testing.T) string {
 }
 
 // heraldEnv is the environment of the processes under test, without the
-// HERALD_* variables that would configure the hub behind the test's back.
+// HERALD_* and OTEL_* variables that would configure the hub (and its
+// traces) behind the test's back.
 func heraldEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "HERALD_") {
+		if !strings.HasPrefix(kv, "HERALD_") && !strings.HasPrefix(kv, "OTEL_") {
 			env = append(env, kv)
 		}
 	}
@@ -113,6 +114,12 @@ type hubProcess struct {
 // flags, and waits until it answers /healthz. The process is killed in
 // t.Cleanup if it still runs; its logs are shown when the test failed.
 func startHub(t *testing.T, dir, logDir, addr string, extra ...string) *hubProcess {
+	t.Helper()
+	return startHubEnv(t, dir, logDir, addr, nil, extra...)
+}
+
+// startHubEnv is startHub with the variables env added to heraldEnv.
+func startHubEnv(t *testing.T, dir, logDir, addr string, env []string, extra ...string) *hubProcess {
 	t.Helper()
 	n := 1
 	for {
@@ -142,7 +149,7 @@ func startHub(t *testing.T, dir, logDir, addr string, extra ...string) *hubProce
 
 	h.cmd = exec.Command(heraldBin, append([]string{"--addr", addr}, extra...)...)
 	h.cmd.Dir = dir
-	h.cmd.Env = heraldEnv()
+	h.cmd.Env = append(heraldEnv(), env...)
 	// Files, not pipes: os/exec then needs no copying goroutines, and the
 	// logs survive a kill -9.
 	h.cmd.Stdout, h.cmd.Stderr = outf, errf
