@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Measures herald on Redis (engine/redis) beside its embedded engines, in one
-# run so that every ratio compares figures taken minutes apart on the same
-# machine. It starts its own redis-server (AOF on, as in production) on a
-# free loopback port in a temporary directory, and the herald nodes, and
-# writes into OUT-DIR one JSON result per bench run, each node's /metrics
+# Measures herald configurations beside each other, in one run so that
+# every ratio compares figures taken minutes apart on the same machine: on
+# Redis (engine/redis) beside its embedded engines, and with its limits and
+# tracing on beside off. (scripts/bench-compare.sh compares herald with
+# other hubs.) It starts its own redis-server (AOF on, as in production) on
+# a free loopback port in a temporary directory, the herald nodes, and for
+# tracing a collector that counts spans (internal/otlpsink), and writes
+# into OUT-DIR one JSON result per bench run, each node's /metrics and log
 # after it, the CPU each process spent, and summary.md with the ratios.
 #
-#   scripts/bench-redis.sh OUT-DIR [comparison...]
+#   scripts/bench-configs.sh OUT-DIR [comparison...]
 #
 # Comparisons (default: all, in this order):
 #   publish         64 durable publishers as fast as acknowledged: memory, bolt,
@@ -21,6 +24,10 @@
 #                   paces by its own third of the load as if it had the cores alone)
 #   idle            5,000 idle subscribers on one node, bolt and redis: RSS per
 #                   connection
+#   guard           64 durable publishers, then 2,500 subscribers x 80 updates/s,
+#                   on one bolt node: every limit off (--max-connections 0, no
+#                   overload check), every limit on but none reached, and the
+#                   same with tracing exported over OTLP (every publish sampled)
 # Everything runs on loopback; every run is bounded by --duration.
 # DURATION (default 15s) and FANOUT_DURATION (default 20s) override the runs'
 # lengths. NODE_GOMAXPROCS sets GOMAXPROCS for every herald node (e.g. 1: three
@@ -32,7 +39,7 @@ shift
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 comparisons=("$@")
-[ ${#comparisons[@]} -gt 0 ] || comparisons=(publish publish-always fanout fanout-paced idle)
+[ ${#comparisons[@]} -gt 0 ] || comparisons=(publish publish-always fanout fanout-paced idle guard)
 duration=${DURATION:-15s}
 fanout_duration=${FANOUT_DURATION:-20s}
 
@@ -49,6 +56,8 @@ trap 'exit 130' INT TERM
 
 herald="$work/herald"
 CGO_ENABLED=0 go build -o "$herald" ./cmd/herald
+sink="$work/otlpsink"
+go build -o "$sink" ./internal/otlpsink
 key=bench-redis-secret-bench-redis-secret-0
 tck=$(getconf CLK_TCK)
 next_port=$((20000 + RANDOM % 20000))
@@ -125,7 +134,7 @@ start_nodes() {
 		local e=$engine
 		[ "$engine" = redis ] && e="redis://127.0.0.1:$rport/0"
 		rm -rf "$work/data$k"
-		GOMAXPROCS=${NODE_GOMAXPROCS:-} "$herald" serve --addr "127.0.0.1:$port" --data-dir "$work/data$k" --engine "$e" \
+		env "${node_env[@]}" GOMAXPROCS=${NODE_GOMAXPROCS:-} "$herald" serve --addr "127.0.0.1:$port" --data-dir "$work/data$k" --engine "$e" \
 			--jwt-key "$key" --anonymous --log-level warn --public-url "$public" "${serve_args[@]}" \
 			>"$work/node$k.log" 2>&1 &
 		node_pids+=($!)
@@ -185,11 +194,25 @@ bench() {
 	} >"$out/$name.cost"
 	for k in "${!node_ports[@]}"; do
 		curl -sf "http://127.0.0.1:${node_ports[$k]}/metrics" >"$out/$name-node$((k + 1)).metrics" || true
-		cp "$work/node$((k + 1)).log" "$out/$name-node$((k + 1)).log"
 	done
 }
 
 serve_args=() # more flags for every node
+node_env=()   # more environment for every node (VAR=value)
+
+sink_port=""
+start_sink() {
+	free_port
+	sink_port=$port
+	"$sink" "127.0.0.1:$sink_port" >"$work/sink.log" 2>&1 &
+	started+=($!)
+	for _ in $(seq 100); do
+		curl -sf -o /dev/null "http://127.0.0.1:$sink_port/count" && return 0
+		sleep 0.1
+	done
+	echo "otlpsink did not start" >&2
+	return 1
+}
 
 # run_case NAME NODES ENGINE SCENARIO ARGS...: start, bench, stop.
 run_case() {
@@ -238,6 +261,26 @@ for c in "${comparisons[@]}"; do
 		run_case idle-bolt 1 bolt idle --subscribers 5000 --duration 10s
 		run_case idle-redis1 1 redis idle --subscribers 5000 --duration 10s
 		stop_redis ;;
+	guard)
+		start_sink
+		pub=(publish --publishers 64 --duration "$duration")
+		fan=(fanout --subscribers 2500 --topics 1 --rate 80 --payload 100 --duration "$fanout_duration")
+		off=(--max-connections 0 --overload-lag 0 --overload-cpu-wait 0)
+		# Every check runs on every request; none is reached.
+		limits=(--max-connections 18000 --max-connections-per-ip 18000 --connect-rate 100000
+			--publish-rate 1000000 --max-subscriptions-per-sub 100000 --trusted-proxies 10.0.0.0/8)
+		for scen in publish fanout; do
+			if [ "$scen" = publish ]; then args=("${pub[@]}"); else args=("${fan[@]}"); fi
+			serve_args=("${off[@]}")
+			run_case "guard-$scen-off" 1 bolt "${args[@]}"
+			serve_args=("${limits[@]}")
+			run_case "guard-$scen-limits" 1 bolt "${args[@]}"
+			node_env=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$sink_port")
+			run_case "guard-$scen-traced" 1 bolt "${args[@]}"
+			curl -sf "http://127.0.0.1:$sink_port/count" >"$out/guard-$scen-traced.spans" || true
+			node_env=()
+		done
+		serve_args=() ;;
 	*) echo "unknown comparison $c" >&2 ;;
 	esac
 done
@@ -297,7 +340,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%
 per1k() { awk -v a="$1" -v n="$2" 'BEGIN { if (n + 0 > 0 && a != "") printf "%.4f", 1000 * a / n; else print "-" }'; }
 
 {
-	echo "# herald on Redis: $(date -u +%Y-%m-%dT%H:%MZ)"
+	echo "# herald configurations compared: $(date -u +%Y-%m-%dT%H:%MZ)"
 	echo
 	echo "machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), $(redis-server --version | awk '{ print $1, $2, $3 }'), $(go version | awk '{ print $3 }')"
 	echo
@@ -345,6 +388,26 @@ per1k() { awk -v a="$1" -v n="$2" 'BEGIN { if (n + 0 > 0 && a != "") printf "%.4
 		for f in "$out"/fanout-*redis*-node*.metrics; do
 			[ -e "$f" ] || continue
 			echo "- $(basename "$f" .metrics): $(hist_p99 herald_redis_feed_lag_seconds "$f")"
+		done
+		echo
+	fi
+	if [ -f "$out/guard-publish-off.json" ]; then
+		echo "## Limits and tracing, one bolt node"
+		echo
+		echo "| run | publishes/s or deliveries/s | vs off | p50 ms | p99 ms | p99 vs off | lost | node CPU s /1k | spans exported (cumulative) |"
+		echo "|---|---|---|---|---|---|---|---|---|"
+		for scen in publish fanout; do
+			if [ "$scen" = publish ]; then rate=.publishes_per_s count=.published; else rate=.deliveries_per_s count=.delivered; fi
+			base=$(j $rate "guard-$scen-off")
+			bp99=$(j .latency_ms.p99 "guard-$scen-off")
+			for v in off limits traced; do
+				n="guard-$scen-$v"
+				[ -f "$out/$n.json" ] || continue
+				spans=$(awk '/^spans/ { print $2 }' "$out/$n.spans" 2>/dev/null)
+				printf "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n" "$scen $v" "$(j $rate "$n")" "$(ratio "$(j $rate "$n")" "$base")" \
+					"$(j .latency_ms.p50 "$n")" "$(j .latency_ms.p99 "$n")" "$(ratio "$(j .latency_ms.p99 "$n")" "$bp99")" \
+					"$(j .lost "$n")" "$(per1k "$(node_cpu "$n")" "$(j $count "$n")")" "${spans:--}"
+			done
 		done
 		echo
 	fi
