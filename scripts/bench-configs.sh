@@ -403,7 +403,7 @@ per1k() { awk -v a="$1" -v n="$2" 'BEGIN { if (n + 0 > 0 && a != "") printf "%.4
 			for v in off limits traced; do
 				n="guard-$scen-$v"
 				[ -f "$out/$n.json" ] || continue
-				spans=$(awk '/^spans/ { print $2 }' "$out/$n.spans" 2>/dev/null)
+				spans=$(awk '/^spans/ { print $2 }' "$out/$n.spans" 2>/dev/null || true)
 				printf "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n" "$scen $v" "$(j $rate "$n")" "$(ratio "$(j $rate "$n")" "$base")" \
 					"$(j .latency_ms.p50 "$n")" "$(j .latency_ms.p99 "$n")" "$(ratio "$(j .latency_ms.p99 "$n")" "$bp99")" \
 					"$(j .lost "$n")" "$(per1k "$(node_cpu "$n")" "$(j $count "$n")")" "${spans:--}"
