@@ -304,6 +304,9 @@ type serverSample struct {
 	// process_open_fds, process_resident_memory_bytes and process_max_fds
 	// (-1: unknown): the figures /proc gives when --server-pid is not.
 	MetricOpenFDs, MetricRSS, MaxFDs float64
+	// LastGC is go_memstats_last_gc_time_seconds, the end of the last GC
+	// cycle in Unix seconds (-1: unknown).
+	LastGC float64
 	// Watched holds every counter or gauge series whose name contains one
 	// of watchedWords, by name and labels, e.g.
 	// herald_listener_refused_total{reason="limit"}.
@@ -403,7 +406,7 @@ func (p *serverProbe) close() { p.http.CloseIdleConnections() }
 // sample takes one sample: /proc through SampleServer, then /metrics.
 func (p *serverProbe) sample(ctx context.Context) (serverSample, error) {
 	s := serverSample{ServerStats: ServerStats{Goroutines: -1, Connections: -1}, Subscribers: -1, SlowDisconnects: -1, QueueBytes: -1,
-		MetricOpenFDs: -1, MetricRSS: -1, MaxFDs: -1}
+		MetricOpenFDs: -1, MetricRSS: -1, MaxFDs: -1, LastGC: -1}
 	if p.pid > 0 {
 		st, err := SampleServer(ctx, p.pid, "")
 		if err != nil {
@@ -444,6 +447,7 @@ func (p *serverProbe) readMetrics(ctx context.Context, s *serverSample) error {
 	s.MetricOpenFDs = value("process_open_fds")
 	s.MetricRSS = value("process_resident_memory_bytes")
 	s.MaxFDs = value("process_max_fds")
+	s.LastGC = value("go_memstats_last_gc_time_seconds")
 	s.Watched = families.watched(watchedWords)
 	return nil
 }

@@ -90,8 +90,8 @@ func TestStormHerald(t *testing.T) {
 		t.Errorf("timings: admitted %v, refused %v", sum.AdmittedMs, sum.RefusedMs)
 	}
 	g, _ := r.Extra["server_goroutines"].(*settleFigure)
-	if g == nil || g.Baseline <= 0 || g.Peak < g.Baseline+300 || !g.Returned {
-		t.Errorf("server goroutines %v: want a peak above the baseline by the 300 held streams, and back", g)
+	if g == nil || g.Baseline <= 0 || g.Peak < g.Baseline+150 || !g.Returned {
+		t.Errorf("server goroutines %v: want a peak above the baseline by most of the 300 held streams, and back", g)
 	}
 	waitSubscribers(t, h, 0)
 	extra, _ := obj["extra"].(map[string]any)
@@ -156,21 +156,24 @@ func TestStormLimits(t *testing.T) {
 	if shed.Delta != float64(sum.Shed) {
 		t.Errorf("hub counters %v: shed delta %g, want %d", hc, shed.Delta, sum.Shed)
 	}
-	// The listener also resets what else came at the cap (a second
-	// connection of the server probe, say): at least the storm's.
+	// The listener also resets what else came at the cap: the server
+	// probe samples every 500 ms beside the pass's own samples, and a
+	// sample that needs a second connection then is refused too.
 	refused := hc[`herald_listener_refused_total{reason="limit"}`]
-	if d := refused.Delta - float64(sum.Refused); d < 0 || d > 3 {
-		t.Errorf("hub counters %v: refused delta %g, the storm counted %d", hc, refused.Delta, sum.Refused)
+	if d := refused.Delta - float64(sum.Refused); d < 0 || d > 10 {
+		t.Errorf("hub counters %v: refused delta %g, the storm counted %d; notes %q", hc, refused.Delta, sum.Refused, r.Notes)
 	}
-	for _, k := range []string{"server_goroutines", "server_open_fds", "server_heap_inuse", "server_rss"} {
-		f, _ := r.Extra[k].(*settleFigure)
-		if f == nil || f.Baseline <= 0 || f.Peak < f.Baseline {
+	for _, k := range []string{"server_heap_inuse", "server_rss"} {
+		if f, _ := r.Extra[k].(*settleFigure); f == nil || f.Baseline <= 0 || f.Peak <= 0 {
 			t.Errorf("%s: %v", k, f)
 		}
 	}
+	// Each admitted storm stream held a descriptor and goroutines of the
+	// hub, which runs in this process (the samples, every 500 ms, may
+	// miss the first and last of them); they must have gone.
 	for _, k := range []string{"server_goroutines", "server_open_fds"} {
-		if f, _ := r.Extra[k].(*settleFigure); f == nil || !f.Returned {
-			t.Errorf("%s not back: %v", k, f)
+		if f, _ := r.Extra[k].(*settleFigure); f == nil || f.Baseline <= 0 || f.Peak < f.Baseline+float64(sum.Admitted/2) || !f.Returned {
+			t.Errorf("%s: %v", k, f)
 		}
 	}
 	tab := table(t, r)
