@@ -71,6 +71,10 @@ var watchedWords = []string{"refused", "shed", "overflow", "drops", "accept_erro
 // Cfg.Settle has passed. The Result is the storm pass's, for the prompt
 // subscribers; Extra sets both passes side by side and holds the storm,
 // the server's figures and the hub's watched counters.
+//
+// The storm's attempts speak HTTP/1.1, one connection each, whatever
+// Cfg.HTTP2 says of the prompt subscribers: it is a storm of connections.
+// With several hubs in Cfg.Hub it goes to the first.
 func runStorm(ctx context.Context, e *Env) (*Result, error) {
 	cfg := e.Cfg
 	switch {

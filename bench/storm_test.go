@@ -287,6 +287,40 @@ func TestRefusal(t *testing.T) {
 	}
 }
 
+// TestWatchedSeries picks the series whose names hold a watched word
+// as whole parts, with their labels.
+func TestWatchedSeries(t *testing.T) {
+	f, err := procParseFamilies(strings.NewReader(`# TYPE herald_listener_refused_total counter
+herald_listener_refused_total{reason="limit"} 3
+herald_listener_refused_total{reason="rate"} 0
+# TYPE herald_feed_overflows_total counter
+herald_feed_overflows_total 1
+# TYPE herald_listener_accept_errors_total counter
+herald_listener_accept_errors_total{kind="emfile"} 2
+# TYPE herald_updates_published_total counter
+herald_updates_published_total 9
+# TYPE unsheddable gauge
+unsheddable 1
+# TYPE herald_publish_duration_seconds histogram
+herald_publish_duration_seconds_bucket{le="+Inf"} 1
+herald_publish_duration_seconds_sum 1
+herald_publish_duration_seconds_count 1
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := f.watched(watchedWords)
+	want := map[string]float64{
+		`herald_listener_refused_total{reason="limit"}`:      3,
+		`herald_listener_refused_total{reason="rate"}`:       0,
+		`herald_feed_overflows_total`:                        1,
+		`herald_listener_accept_errors_total{kind="emfile"}`: 2,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("watched %v, want %v", got, want)
+	}
+}
+
 func TestParseListenCounters(t *testing.T) {
 	in := "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPBacklogDrop\n" +
 		"TcpExt: 1 22 33 4\n" +
