@@ -137,6 +137,14 @@ type Config struct {
 	// connections of 64 patterns).
 	FloodConns    int `json:"flood_conns,omitempty"`
 	FloodPatterns int `json:"flood_patterns,omitempty"`
+	// StormConns is the number of connection attempts of storm's storm
+	// (default 30,000), spread evenly over StormWindow (default 3s) and
+	// made by StormWorkers child processes: 0 decides from the open-files
+	// limit (at least one, so that the storm does not disturb the
+	// publishers' timing); negative makes them in this process.
+	StormConns   int           `json:"storm_conns,omitempty"`
+	StormWindow  time.Duration `json:"storm_window,omitempty"`
+	StormWorkers int           `json:"storm_workers,omitempty"`
 
 	// Workers puts the subscribers in this many child processes. 0
 	// decides: as many as the open-files limit requires, and one from

@@ -345,6 +345,13 @@ type settleFigure struct {
 	since time.Time // start of the current run of samples within bound
 }
 
+// newSettleFigure follows the figure get reads from the samples back to
+// at most bound.
+func newSettleFigure(key, unit, source string, get func(serverSample) float64, baseline serverSample, bound float64) *settleFigure {
+	return &settleFigure{key: key, get: get, ok: func(v float64) bool { return v >= 0 && v <= bound },
+		Unit: unit, Source: source, Baseline: get(baseline), Bound: bound, AfterS: -1}
+}
+
 // see takes one sample and reports whether the figure is back.
 func (f *settleFigure) see(s serverSample, end time.Time) bool {
 	v := f.get(s)
@@ -380,8 +387,7 @@ func (f *settleFigure) String() string {
 func settleFigures(b serverSample) []*settleFigure {
 	var out []*settleFigure
 	add := func(key, unit, source string, get func(serverSample) float64, bound float64) {
-		out = append(out, &settleFigure{key: key, get: get, ok: func(v float64) bool { return v >= 0 && v <= bound },
-			Unit: unit, Source: source, Baseline: get(b), Bound: bound, AfterS: -1})
+		out = append(out, newSettleFigure(key, unit, source, get, b, bound))
 	}
 	if b.Goroutines >= 0 {
 		add("server_goroutines", "count", "go_goroutines", func(s serverSample) float64 { return float64(s.Goroutines) }, float64(b.Goroutines+5))
@@ -404,8 +410,11 @@ func settleFigures(b serverSample) []*settleFigure {
 	return out
 }
 
-// serverPeaks keeps the highest of each figure sampled.
+// serverPeaks keeps the highest of each figure sampled: those figs gives,
+// settleFigures when nil.
 type serverPeaks struct {
+	figs func(serverSample) []*settleFigure
+
 	mu sync.Mutex
 	m  map[string]float64
 }
@@ -416,7 +425,11 @@ func (p *serverPeaks) see(s serverSample) {
 	if p.m == nil {
 		p.m = map[string]float64{}
 	}
-	for _, f := range settleFigures(s) {
+	figs := p.figs
+	if figs == nil {
+		figs = settleFigures
+	}
+	for _, f := range figs(s) {
 		p.m[f.key] = max(p.m[f.key], f.Baseline)
 	}
 }
@@ -518,7 +531,7 @@ func (e *Env) rawSubscribe(ctx context.Context, topic string, patterns []string)
 		return fail(&statusError{code: resp.StatusCode, msg: fmt.Sprintf("hub answered %s: %s", resp.Status, strings.TrimSpace(string(b)))})
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		return fail(fmt.Errorf("hub answered %q, not an event stream", ct))
+		return fail(fmt.Errorf("hub answered %q: %w", ct, errNotEventStream))
 	}
 	if !stop() {
 		return fail(context.Cause(ctx))
@@ -528,6 +541,10 @@ func (e *Env) rawSubscribe(ctx context.Context, topic string, patterns []string)
 	rc.read.Store(0)
 	return rc, nil
 }
+
+// errNotEventStream is a subscription answered 200 with something else
+// than an event stream.
+var errNotEventStream = errors.New("not an event stream")
 
 // statusError is a subscription the hub refused with an HTTP status.
 type statusError struct {

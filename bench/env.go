@@ -134,7 +134,11 @@ func (e *Env) Topics(scenario string, n int) []string {
 	return out
 }
 
-func (e *Env) close() {
+func (e *Env) close() { e.closeIdle() }
+
+// closeIdle closes the clients' idle keep-alive connections, so that a
+// hub left alone between two runs holds none of ours.
+func (e *Env) closeIdle() {
 	e.subHTTP.CloseIdleConnections()
 	e.pubHTTP.CloseIdleConnections()
 }

@@ -300,6 +300,35 @@ type serverSample struct {
 	Subscribers     int
 	SlowDisconnects float64
 	QueueBytes      float64
+	// MetricOpenFDs, MetricRSS and MaxFDs are the process collector's
+	// process_open_fds, process_resident_memory_bytes and process_max_fds
+	// (-1: unknown): the figures /proc gives when --server-pid is not.
+	MetricOpenFDs, MetricRSS, MaxFDs float64
+	// LastGC is go_memstats_last_gc_time_seconds, the end of the last GC
+	// cycle in Unix seconds (-1: unknown).
+	LastGC float64
+	// Watched holds every counter or gauge series whose name contains one
+	// of watchedWords, by name and labels, e.g.
+	// herald_listener_refused_total{reason="limit"}.
+	Watched map[string]float64
+}
+
+// openFDs is the server's open descriptors, from /proc or else from its
+// metrics (-1: unknown).
+func (s serverSample) openFDs() float64 {
+	if s.OpenFDs > 0 {
+		return float64(s.OpenFDs)
+	}
+	return s.MetricOpenFDs
+}
+
+// rss is the server's resident memory in bytes, from /proc or else from
+// its metrics (-1: unknown).
+func (s serverSample) rss() float64 {
+	if s.RSSBytes > 0 {
+		return float64(s.RSSBytes)
+	}
+	return s.MetricRSS
 }
 
 // newServerProbe checks --server-pid (an error when it cannot be read)
@@ -376,7 +405,8 @@ func (p *serverProbe) close() { p.http.CloseIdleConnections() }
 
 // sample takes one sample: /proc through SampleServer, then /metrics.
 func (p *serverProbe) sample(ctx context.Context) (serverSample, error) {
-	s := serverSample{ServerStats: ServerStats{Goroutines: -1, Connections: -1}, Subscribers: -1, SlowDisconnects: -1, QueueBytes: -1}
+	s := serverSample{ServerStats: ServerStats{Goroutines: -1, Connections: -1}, Subscribers: -1, SlowDisconnects: -1, QueueBytes: -1,
+		MetricOpenFDs: -1, MetricRSS: -1, MaxFDs: -1, LastGC: -1}
 	if p.pid > 0 {
 		st, err := SampleServer(ctx, p.pid, "")
 		if err != nil {
@@ -414,5 +444,10 @@ func (p *serverProbe) readMetrics(ctx context.Context, s *serverSample) error {
 	s.Subscribers = int(value("herald_subscribers"))
 	s.SlowDisconnects = value("herald_slow_subscriber_disconnects_total")
 	s.QueueBytes = value("herald_queue_bytes")
+	s.MetricOpenFDs = value("process_open_fds")
+	s.MetricRSS = value("process_resident_memory_bytes")
+	s.MaxFDs = value("process_max_fds")
+	s.LastGC = value("go_memstats_last_gc_time_seconds")
+	s.Watched = families.watched(watchedWords)
 	return nil
 }

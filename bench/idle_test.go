@@ -29,21 +29,44 @@ import (
 // the hub's queue after kilobytes rather than megabytes.
 func newServedHerald(t *testing.T, tune func(*hub.Config), sndbuf int) (Config, *hub.Hub) {
 	t.Helper()
+	return newServedHeraldWith(t, servedHerald{tune: tune, sndbuf: sndbuf})
+}
+
+// servedHerald is how newServedHeraldWith wires its herald beyond
+// newServedHerald's: listen wraps the listener (with the registry for its
+// metrics), shed is the handler's shedding hook (mercure.Config.Shed),
+// and process adds the process collector (process_open_fds, …).
+type servedHerald struct {
+	tune    func(*hub.Config)
+	sndbuf  int
+	listen  func(t *testing.T, ln net.Listener, reg prometheus.Registerer) net.Listener
+	shed    func() string
+	process bool
+}
+
+func newServedHeraldWith(t *testing.T, o servedHerald) (Config, *hub.Hub) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sndbuf > 0 {
-		ln = sndbufListener{ln, sndbuf}
+	if o.sndbuf > 0 {
+		ln = sndbufListener{ln, o.sndbuf}
 	}
 	hubURL := "http://" + ln.Addr().String() + mercure.DefaultPath
 	public, _ := url.Parse(hubURL)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector())
+	if o.process {
+		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if o.listen != nil {
+		ln = o.listen(t, ln, reg)
+	}
 	eng := memory.New(memory.Options{})
 	hc := hub.Config{Engine: eng, Metrics: hub.NewMetrics(reg), Heartbeat: -1, Liveness: 100 * time.Millisecond}
-	if tune != nil {
-		tune(&hc)
+	if o.tune != nil {
+		o.tune(&hc)
 	}
 	h, err := hub.New(hc)
 	if err != nil {
@@ -64,6 +87,8 @@ func newServedHerald(t *testing.T, tune func(*hub.Config), sndbuf int) (Config, 
 	handler, err := mercure.New(mercure.Config{
 		Hub: h, Tokens: v, PublicURL: public, Draft7: true, Draft8: true, Anonymous: true,
 		HijackedClosed: func() { srv.HijackedClosed() },
+		Shed:           o.shed,
+		Registerer:     reg,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,8 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -237,6 +239,67 @@ func (f procFamilies) value(name string) (float64, bool) {
 		}
 	}
 	return sum, true
+}
+
+// maxWatched bounds the series watched returns: label sets are the
+// server's to choose, the report's length is ours.
+const maxWatched = 64
+
+// watched returns the counter, gauge and untyped series of every family
+// whose name holds one of words as whole parts between underscores (the
+// last part maybe plural: "overflow" is in feed_overflows_total), keyed
+// by name and labels as the text format writes them, the first
+// maxWatched in name order.
+func (f procFamilies) watched(words []string) map[string]float64 {
+	var out map[string]float64
+	for _, name := range slices.Sorted(maps.Keys(f)) {
+		padded := "_" + name + "_"
+		if !slices.ContainsFunc(words, func(w string) bool {
+			return strings.Contains(padded, "_"+w+"_") || strings.Contains(padded, "_"+w+"s_")
+		}) {
+			continue
+		}
+		for _, m := range f[name].GetMetric() {
+			var v float64
+			switch {
+			case m.GetCounter() != nil:
+				v = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				v = m.GetGauge().GetValue()
+			case m.GetUntyped() != nil:
+				v = m.GetUntyped().GetValue()
+			default:
+				continue
+			}
+			if len(out) >= maxWatched {
+				return out
+			}
+			if out == nil {
+				out = make(map[string]float64)
+			}
+			out[seriesKey(name, m)] = v
+		}
+	}
+	return out
+}
+
+// seriesKey is a series' name and labels, name{a="x",b="y"}.
+func seriesKey(name string, m *dto.Metric) string {
+	if len(m.GetLabel()) == 0 {
+		return name
+	}
+	var b strings.Builder
+	b.WriteString(name)
+	for i, l := range m.GetLabel() {
+		if i == 0 {
+			b.WriteByte('{')
+		} else {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%s=%q", l.GetName(), l.GetValue())
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 // procFillStats reads go_goroutines, go_memstats_heap_inuse_bytes,

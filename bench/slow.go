@@ -148,6 +148,7 @@ type slowPassState struct {
 	fleet     Fleet
 	published *atomic.Int64
 	slow      *slowGroup
+	storm     *stormRun
 }
 
 // passCounters is what the monitor shows of the pass under way, if any:
@@ -164,27 +165,34 @@ func (pc *passCounters) counters() Counters {
 	if p.slow != nil {
 		c.Open += p.slow.open.Load()
 	}
+	if p.storm != nil {
+		c.Open += p.storm.counts().Open
+	}
 	return c
 }
 
 // slowPassOut is one pass: the prompt subscribers' result, server samples
 // when publishing began and ended and after the slow readers were
-// drained, and the slow readers' fate.
+// drained, the slow readers' fate, and the storm's.
 type slowPassOut struct {
-	res         *Result
-	s0, s1, end serverSample
-	slow        *slowSummary
+	res          *Result
+	s0, s1, end  serverSample
+	slow         *slowSummary
+	storm        *StormResult
+	stormWorkers int
 }
 
 // crowd is what a pass opens beside its prompt subscribers: n raw
 // connections that read as Cfg.SlowMode says, or promptly when readAll,
 // each subscribed to a topic of the pass or, when patterns is set, to the
-// URL patterns it gives for connection i instead.
+// URL patterns it gives for connection i instead; and, with storm, a
+// connection storm (Cfg.StormConns) a quarter into publishing.
 type crowd struct {
 	n         int
 	readAll   bool
 	patterns  func(i int) []string
 	refusable bool // the hub may refuse every one of them
+	storm     bool
 }
 
 // slowPass opens the crowd, then nPrompt prompt subscribers (a fleet, in
@@ -206,6 +214,16 @@ func slowPass(ctx context.Context, e *Env, mon *Monitor, cur *passCounters, prob
 			return nil, fmt.Errorf("no slow reader could connect: %s", state.slow.firstErr)
 		}
 	}
+	if c.storm {
+		mon.SetPhase(name + ": starting the storm's workers")
+		st, err := startStorm(ctx, e, e.Topic("storm-quiet", 0))
+		if err != nil {
+			return nil, fmt.Errorf("prepare the storm: %w", err)
+		}
+		defer st.close()
+		state.storm = st
+		out.stormWorkers = st.workers
+	}
 	fleet := e.NewFleet(FleetSpec{Subscribers: nPrompt, Topics: topics})
 	defer fleet.Close()
 	state.fleet = fleet
@@ -226,6 +244,9 @@ func slowPass(ctx context.Context, e *Env, mon *Monitor, cur *passCounters, prob
 	}
 	fleet.Start()
 	start := time.Now()
+	if state.storm != nil {
+		state.storm.startAt(ctx, start.Add(cfg.Duration/4), func() { mon.SetPhase(name + ": storming") })
+	}
 	pub := publish(ctx, e.publishers(), pacing{
 		Publishers: cfg.Publishers,
 		Rate:       cfg.Rate,
@@ -235,6 +256,17 @@ func slowPass(ctx context.Context, e *Env, mon *Monitor, cur *passCounters, prob
 	}, state.published)
 	if probe.ok() {
 		out.s1, _ = probe.sample(ctx)
+	}
+	if state.storm != nil {
+		// The storm's streams are held while publishing goes on, no longer.
+		mon.SetPhase(name + ": ending the storm")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		res, err := state.storm.finish(sctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("collect the storm: %w", err)
+		}
+		out.storm = res
 	}
 
 	mon.SetPhase(name + ": draining")

@@ -25,15 +25,24 @@ import (
 //	parent → worker  {"type":"finish","log":…}             (publishing and drain are over)
 //	worker → parent  {"type":"result","result":…}          (counts and the encoded histogram); it exits
 //
+// A storm worker (storm.go) is the same mode given {"type":"storm",
+// "config":…,"storm":…} instead of "open": it answers "ready" at once,
+// reports "stats" with storm counts, starts its share of the storm at
+// "start", and at "finish" closes what it holds and sends its "result"
+// with a storm result.
+//
 // A worker whose stdin closes before "finish" closes everything and exits.
 type workerMsg struct {
-	Type   string       `json:"type"`
-	Config *Config      `json:"config,omitempty"`
-	Spec   *FleetSpec   `json:"spec,omitempty"`
-	Log    *PublishLog  `json:"log,omitempty"`
-	Stats  *FleetStats  `json:"stats,omitempty"`
-	Result *FleetResult `json:"result,omitempty"`
-	Error  string       `json:"error,omitempty"`
+	Type        string       `json:"type"`
+	Config      *Config      `json:"config,omitempty"`
+	Spec        *FleetSpec   `json:"spec,omitempty"`
+	Storm       *StormSpec   `json:"storm,omitempty"`
+	Log         *PublishLog  `json:"log,omitempty"`
+	Stats       *FleetStats  `json:"stats,omitempty"`
+	StormStats  *StormCounts `json:"storm_stats,omitempty"`
+	Result      *FleetResult `json:"result,omitempty"`
+	StormResult *StormResult `json:"storm_result,omitempty"`
+	Error       string       `json:"error,omitempty"`
 }
 
 // workerGrace is how long an interrupted worker still waits for "finish".
@@ -102,6 +111,9 @@ func Worker(ctx context.Context, in io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if m.Type == "storm" && m.Config != nil && m.Storm != nil {
+		return stormWorker(ctx, *m.Config, *m.Storm, send, next)
+	}
 	if m.Type != "open" || m.Config == nil || m.Spec == nil {
 		return fmt.Errorf("worker: expected open, got %q", m.Type)
 	}
@@ -117,25 +129,11 @@ func Worker(ctx context.Context, in io.Reader, out io.Writer) error {
 	f := newLocalFleet(env, *m.Spec)
 	defer f.Close()
 
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	defer wg.Wait()
-	defer close(stop)
-	wg.Go(func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				st := f.Stats()
-				if send(workerMsg{Type: "stats", Stats: &st}) != nil {
-					return
-				}
-			}
-		}
+	stopStats := sendStats(send, func() workerMsg {
+		st := f.Stats()
+		return workerMsg{Type: "stats", Stats: &st}
 	})
+	defer stopStats()
 
 	if err := f.Open(ctx); err != nil {
 		_ = send(workerMsg{Type: "error", Error: err.Error()})
@@ -169,6 +167,34 @@ func Worker(ctx context.Context, in io.Reader, out io.Writer) error {
 	}
 }
 
+// workerStatsEvery is how often a worker reports its running counts.
+const workerStatsEvery = 200 * time.Millisecond
+
+// sendStats sends what stats returns every workerStatsEvery until the
+// returned stop is called (which waits for the sender) or a send fails.
+func sendStats(send func(workerMsg) error, stats func() workerMsg) (stop func()) {
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	wg.Go(func() {
+		t := time.NewTicker(workerStatsEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if send(stats()) != nil {
+					return
+				}
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
 // remoteFleet is a fleet spread over n worker processes.
 type remoteFleet struct {
 	e    *Env
@@ -189,16 +215,48 @@ type workerProc struct {
 	mu    sync.Mutex
 	stats FleetStats
 
-	ready  chan error        // one value: nil once open, or why not
-	result chan *FleetResult // one value
-	failed chan error        // a worker "error" after ready
-	done   chan struct{}     // closed when its stdout ends
+	stormStats StormCounts
+
+	ready       chan error        // one value: nil once open, or why not
+	result      chan *FleetResult // one value
+	stormResult chan *StormResult // one value
+	failed      chan error        // a worker "error" after ready
+	done        chan struct{}     // closed when its stdout ends
 }
 
 // Open starts the workers, hands each its share of the fleet, and waits
 // until all are ready.
 func (rf *remoteFleet) Open(ctx context.Context) error {
 	e, spec, w := rf.e, rf.spec, rf.n
+	per, extra := spec.Count/w, spec.Count%w
+	first := spec.First
+	parts := make([]FleetSpec, w)
+	for j := range parts {
+		part := spec
+		part.First, part.Count = first, per
+		if j < extra {
+			part.Count++
+		}
+		first += part.Count
+		parts[j] = part
+	}
+	err := startWorkers(ctx, e, w, e.Cfg.ConnectTimeout+30*time.Second, func(j int) workerMsg {
+		return workerMsg{Type: "open", Spec: &parts[j]}
+	}, func(p *workerProc) {
+		rf.mu.Lock()
+		rf.procs = append(rf.procs, p)
+		rf.mu.Unlock()
+	})
+	if err != nil {
+		rf.Close()
+	}
+	return err
+}
+
+// startWorkers starts n worker processes, gives worker j orders(j) (with
+// the run's Config), hands each to keep, which owns it from then on, and
+// waits up to readyIn until every one is ready.
+func startWorkers(ctx context.Context, e *Env, n int, readyIn time.Duration, orders func(j int) workerMsg, keep func(*workerProc)) error {
 	argv := e.Cfg.WorkerCommand
 	if len(argv) == 0 {
 		var err error
@@ -206,27 +264,21 @@ func (rf *remoteFleet) Open(ctx context.Context) error {
 			return err
 		}
 	}
-	per, extra := spec.Count/w, spec.Count%w
-	first := spec.First
-	for j := range w {
-		part := spec
-		part.First, part.Count = first, per
-		if j < extra {
-			part.Count++
-		}
-		first += part.Count
-		p, err := startWorker(j, argv, e.Cfg, part)
+	var started []*workerProc
+	for j := range n {
+		m := orders(j)
+		cfg := e.Cfg
+		m.Config = &cfg
+		p, err := startWorker(j, argv, e.Cfg, m)
 		if err != nil {
-			rf.Close()
 			return err
 		}
-		rf.mu.Lock()
-		rf.procs = append(rf.procs, p)
-		rf.mu.Unlock()
+		started = append(started, p)
+		keep(p)
 	}
-	timeout := time.NewTimer(e.Cfg.ConnectTimeout + 30*time.Second)
+	timeout := time.NewTimer(readyIn)
 	defer timeout.Stop()
-	for _, p := range rf.list() {
+	for _, p := range started {
 		var err error
 		select {
 		case err = <-p.ready:
@@ -238,7 +290,6 @@ func (rf *remoteFleet) Open(ctx context.Context) error {
 			err = p.exitErr("not ready in time")
 		}
 		if err != nil {
-			rf.Close()
 			return err
 		}
 	}
@@ -251,17 +302,19 @@ func (rf *remoteFleet) list() []*workerProc {
 	return rf.procs
 }
 
-func startWorker(id int, argv []string, cfg Config, spec FleetSpec) (*workerProc, error) {
+// startWorker starts worker id and sends it orders, its first message.
+func startWorker(id int, argv []string, cfg Config, orders workerMsg) (*workerProc, error) {
 	cmd := exec.Command(argv[0], argv[1:]...) //nolint:gosec // our own executable, or the one the caller configured
 	cmd.Env = append(os.Environ(), cfg.WorkerEnv...)
 	p := &workerProc{
-		id:     id,
-		cmd:    cmd,
-		stderr: &tailBuffer{max: 4 << 10},
-		ready:  make(chan error, 1),
-		result: make(chan *FleetResult, 1),
-		failed: make(chan error, 1),
-		done:   make(chan struct{}),
+		id:          id,
+		cmd:         cmd,
+		stderr:      &tailBuffer{max: 4 << 10},
+		ready:       make(chan error, 1),
+		result:      make(chan *FleetResult, 1),
+		stormResult: make(chan *StormResult, 1),
+		failed:      make(chan error, 1),
+		done:        make(chan struct{}),
 	}
 	cmd.Stderr = p.stderr
 	var err error
@@ -276,7 +329,7 @@ func startWorker(id int, argv []string, cfg Config, spec FleetSpec) (*workerProc
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	go p.read(stdout) // ends when the process's stdout closes, at its exit
-	if err := p.send(workerMsg{Type: "open", Config: &cfg, Spec: &spec}); err != nil {
+	if err := p.send(orders); err != nil {
 		p.close()
 		return nil, p.exitErr("did not take its orders: " + err.Error())
 	}
@@ -304,11 +357,14 @@ func (p *workerProc) read(stdout io.Reader) {
 		}
 		switch m.Type {
 		case "stats", "ready":
+			p.mu.Lock()
 			if m.Stats != nil {
-				p.mu.Lock()
 				p.stats = *m.Stats
-				p.mu.Unlock()
 			}
+			if m.StormStats != nil {
+				p.stormStats = *m.StormStats
+			}
+			p.mu.Unlock()
 			if m.Type == "ready" && !readySent {
 				readySent = true
 				p.ready <- nil
@@ -325,6 +381,20 @@ func (p *workerProc) read(stdout io.Reader) {
 				}
 			}
 		case "result":
+			if m.StormResult != nil {
+				if err := m.StormResult.decode(); err != nil {
+					select {
+					case p.failed <- fmt.Errorf("worker %d: histograms: %w", p.id, err):
+					default:
+					}
+					continue
+				}
+				select {
+				case p.stormResult <- m.StormResult:
+				default:
+				}
+				continue
+			}
 			if m.Result == nil {
 				continue
 			}
@@ -391,25 +461,39 @@ func (rf *remoteFleet) Start() {
 
 func (rf *remoteFleet) Finish(ctx context.Context, log PublishLog) (*FleetResult, error) {
 	defer rf.Close()
-	procs := rf.list()
+	results, err := finishWorkers(ctx, rf.list(), workerMsg{Type: "finish", Log: &log}, 60*time.Second,
+		func(p *workerProc) chan *FleetResult { return p.result })
+	if err != nil {
+		return nil, err
+	}
+	total := &FleetResult{hist: newHist()}
+	for _, r := range results {
+		total.merge(r)
+	}
+	return total, nil
+}
+
+// finishWorkers sends finish to every worker and waits, up to within in
+// all, for the result each puts on the channel pick gives.
+func finishWorkers[T any](ctx context.Context, procs []*workerProc, finish workerMsg, within time.Duration, pick func(*workerProc) chan T) ([]T, error) {
 	for _, p := range procs {
-		if err := p.send(workerMsg{Type: "finish", Log: &log}); err != nil {
+		if err := p.send(finish); err != nil {
 			return nil, p.exitErr("did not take finish: " + err.Error())
 		}
 	}
-	total := &FleetResult{hist: newHist()}
-	timeout := time.NewTimer(60 * time.Second)
+	var out []T
+	timeout := time.NewTimer(within)
 	defer timeout.Stop()
 	for _, p := range procs {
 		select {
-		case r := <-p.result:
-			total.merge(r)
+		case r := <-pick(p):
+			out = append(out, r)
 		case err := <-p.failed:
 			return nil, err
 		case <-p.done:
 			select {
-			case r := <-p.result:
-				total.merge(r)
+			case r := <-pick(p):
+				out = append(out, r)
 				continue
 			default:
 			}
@@ -420,7 +504,7 @@ func (rf *remoteFleet) Finish(ctx context.Context, log PublishLog) (*FleetResult
 			return nil, p.exitErr("sent no result in time")
 		}
 	}
-	return total, nil
+	return out, nil
 }
 
 func (rf *remoteFleet) Close() {
