@@ -8,11 +8,14 @@ import "time"
 // before anything is published.
 func SetPace(h *Hub, low, high float64, top time.Duration) {
 	h.pace.low, h.pace.high, h.pace.top = low, high, top
-	h.pace.wait = func() (float64, uint64) { return 0, 0 }
+	h.pace.wait = func() waits { return waits{} }
 }
 
-// SetSchedWait replaces where the hub reads its goroutines' median wait
-// for a CPU (and how many waits that median covers).
-func SetSchedWait(h *Hub, wait func() (sec float64, n uint64)) {
-	h.pace.wait = wait
+// SetSchedWait replaces where the hub reads its goroutines' waits for a
+// CPU: the median and 90th percentile in seconds, over n waits.
+func SetSchedWait(h *Hub, wait func() (median, p90 float64, n uint64)) {
+	h.pace.wait = func() waits {
+		m, p, n := wait()
+		return waits{median: m, p90: p, n: n}
+	}
 }

@@ -77,13 +77,14 @@ type pacer struct {
 	fixed     time.Duration // Config.WriteDelay: > 0 fixed, < 0 never, 0 automatic
 	low, high float64       // offered frames per second per core
 	top       time.Duration // the delay at high and above
-	// wait returns the median scheduling wait since its last call and how
-	// many waits it saw (schedWait.median; tests set their own).
-	wait func() (sec float64, n uint64)
+	// wait returns the scheduling waits since its last call
+	// (schedWait.read; tests set their own).
+	wait func() waits
 
 	d        atomic.Int64 // the delay in force, in nanoseconds
 	last     atomic.Int64 // unix nanos of the last recomputation
 	lastWait atomic.Int64 // the median scheduling wait of the last window, in nanoseconds
+	lastTail atomic.Int64 // and its 90th percentile
 
 	// Owned by the dispatcher.
 	count int64         // frames offered since start
@@ -94,7 +95,7 @@ type pacer struct {
 
 func (p *pacer) init(fixed time.Duration) {
 	p.fixed, p.low, p.high, p.top = fixed, paceLow, paceHigh, paceMax
-	p.wait = p.sw.median
+	p.wait = p.sw.read
 	if fixed > 0 {
 		p.d.Store(int64(fixed))
 	}
@@ -114,11 +115,13 @@ func (p *pacer) observe(n int, now int64) {
 	}
 	// The scheduling wait is read whatever sets the delay: the hub's
 	// overload check uses it too.
-	wait, waits := p.wait()
-	if waits < paceWaitMin {
-		wait = 0
+	w := p.wait()
+	if w.n < paceWaitMin {
+		w = waits{}
 	}
+	wait := w.median
 	p.lastWait.Store(int64(wait * float64(time.Second)))
+	p.lastTail.Store(int64(w.p90 * float64(time.Second)))
 	if p.fixed == 0 {
 		// Per core, read each window: GOMAXPROCS follows a container's
 		// CPU limit as it changes.
@@ -138,14 +141,15 @@ func (p *pacer) observe(n int, now int64) {
 // stream that has been quiet for longer than the delay does not wait.
 func (p *pacer) delay() time.Duration { return time.Duration(p.d.Load()) }
 
-// schedWait is the median time the process's goroutines waited for a CPU
-// in the last window, or zero when that window ended over paceStale ago
-// (nothing was dispatched since: the figure says nothing of now).
-func (p *pacer) schedWait(now int64) time.Duration {
+// schedWait is the median and the 90th percentile of the time the
+// process's goroutines waited for a CPU in the last window, or zero when
+// that window ended over paceStale ago (nothing was dispatched since: the
+// figure says nothing of now).
+func (p *pacer) schedWait(now int64) (median, p90 time.Duration) {
 	if age := now - p.last.Load(); age < 0 || age > int64(paceStale) {
-		return 0
+		return 0, 0
 	}
-	return time.Duration(p.lastWait.Load())
+	return time.Duration(p.lastWait.Load()), time.Duration(p.lastTail.Load())
 }
 
 // current is the delay in force at now, for reporting: zero once nothing

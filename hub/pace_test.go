@@ -33,7 +33,7 @@ func TestPacerObserve(t *testing.T) {
 	p.init(0)
 	cores := float64(runtime.GOMAXPROCS(0)) // the thresholds are per core
 	p.low, p.high, p.top = 1000/cores, 2000/cores, 40*time.Millisecond
-	p.wait = func() (float64, uint64) { return 0, 0 } // a machine with cores to spare
+	p.wait = func() waits { return waits{} } // a machine with cores to spare
 	ms := int64(time.Millisecond)
 	t0 := int64(1_000_000) * ms
 
@@ -109,9 +109,9 @@ func TestPacerSchedulingWaits(t *testing.T) {
 	p.init(0)
 	cores := float64(runtime.GOMAXPROCS(0))
 	p.low, p.high, p.top = 1000/cores, 2000/cores, 40*time.Millisecond
-	var wait float64 // the median the runtime reports, in seconds
-	var waits uint64 // how many waits it sampled
-	p.wait = func() (float64, uint64) { return wait, waits }
+	var wait float64  // the median the runtime reports, in seconds
+	var nWaits uint64 // how many waits it sampled
+	p.wait = func() waits { return waits{median: wait, n: nWaits} }
 	ms := int64(time.Millisecond)
 	now := int64(1_000_000) * ms
 	window := func(offered int) time.Duration { // one window at offered per 100ms
@@ -124,7 +124,7 @@ func TestPacerSchedulingWaits(t *testing.T) {
 	p.observe(0, now)
 
 	// 300/s: past a quarter of the low rate, where waits start to count.
-	waits = 1000
+	nWaits = 1000
 	wait = (paceWaitLow + paceWaitHigh).Seconds() / 2
 	if d := window(30); d != 20*time.Millisecond {
 		t.Fatalf("delay %v with median wait halfway between low and high, want half the top", d)
@@ -159,11 +159,11 @@ func TestPacerSchedulingWaits(t *testing.T) {
 	// Long waits count only with enough of them, and only on a hub that
 	// writes enough for pacing to save anything.
 	wait = 10 * paceWaitHigh.Seconds()
-	waits = paceWaitMin - 1
+	nWaits = paceWaitMin - 1
 	if d := window(30); d != 0 {
-		t.Fatalf("delay %v from %d waits, want none", d, waits)
+		t.Fatalf("delay %v from %d waits, want none", d, nWaits)
 	}
-	waits = 1000
+	nWaits = 1000
 	if d := window(20); d != 0 {
 		t.Fatalf("delay %v below a quarter of the low rate, want none", d)
 	}
@@ -176,20 +176,25 @@ func TestPacerSchedulingWaits(t *testing.T) {
 // baseline, and goroutines made runnable after it are counted by the next.
 func TestSchedWait(t *testing.T) {
 	var w schedWait
-	if _, n := w.median(); n != 0 {
-		t.Fatalf("first read counted %d waits; it is the baseline", n)
+	if got := w.read(); got.n != 0 {
+		t.Fatalf("first read counted %d waits; it is the baseline", got.n)
 	}
 	for range 2000 { // the runtime samples a fraction of scheduling events
 		done := make(chan struct{})
 		go func() { close(done) }()
 		<-done
 	}
-	sec, n := w.median()
-	if n == 0 {
+	got := w.read()
+	if got.n == 0 {
 		t.Fatal("2,000 goroutines scheduled, no wait counted")
 	}
-	if sec < 0 || math.IsInf(sec, 0) || math.IsNaN(sec) {
-		t.Fatalf("median wait %v s", sec)
+	for _, sec := range []float64{got.median, got.p90} {
+		if sec < 0 || math.IsInf(sec, 0) || math.IsNaN(sec) {
+			t.Fatalf("wait %v s", sec)
+		}
+	}
+	if got.p90 < got.median {
+		t.Fatalf("90th percentile %v below the median %v", got.p90, got.median)
 	}
 }
 

@@ -33,6 +33,15 @@ type Config struct {
 	Rate  rate.Limit
 	Burst int
 
+	// Overloaded, when set, is asked for every connection within
+	// MaxConns and MaxConnsPerIP (before the rate, so that it takes no
+	// token); while it returns true the connection is refused
+	// (reason "overload"). It lets a server that knows it is short of CPU
+	// or behind on its work turn new clients away at the cheapest point,
+	// before they cost it a goroutine and a request. It must be fast and
+	// safe for concurrent use: it runs on the accept path.
+	Overloaded func() bool
+
 	// Refuse, when set, is called with each refused connection before it
 	// is closed, so that a caller can say why (RefuseHTTP writes a 503).
 	// It runs on the accept path under a deadline of RefuseTimeout on the
@@ -366,7 +375,9 @@ func (l *Listener) admit(c net.Conn, s *socket) net.Conn {
 		reason = ReasonLimit
 	case l.perIP != nil && ip.IsValid() && l.perIP[ip] >= l.cfg.MaxConnsPerIP:
 		reason = ReasonPerIP
-	case l.limiter != nil && !l.limiter.Allow():
+	case l.cfg.Overloaded != nil && l.cfg.Overloaded():
+		reason = ReasonOverload
+	case l.limiter != nil && !l.limiter.Allow(): // last: a refused connection takes no token
 		reason = ReasonRate
 	default:
 		l.open++

@@ -105,6 +105,31 @@ func TestRateBurstOverLoopback(t *testing.T) {
 	}
 }
 
+// TestOverloadedRefuses: while Config.Overloaded says so, new connections
+// are refused (reason overload) without taking a rate token; once it
+// says no more, they are admitted again.
+func TestOverloadedRefuses(t *testing.T) {
+	var over atomic.Bool
+	s := serve(t, Config{Rate: 0.001, Burst: 2, Overloaded: over.Load})
+	dial(t, s.l.Addr(), "")
+	s.accepted(t)
+	over.Store(true)
+	for range 3 {
+		mustRefused(t, dial(t, s.l.Addr(), ""))
+	}
+	if got := mustMetric(t, s.reg, "listener_refused_total", "reason", "overload"); got != 3 {
+		t.Fatalf("refused{overload} = %v, want 3", got)
+	}
+	over.Store(false)
+	// The burst's second token is still there: the refused ones took none.
+	dial(t, s.l.Addr(), "")
+	s.accepted(t)
+	mustRefused(t, dial(t, s.l.Addr(), ""))
+	if got := mustMetric(t, s.reg, "listener_refused_total", "reason", "rate"); got != 1 {
+		t.Fatalf("refused{rate} = %v, want 1", got)
+	}
+}
+
 func TestRefuseHTTPWritesA503(t *testing.T) {
 	s := serve(t, Config{MaxConns: 1, Refuse: RefuseHTTP(1500 * time.Millisecond)})
 	dial(t, s.l.Addr(), "")

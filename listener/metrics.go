@@ -30,7 +30,7 @@ func newMetrics(l *Listener, cfg Config) (*metrics, error) {
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: p + "refused_total", ConstLabels: cl,
-			Help: "Connections accepted from the kernel and closed at once, by reason: limit (MaxConns), per_ip (MaxConnsPerIP), rate (Rate and Burst), no_fd (shed while out of file descriptors).",
+			Help: "Connections accepted from the kernel and closed at once, by reason: limit (MaxConns), per_ip (MaxConnsPerIP), rate (Rate and Burst), overload (Config.Overloaded), no_fd (shed while out of file descriptors).",
 		}, []string{"reason"}),
 		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: p + "accept_errors_total", ConstLabels: cl,

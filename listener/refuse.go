@@ -17,12 +17,14 @@ const (
 	ReasonLimit Reason = "limit"  // MaxConns connections were open
 	ReasonPerIP Reason = "per_ip" // MaxConnsPerIP were open from its address
 	ReasonRate  Reason = "rate"   // it came faster than Rate and Burst allow
+	// ReasonOverload: Config.Overloaded said the server had no room.
+	ReasonOverload Reason = "overload"
 	// ReasonNoFD counts connections shed while the process had no file
 	// descriptor left; Refuse is never called with it.
 	ReasonNoFD Reason = "no_fd"
 )
 
-var reasons = []Reason{ReasonLimit, ReasonPerIP, ReasonRate, ReasonNoFD}
+var reasons = []Reason{ReasonLimit, ReasonPerIP, ReasonRate, ReasonOverload, ReasonNoFD}
 
 // RefuseHTTP returns a Config.Refuse hook that answers every refused
 // connection with an HTTP/1.1 503 carrying Retry-After (whole seconds,

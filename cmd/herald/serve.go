@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/peterbourgon/ff/v3"
@@ -101,8 +102,8 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.Float64Var(&c.publishRate, "publish-rate", 0, "publishes per second one publisher (token sub, else client address) may make on average; over it 429 with Retry-After; 0 means no limit")
 	fs.IntVar(&c.publishBurst, "publish-burst", 0, "publishes one publisher may make at once within --publish-rate (default: the rate, at least 1)")
 	fs.StringVar(&c.trustedProxies, "trusted-proxies", "", "proxies whose X-Forwarded-For names the client, for per-address limits: comma-separated addresses or CIDR prefixes")
-	fs.DurationVar(&c.overloadLag, "overload-lag", hub.DefaultOverloadLag, "new subscriptions are sent away with a retry hint while an update has waited longer than this to be dispatched; 0 turns this test off")
-	fs.DurationVar(&c.overloadWait, "overload-cpu-wait", hub.DefaultOverloadWait, "new subscriptions are sent away with a retry hint while goroutines wait longer than this for a CPU (median); 0 turns this test off")
+	fs.DurationVar(&c.overloadLag, "overload-lag", hub.DefaultOverloadLag, "new connections are reset and new subscriptions sent away with a retry hint while an update has waited longer than this to be dispatched; 0 turns this test off")
+	fs.DurationVar(&c.overloadWait, "overload-cpu-wait", hub.DefaultOverloadWait, "new connections are reset and new subscriptions sent away with a retry hint while one goroutine in ten waits longer than this for a CPU; 0 turns this test off")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.String("config", "", "config file: one \"flag value\" per line")
@@ -190,11 +191,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if c.connectRate > 0 && connectBurst == 0 {
 		connectBurst = max(1, int(math.Ceil(c.connectRate)))
 	}
+	// The hub, once made: while it is overloaded the listener resets new
+	// connections, the cheapest refusal there is.
+	var hubRef atomic.Pointer[hub.Hub]
 	ln, err := listener.Listen(ctx, "tcp", c.addr, listener.Config{
 		MaxConns:      maxConns,
 		MaxConnsPerIP: c.maxConnsPerIP,
 		Rate:          rate.Limit(c.connectRate),
 		Burst:         connectBurst,
+		Overloaded: func() bool {
+			h := hubRef.Load()
+			return h != nil && h.Overloaded()
+		},
 		ReusePort:     c.acceptSockets,
 		Registerer:    reg,
 		MetricsPrefix: "herald_listener_",
@@ -283,6 +291,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer h.Close()
+	hubRef.Store(h)
 	var srv *server.Server
 	streams := new(stream.Tracker)
 	handler, err := mercure.New(mercure.Config{
