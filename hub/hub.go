@@ -89,6 +89,15 @@ type Config struct {
 	// window). Zero means the defaults (DefaultOverloadLag,
 	// DefaultOverloadWait); negative turns that test off.
 	OverloadLag, OverloadWait time.Duration
+	// Tracer, when set, traces what the hub does for a request: a
+	// herald.append span around Engine.Append, a child of the span in
+	// Publish's context; a herald.dispatch span when the dispatcher offers
+	// an update this hub published (with the publisher's span as parent),
+	// even though that happens later on the dispatcher's goroutine; and a
+	// herald.replay span from a subscription's resume point to its
+	// handover to live updates. Nil (the default) traces nothing, at no
+	// cost.
+	Tracer trace.Tracer
 }
 
 // The defaults of Config.OverloadLag and OverloadWait. On two cores shared
