@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -94,6 +95,28 @@ func refused(t *testing.T, src, addr string) bool {
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err = c.Read(make([]byte, 1))
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)
+}
+
+// resetOnRequest dials the hub from src and asks it for /healthz: true
+// when the hub reset the connection instead of answering.
+func resetOnRequest(t *testing.T, src, addr string) bool {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return errors.Is(err, syscall.ECONNRESET)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr); err != nil {
+		return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	}
+	b := make([]byte, 12)
+	n, err := io.ReadFull(c, b)
+	if err != nil && n == 0 {
+		return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)
+	}
+	return false
 }
 
 // TestConnectionLimits runs herald with small connection limits and holds
@@ -204,11 +227,13 @@ func TestConnectRate(t *testing.T) {
 	_ = kept
 }
 
-// TestOverloadSheds: while the hub counts as overloaded (here: any wait
-// for a CPU at all, --overload-cpu-wait 1ns, once updates flow), a new
-// subscription is shed with reason overload and a retry hint, while the
-// subscriber already there gets every update.
-func TestOverloadSheds(t *testing.T) {
+// TestOverloadTurnsNewcomersAway: while the hub counts as overloaded
+// (here: any wait for a CPU at all, --overload-cpu-wait 1ns, once updates
+// flow), a new connection is reset at accept, a subscription on a
+// connection already open is shed with reason overload and a retry hint,
+// publishes on an open connection go on, and the subscriber already there
+// gets every update.
+func TestOverloadTurnsNewcomersAway(t *testing.T) {
 	work, logs := t.TempDir(), t.TempDir()
 	addr := freeAddr(t)
 	startHub(t, work, logs, addr, "--engine", "memory", "--overload-cpu-wait", "1ns")
@@ -219,65 +244,72 @@ func TestOverloadSheds(t *testing.T) {
 	if st, body := subscribeOn(t, existing, addr); st != 200 || body != "" {
 		t.Fatalf("first subscription: %d %q", st, body)
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
+	waiting := rawConn(t, "127.0.0.2", addr) // open, its request not sent yet
+	// Eight publisher connections, opened now and kept alive.
+	tr := &http.Transport{MaxConnsPerHost: 8, MaxIdleConnsPerHost: 8}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	published := 0
-	publishBurst := func() {
+	publish := func(id string) {
 		t.Helper()
-		done := make(chan error, 8)
+		form := "topic=limits&data=x"
+		if id != "" {
+			form = "topic=limits&id=" + id
+		}
+		req, _ := http.NewRequest(http.MethodPost, hubURL, strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("publish on the open connection: %v", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("publish: %d", resp.StatusCode)
+		}
+		if id == "" {
+			published++
+		}
+	}
+	burst := func(n int) {
+		t.Helper()
+		var wg sync.WaitGroup
 		for range 8 {
-			go func() {
-				var err error
-				for range 25 {
-					req, _ := http.NewRequest(http.MethodPost, hubURL, strings.NewReader("topic=limits&data=x"))
-					req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-					req.Header.Set("Authorization", "Bearer "+tok)
-					resp, rerr := client.Do(req)
-					if rerr != nil {
-						err = rerr
-						break
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("publish: %d", resp.StatusCode)
-						break
+			wg.Go(func() {
+				for range n {
+					if !publishOne(t, client, hubURL, tok) {
+						return
 					}
 				}
-				done <- err
-			}()
+			})
 		}
-		for range 8 {
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
 		}
-		published += 200
+		published += 8 * n
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	burst(1) // opens the eight connections before the hub is busy
+	deadline := time.Now().Add(8 * time.Second)
 	for {
-		publishBurst()
-		st, body := subscribeOn(t, rawConn(t, "127.0.0.2", addr), addr)
-		if st == 200 && strings.Contains(body, ": shed: overload") && strings.Contains(body, "retry: ") {
+		burst(25)
+		if resetOnRequest(t, "127.0.0.3", addr) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no subscription shed for overload after %d publishes; the last got %d %q", published, st, body)
+			t.Fatalf("no new connection reset for overload after %d publishes", published)
 		}
 	}
-	if n := scrapeMetric(t, addr, `herald_subscriptions_shed_total{reason="overload"}`); n < 1 {
-		t.Errorf(`herald_subscriptions_shed_total{reason="overload"} = %v`, n)
+	publish("") // the hold keeps it overloaded for two seconds
+	st, body := subscribeOn(t, waiting, addr)
+	if st != 200 || !strings.Contains(body, ": shed: overload") || !strings.Contains(body, "retry: ") {
+		t.Fatalf("subscription on an open connection while overloaded: %d %q, want it shed", st, body)
 	}
-	// The first subscriber got every update: count the frames up to a
-	// sentinel published last.
-	sentinel := "sentinel-after-overload"
-	req, _ := http.NewRequest(http.MethodPost, hubURL, strings.NewReader("topic=limits&id="+sentinel))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	// The first subscriber got every update: count them up to a sentinel
+	// published last.
+	const sentinel = "sentinel-after-overload"
+	publish(sentinel)
 	_ = existing.SetReadDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(existing)
 	got := 0
@@ -296,4 +328,40 @@ func TestOverloadSheds(t *testing.T) {
 	if got != published {
 		t.Errorf("existing subscriber got %d updates before the sentinel, want all %d", got, published)
 	}
+	// Counted: the metrics' own connection is let in once the hub has
+	// seen no wait for a second and its two-second hold is over.
+	for _, c := range []string{`herald_listener_refused_total{reason="overload"}`, `herald_subscriptions_shed_total{reason="overload"}`} {
+		var n float64
+		var err error
+		for end := time.Now().Add(10 * time.Second); ; {
+			if n, err = tryScrape("", addr, c); err == nil || time.Now().After(end) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil || n < 1 {
+			t.Errorf("%s = %v (%v), want at least 1", c, n, err)
+		}
+	}
+}
+
+// publishOne publishes one update on the limits topic with tok, or fails
+// the test (from any goroutine: it uses Errorf and reports whether it
+// went through).
+func publishOne(t *testing.T, client *http.Client, hubURL, tok string) bool {
+	req, _ := http.NewRequest(http.MethodPost, hubURL, strings.NewReader("topic=limits&data=x"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Errorf("publish on an open connection: %v", err)
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("publish: %d", resp.StatusCode)
+		return false
+	}
+	return true
 }
