@@ -262,8 +262,8 @@ func gcSince(s serverSample, t time.Time) bool {
 
 // waitBack samples the server every stormSampleEvery until its
 // goroutines and open descriptors, those of figs, are back (and with heap,
-// its heap in use too, once a GC cycle has run after since: before, the
-// heap holds the garbage of the storm and says nothing), or deadline
+// its heap in use too; the caller judges the heap only if a GC cycle ran
+// after since: before, it holds the garbage of the storm), or deadline
 // passes, and returns the last sample, whether they were back, and the
 // last sampling error. Every figure sees every sample, and counts the
 // time it took to come back from since. RSS is not waited for: the Go
@@ -279,7 +279,10 @@ func waitBack(ctx context.Context, probe *serverProbe, figs []*settleFigure, hea
 			last = s
 			back := true
 			for _, f := range figs {
-				wait := awaited(f.key) || heap && f.key == "server_heap_inuse" && gcSince(s, since)
+				// The heap is waited for too: a hub that collects after a
+				// crowd has gone (herald does, within seconds) is judged; one
+				// that does not is reported as not judged at the deadline.
+				wait := awaited(f.key) || heap && f.key == "server_heap_inuse"
 				if !f.see(s, since) && wait {
 					back = false
 				}
