@@ -58,7 +58,7 @@ type Config struct {
 	// knowledge for http:// URLs). Default HTTP/1.1, one connection per
 	// subscriber.
 	HTTP2 bool `json:"http2,omitempty"`
-	// SourceAddrs spreads connections over 127.0.0.1…127.0.0.N (default 8)
+	// SourceAddrs spreads connections over 127.0.0.2…127.0.0.N+1 (default 8)
 	// when the hub is on IPv4 loopback, so that no source address runs out
 	// of ephemeral ports. 1 binds nothing.
 	SourceAddrs int `json:"source_addrs,omitempty"`

@@ -215,7 +215,11 @@ func newSourceDialer(hubs []*url.URL, n int) *sourceDialer {
 		loop4 = loop4 && ((ip != nil && ip.To4() != nil && ip.IsLoopback()) || u.Hostname() == "localhost")
 	}
 	if n > 1 && loop4 {
-		for i := 1; i <= min(n, 254); i++ {
+		// From 127.0.0.2 up: the ports of tens of thousands of client
+		// sockets stay off 127.0.0.1, where other servers on the machine
+		// (and tests running beside a bench) bind their listeners, which a
+		// client socket on the same address and port would block.
+		for i := 2; i <= min(n+1, 254); i++ {
 			d.addrs = append(d.addrs, &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(i))})
 		}
 	}
