@@ -1,9 +1,51 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/herald-hub/herald/listener"
 )
+
+// openListener checks the connection flags and listens on --addr with
+// them, the listener's metrics on reg; overloaded turns new connections
+// away while it says so. It returns the cap on open connections in force
+// (0: none).
+func openListener(ctx context.Context, c *serveConfig, log *slog.Logger, reg prometheus.Registerer, overloaded func() bool) (*listener.Listener, int, error) {
+	maxConns, err := parseMaxConnections(c.maxConns, fdLimit())
+	if err != nil {
+		return nil, 0, err
+	}
+	if c.maxConnsPerIP < 0 || c.connectRate < 0 || c.connectBurst < 0 || c.acceptSockets < 1 {
+		return nil, 0, errors.New("--max-connections-per-ip, --connect-rate and --connect-burst cannot be negative, nor --accept-sockets below 1")
+	}
+	burst := c.connectBurst
+	if c.connectRate > 0 && burst == 0 {
+		burst = max(1, int(math.Ceil(c.connectRate)))
+	}
+	ln, err := listener.Listen(ctx, "tcp", c.addr, listener.Config{
+		MaxConns:      maxConns,
+		MaxConnsPerIP: c.maxConnsPerIP,
+		Rate:          rate.Limit(c.connectRate),
+		Burst:         burst,
+		Overloaded:    overloaded,
+		ReusePort:     c.acceptSockets,
+		Registerer:    reg,
+		MetricsPrefix: "herald_listener_",
+		Logger:        log.WithGroup("listener"),
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("listen: %w", err)
+	}
+	return ln, maxConns, nil
+}
 
 // autoMaxConnections is what --max-connections auto allows for an
 // open-files limit of fds: all of it but a tenth (at least 64), kept for

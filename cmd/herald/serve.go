@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -23,13 +22,11 @@ import (
 	"github.com/peterbourgon/ff/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/time/rate"
 
 	"github.com/herald-hub/herald/engine/bolt"
 	"github.com/herald-hub/herald/engine/memory"
 	"github.com/herald-hub/herald/engine/redis"
 	"github.com/herald-hub/herald/hub"
-	"github.com/herald-hub/herald/listener"
 	"github.com/herald-hub/herald/mercure"
 	"github.com/herald-hub/herald/server"
 	"github.com/herald-hub/herald/stream"
@@ -178,38 +175,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stopTracing() // last: the spans of the shutdown go too
-	fds := fdLimit()
-	maxConns, err := parseMaxConnections(c.maxConns, fds)
-	if err != nil {
-		return err
-	}
-	if c.maxConnsPerIP < 0 || c.connectRate < 0 || c.connectBurst < 0 || c.acceptSockets < 1 {
-		return errors.New("--max-connections-per-ip, --connect-rate and --connect-burst cannot be negative, nor --accept-sockets below 1")
-	}
 	reg := prometheus.NewRegistry()
-	connectBurst := c.connectBurst
-	if c.connectRate > 0 && connectBurst == 0 {
-		connectBurst = max(1, int(math.Ceil(c.connectRate)))
-	}
 	// The hub, once made: while it is overloaded the listener resets new
 	// connections, the cheapest refusal there is.
 	var hubRef atomic.Pointer[hub.Hub]
-	ln, err := listener.Listen(ctx, "tcp", c.addr, listener.Config{
-		MaxConns:      maxConns,
-		MaxConnsPerIP: c.maxConnsPerIP,
-		Rate:          rate.Limit(c.connectRate),
-		Burst:         connectBurst,
-		Overloaded: func() bool {
-			h := hubRef.Load()
-			return h != nil && h.Overloaded()
-		},
-		ReusePort:     c.acceptSockets,
-		Registerer:    reg,
-		MetricsPrefix: "herald_listener_",
-		Logger:        log.WithGroup("listener"),
+	ln, maxConns, err := openListener(ctx, c, log, reg, func() bool {
+		h := hubRef.Load()
+		return h != nil && h.Overloaded()
 	})
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	defer ln.Close()
 	shedAt := shedConnectionsAt(maxConns)
@@ -345,7 +320,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log.Info("herald listening", "addr", srv.Addr().String(), "hub", public.String(), "engine", engineDesc, "protocols", c.protocols,
-		"max_connections", limitText(maxConns), "open_files_limit", fds)
+		"max_connections", limitText(maxConns), "open_files_limit", fdLimit())
 	if devMode {
 		if err := printDevBanner(stdout, c, pubKey, public); err != nil {
 			return err
