@@ -97,20 +97,12 @@ func TestBrowserResumesAcrossRestart(t *testing.T) {
 		for i := 0; i+1 < len(extra); i += 2 {
 			form.Set(extra[i], extra[i+1])
 		}
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, hubURL, strings.NewReader(form.Encode()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := client.Do(req)
+		st, body, err := postForm(t.Context(), client, hubURL, tok, form)
 		if err != nil {
 			t.Fatalf("publish %s: %v", id, err)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || string(body) != id {
-			t.Fatalf("publish %s: HTTP %d %q, want 200 %q", id, resp.StatusCode, body, id)
+		if st != http.StatusOK || body != id {
+			t.Fatalf("publish %s: HTTP %d %q, want 200 %q", id, st, body, id)
 		}
 	}
 

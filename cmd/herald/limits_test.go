@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,8 +51,7 @@ func TestMaxConnectionsFlag(t *testing.T) {
 // rawConn dials the hub from the source address src (127.0.0.x).
 func rawConn(t *testing.T, src, addr string) net.Conn {
 	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	c, err := d.Dial("tcp", addr)
+	c, err := dialFrom(src, addr)
 	if err != nil {
 		t.Fatalf("dial from %s: %v", src, err)
 	}
@@ -86,8 +87,7 @@ func subscribeOn(t *testing.T, c net.Conn, addr string) (status int, body string
 // dial's return.
 func refused(t *testing.T, src, addr string) bool {
 	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	c, err := d.Dial("tcp", addr)
+	c, err := dialFrom(src, addr)
 	if err != nil {
 		return errors.Is(err, syscall.ECONNRESET)
 	}
@@ -101,8 +101,7 @@ func refused(t *testing.T, src, addr string) bool {
 // when the hub reset the connection instead of answering.
 func resetOnRequest(t *testing.T, src, addr string) bool {
 	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	c, err := d.Dial("tcp", addr)
+	c, err := dialFrom(src, addr)
 	if err != nil {
 		return errors.Is(err, syscall.ECONNRESET)
 	}
@@ -252,21 +251,12 @@ func TestOverloadTurnsNewcomersAway(t *testing.T) {
 	published := 0
 	publish := func(id string) {
 		t.Helper()
-		form := "topic=limits&data=x"
+		form := url.Values{"topic": {"limits"}, "data": {"x"}}
 		if id != "" {
-			form = "topic=limits&id=" + id
+			form = url.Values{"topic": {"limits"}, "id": {id}}
 		}
-		req, _ := http.NewRequest(http.MethodPost, hubURL, strings.NewReader(form))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("publish on the open connection: %v", err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("publish: %d", resp.StatusCode)
+		if st, body, err := postForm(t.Context(), client, hubURL, tok, form); err != nil || st != http.StatusOK {
+			t.Fatalf("publish on the open connection: %d %s %v", st, body, err)
 		}
 		if id == "" {
 			published++
@@ -349,18 +339,9 @@ func TestOverloadTurnsNewcomersAway(t *testing.T) {
 // the test (from any goroutine: it uses Errorf and reports whether it
 // went through).
 func publishOne(t *testing.T, client *http.Client, hubURL, tok string) bool {
-	req, _ := http.NewRequest(http.MethodPost, hubURL, strings.NewReader("topic=limits&data=x"))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Errorf("publish on an open connection: %v", err)
-		return false
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("publish: %d", resp.StatusCode)
+	st, body, err := postForm(context.Background(), client, hubURL, tok, url.Values{"topic": {"limits"}, "data": {"x"}})
+	if err != nil || st != http.StatusOK {
+		t.Errorf("publish on an open connection: %d %s %v", st, body, err)
 		return false
 	}
 	return true

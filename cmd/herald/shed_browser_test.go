@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -99,18 +98,9 @@ func browserShed(t *testing.T, proto string) {
 	pubTok := mintToken(t, work, hubURL)
 	publish := func(id string) {
 		t.Helper()
-		form := url.Values{"topic": {topic}, "id": {id}, "data": {id}}
-		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, hubURL, strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Authorization", "Bearer "+pubTok)
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("publish %s: %v", id, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("publish %s: %d %s", id, resp.StatusCode, body)
+		st, body, err := postForm(t.Context(), client, hubURL, pubTok, url.Values{"topic": {topic}, "id": {id}, "data": {id}})
+		if err != nil || st != http.StatusOK {
+			t.Fatalf("publish %s: %d %s %v", id, st, body, err)
 		}
 	}
 

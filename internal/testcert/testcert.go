@@ -17,18 +17,26 @@ import (
 	"time"
 )
 
-// Write writes a certificate and its key, valid for an hour around now for
-// 127.0.0.1, into a temporary directory of t, and returns their paths.
+// Write writes a self-signed certificate and its key, valid for an hour
+// around now for 127.0.0.1, into a temporary directory of t, and returns
+// their paths.
 func Write(t testing.TB) (certFile, keyFile string) {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Its own CA too, so that a server that wants a CA file (Redis) can
+	// be given the certificate itself.
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "herald test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {
