@@ -233,7 +233,11 @@ func TestPublishHerald(t *testing.T) {
 	cfg.Publishers, cfg.Duration = 4, 500*time.Millisecond
 	r, _ := run(t, "publish", cfg)
 	sn.mu.Lock()
-	if n := len(sn.pubConns); n > 4 {
+	// Without keep-alive every publish would dial (hundreds here). With
+	// it, a loaded machine may still see an extra dial or two: net/http
+	// dials when a request starts before the previous one has returned
+	// its connection to the pool, and keeps the winner.
+	if n := len(sn.pubConns); n > 8 {
 		t.Errorf("%d publish connections for 4 publishers: keep-alive not kept", n)
 	}
 	sn.mu.Unlock()
