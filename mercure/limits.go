@@ -20,6 +20,7 @@ const (
 	ShedOverload    = "overload"    // the hub is past what it serves well
 	ShedConnections = "connections" // the node is near its connection limit
 	ShedSubject     = "subject"     // the token's sub has its most streams open
+	ShedSubscribers = "subscribers" // the node holds its most subscriptions
 )
 
 // Shed subscriptions are told to come back after a delay drawn uniformly
@@ -56,9 +57,9 @@ func (l *limits) init(cfg *Config) error {
 	}
 	l.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_subscriptions_shed_total",
-		Help: "New subscriptions sent away with a retry hint, by reason: overload, connections, subject.",
+		Help: "New subscriptions sent away with a retry hint, by reason: overload, connections, subscribers, subject.",
 	}, []string{"reason"})
-	for _, r := range []string{ShedOverload, ShedConnections, ShedSubject} {
+	for _, r := range []string{ShedOverload, ShedConnections, ShedSubject, ShedSubscribers} {
 		l.shed.WithLabelValues(r)
 	}
 	l.limited = prometheus.NewCounter(prometheus.CounterOpts{

@@ -3,17 +3,21 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herald-hub/herald/internal/testcert"
 )
 
 func TestMaxConnectionsFlag(t *testing.T) {
@@ -345,4 +349,69 @@ func publishOne(t *testing.T, client *http.Client, hubURL, tok string) bool {
 		return false
 	}
 	return true
+}
+
+// TestMaxSubscribersOverHTTP2: --max-subscribers counts subscriptions, not
+// connections: over one HTTP/2 connection the third stream is shed with a
+// retry hint, and a stream that ends gives its place back.
+func TestMaxSubscribersOverHTTP2(t *testing.T) {
+	work, logs := t.TempDir(), t.TempDir()
+	addr, admin := freeAddr(t), freeAddr(t)
+	cert, key := testcert.Write(t)
+	h := startHub(t, work, logs, addr, "--engine", "memory", "--tls-cert", cert, "--tls-key", key, "--max-subscribers", "2", "--admin-addr", admin)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true} //nolint:gosec // the test's own certificate
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	open := func() (*http.Response, context.CancelFunc) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.hubURL()+"?topic=a", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("answered over HTTP/%d, want 2", resp.ProtoMajor)
+		}
+		return resp, cancel
+	}
+	r1, cancel1 := open()
+	defer r1.Body.Close()
+	r2, cancel2 := open()
+	defer cancel2()
+	defer r2.Body.Close()
+	r3, cancel3 := open()
+	body, _ := io.ReadAll(r3.Body) // a shed stream ends at once
+	cancel3()
+	if r3.StatusCode != http.StatusOK || !strings.Contains(string(body), ": shed: subscribers") || !strings.Contains(string(body), "retry: ") {
+		t.Fatalf("third subscription: %d %q, want it shed", r3.StatusCode, body)
+	}
+	// The first ends; the hub notices on its next write (a publish) or
+	// its liveness check, and then admits another.
+	cancel1()
+	tok := mintToken(t, work, h.hubURL())
+	publish := func(id string) {
+		t.Helper()
+		if st, b, err := postForm(t.Context(), client, h.hubURL(), tok, url.Values{"topic": {"a"}, "id": {id}}); err != nil || st != http.StatusOK {
+			t.Fatalf("publish: %d %s %v", st, b, err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; scrapeMetric(t, admin, "herald_subscribers") != 1; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("the ended stream never gave its place back")
+		}
+		publish("nudge-" + strconv.Itoa(i))
+		time.Sleep(20 * time.Millisecond)
+	}
+	r4, cancel4 := open()
+	defer cancel4()
+	defer r4.Body.Close()
+	publish("after")
+	first := make([]byte, 256)
+	n, err := io.ReadAtLeast(r4.Body, first, 1)
+	if err != nil || !strings.Contains(string(first[:n]), "id: after") {
+		t.Fatalf("the subscription after a place came free read %q (%v), want the update", first[:n], err)
+	}
 }

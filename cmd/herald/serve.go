@@ -50,7 +50,7 @@ type serveConfig struct {
 	maxStreamsSub, publishBurst                          int
 	publishRate                                          float64
 	maxConns                                             string
-	maxConnsPerIP, connectBurst, acceptSockets           int
+	maxConnsPerIP, connectBurst, acceptSockets, maxSubs  int
 	connectRate                                          float64
 	trustedProxies                                       string
 	overloadLag, overloadWait                            time.Duration
@@ -95,6 +95,7 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.Float64Var(&c.connectRate, "connect-rate", 0, "new connections accepted per second, on average; past it they are reset; 0 means no limit")
 	fs.IntVar(&c.connectBurst, "connect-burst", 0, "new connections accepted at once within --connect-rate (default: the rate, at least 1)")
 	fs.IntVar(&c.acceptSockets, "accept-sockets", 1, "listening sockets sharing the address (SO_REUSEPORT, Linux), each with its own accept loop")
+	fs.IntVar(&c.maxSubs, "max-subscribers", 0, "open subscriptions on this node at most, HTTP/2 streams included (one connection may carry many); one more is sent away with a retry hint; 0 means no limit")
 	fs.IntVar(&c.maxStreamsSub, "max-subscriptions-per-sub", 0, "open streams one token sub may hold on this node; one more is sent away with a retry hint (tokens without sub are not counted); 0 means no limit")
 	fs.Float64Var(&c.publishRate, "publish-rate", 0, "publishes per second one publisher (token sub, else client address) may make on average; over it 429 with Retry-After; 0 means no limit")
 	fs.IntVar(&c.publishBurst, "publish-burst", 0, "publishes one publisher may make at once within --publish-rate (default: the rate, at least 1)")
@@ -167,8 +168,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
-	if c.publishRate < 0 || c.publishBurst < 0 || c.maxStreamsSub < 0 || c.overloadLag < 0 || c.overloadWait < 0 {
-		return errors.New("--publish-rate, --publish-burst, --max-subscriptions-per-sub, --overload-lag and --overload-cpu-wait cannot be negative")
+	if c.publishRate < 0 || c.publishBurst < 0 || c.maxStreamsSub < 0 || c.maxSubs < 0 || c.overloadLag < 0 || c.overloadWait < 0 {
+		return errors.New("--publish-rate, --publish-burst, --max-subscribers, --max-subscriptions-per-sub, --overload-lag and --overload-cpu-wait cannot be negative")
 	}
 	tracer, stopTracing, err := newTracing(ctx, log, c.shutdown)
 	if err != nil {
@@ -294,6 +295,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			if shedAt > 0 && ln.Open() > shedAt {
 				return mercure.ShedConnections
+			}
+			if c.maxSubs > 0 && h.Subscribers() >= c.maxSubs {
+				return mercure.ShedSubscribers
 			}
 			return ""
 		},
