@@ -8,7 +8,6 @@ import (
 	"testing"
 	"testing/synctest"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/herald-hub/herald/engine/memory"
 	"github.com/herald-hub/herald/hub"
+	"github.com/herald-hub/herald/internal/spantest"
 )
 
 // newRecorder returns a tracer whose spans land in the returned recorder,
@@ -36,29 +36,6 @@ func spansNamed(rec *tracetest.SpanRecorder, name string) []sdktrace.ReadOnlySpa
 		}
 	}
 	return out
-}
-
-// attr returns the value of the attribute key of s; ok is false when s
-// has none.
-func attr(s sdktrace.ReadOnlySpan, key string) (attribute.Value, bool) {
-	for _, kv := range s.Attributes() {
-		if string(kv.Key) == key {
-			return kv.Value, true
-		}
-	}
-	return attribute.Value{}, false
-}
-
-func wantAttr(t *testing.T, s sdktrace.ReadOnlySpan, key string, want any) {
-	t.Helper()
-	v, ok := attr(s, key)
-	if !ok {
-		t.Errorf("%s has no attribute %s (has %v)", s.Name(), key, s.Attributes())
-		return
-	}
-	if got := v.AsInterface(); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("%s: %s = %v, want %v", s.Name(), key, got, want)
-	}
 }
 
 // TestTracePublishAndDispatch: a publish gets an append span beneath the
@@ -95,7 +72,7 @@ func TestTracePublishAndDispatch(t *testing.T) {
 		if ap.Parent().SpanID() != psc.SpanID() || ap.SpanContext().TraceID() != psc.TraceID() {
 			t.Errorf("append span's parent is %v, want the publisher's %v", ap.Parent().SpanID(), psc.SpanID())
 		}
-		wantAttr(t, ap, "herald.update.seq", u.Seq)
+		spantest.WantAttr(t, ap, "herald.update.seq", u.Seq)
 
 		dispatches := spansNamed(rec, "herald.dispatch")
 		if len(dispatches) != 2 {
@@ -106,8 +83,8 @@ func TestTracePublishAndDispatch(t *testing.T) {
 			t.Errorf("dispatch span's parent is %v in trace %v, want the publisher's %v in %v",
 				d.Parent().SpanID(), d.SpanContext().TraceID(), psc.SpanID(), psc.TraceID())
 		}
-		wantAttr(t, d, "herald.update.seq", u.Seq)
-		wantAttr(t, d, "herald.dispatch.subscribers", 2)
+		spantest.WantAttr(t, d, "herald.update.seq", u.Seq)
+		spantest.WantAttr(t, d, "herald.dispatch.subscribers", 2)
 
 		// The sentinel had no caller's span: its dispatch descends from
 		// its append, in a trace of its own.
@@ -142,7 +119,7 @@ func TestTraceNoDispatchSpanForStoredUpdates(t *testing.T) {
 		if len(ds) != 1 {
 			t.Fatalf("%d dispatch spans, want 1 (the sentinel's)", len(ds))
 		}
-		wantAttr(t, ds[0], "herald.update.seq", sentinel.Seq)
+		spantest.WantAttr(t, ds[0], "herald.update.seq", sentinel.Seq)
 	})
 }
 
@@ -190,10 +167,10 @@ func TestTraceReplay(t *testing.T) {
 				if r.Parent().SpanID() != parent.SpanContext().SpanID() {
 					t.Errorf("replay span's parent %v, want the request's %v", r.Parent().SpanID(), parent.SpanContext().SpanID())
 				}
-				wantAttr(t, r, "herald.resume.last_event_id", c.from)
-				wantAttr(t, r, "herald.resume.resumed_from", c.resumedFrom)
-				wantAttr(t, r, "herald.resume.earliest", c.earliest)
-				wantAttr(t, r, "herald.replay.updates", c.replayed)
+				spantest.WantAttr(t, r, "herald.resume.last_event_id", c.from)
+				spantest.WantAttr(t, r, "herald.resume.resumed_from", c.resumedFrom)
+				spantest.WantAttr(t, r, "herald.resume.earliest", c.earliest)
+				spantest.WantAttr(t, r, "herald.replay.updates", c.replayed)
 				if r.Status().Code == codes.Error {
 					t.Errorf("replay span status %v", r.Status())
 				}

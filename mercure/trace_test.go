@@ -11,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/herald-hub/herald/hub"
+	"github.com/herald-hub/herald/internal/spantest"
 	"github.com/herald-hub/herald/mercure"
 )
 
@@ -64,27 +64,6 @@ func awaitSpan(t *testing.T, rec *tracetest.SpanRecorder, id, name string) sdktr
 	}
 }
 
-func attrOf(s sdktrace.ReadOnlySpan, key string) (attribute.Value, bool) {
-	for _, kv := range s.Attributes() {
-		if string(kv.Key) == key {
-			return kv.Value, true
-		}
-	}
-	return attribute.Value{}, false
-}
-
-func wantAttr(t *testing.T, s sdktrace.ReadOnlySpan, key string, want any) {
-	t.Helper()
-	v, ok := attrOf(s, key)
-	if !ok {
-		t.Errorf("%s has no attribute %s (has %v)", s.Name(), key, s.Attributes())
-		return
-	}
-	if got := v.AsInterface(); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("%s: %s = %v, want %v", s.Name(), key, got, want)
-	}
-}
-
 func hasEvent(s sdktrace.ReadOnlySpan, name string) bool {
 	for _, e := range s.Events() {
 		if e.Name == name {
@@ -119,10 +98,10 @@ func TestTracePublish(t *testing.T) {
 		if pub.SpanKind() != trace.SpanKindServer {
 			t.Errorf("publish span kind %v", pub.SpanKind())
 		}
-		wantAttr(t, pub, "herald.update.topics", 1)
-		wantAttr(t, pub, "herald.update.private", true)
-		wantAttr(t, pub, "herald.update.id", id)
-		wantAttr(t, pub, "http.response.status_code", 200)
+		spantest.WantAttr(t, pub, "herald.update.topics", 1)
+		spantest.WantAttr(t, pub, "herald.update.private", true)
+		spantest.WantAttr(t, pub, "herald.update.id", id)
+		spantest.WantAttr(t, pub, "http.response.status_code", 200)
 		for _, ev := range []string{"body read", "token validated", "update parsed", "authorized"} {
 			if !hasEvent(pub, ev) {
 				t.Errorf("publish span has no %q event: %v", ev, pub.Events())
@@ -143,7 +122,7 @@ func TestTracePublish(t *testing.T) {
 		}
 		// The anonymous subscriber may not read the private update, but
 		// it was offered it: offers are what the span counts.
-		wantAttr(t, d, "herald.dispatch.subscribers", 1)
+		spantest.WantAttr(t, d, "herald.dispatch.subscribers", 1)
 	})
 }
 
@@ -176,7 +155,7 @@ func TestTraceRefused(t *testing.T) {
 				t.Fatalf("case %d: status %d, want %d (%s)", i, r.status, c.status, r.body)
 			}
 			sp := awaitSpan(t, rec, traceID, c.name)
-			wantAttr(t, sp, "http.response.status_code", c.status)
+			spantest.WantAttr(t, sp, "http.response.status_code", c.status)
 			if sp.Status().Code != codes.Error || sp.Status().Description != strings.TrimSpace(r.body) {
 				t.Errorf("case %d: span status %v, want an error saying %q", i, sp.Status(), strings.TrimSpace(r.body))
 			}
@@ -221,11 +200,11 @@ func TestTraceSubscribe(t *testing.T) {
 		if sub.Parent().SpanID().String() != callerSpan {
 			t.Errorf("subscribe span's parent %v, want the caller's %s", sub.Parent().SpanID(), callerSpan)
 		}
-		wantAttr(t, sub, "herald.subscribe.matchers", 1)
-		wantAttr(t, sub, "herald.resume.requested", true)
-		wantAttr(t, sub, "herald.resume.resumed_from", ids[1])
-		wantAttr(t, sub, "herald.resume.earliest", false)
-		wantAttr(t, sub, "http.response.status_code", 200)
+		spantest.WantAttr(t, sub, "herald.subscribe.matchers", 1)
+		spantest.WantAttr(t, sub, "herald.resume.requested", true)
+		spantest.WantAttr(t, sub, "herald.resume.resumed_from", ids[1])
+		spantest.WantAttr(t, sub, "herald.resume.earliest", false)
+		spantest.WantAttr(t, sub, "http.response.status_code", 200)
 		if sub.Status().Code == codes.Error {
 			t.Errorf("subscribe span status %v", sub.Status())
 		}
@@ -241,8 +220,8 @@ func TestTraceSubscribe(t *testing.T) {
 		if rp.EndTime().After(sub.EndTime()) {
 			t.Error("the replay span ended after the subscribe span")
 		}
-		wantAttr(t, rp, "herald.replay.updates", 3)
-		wantAttr(t, rp, "herald.resume.resumed_from", ids[1])
+		spantest.WantAttr(t, rp, "herald.replay.updates", 3)
+		spantest.WantAttr(t, rp, "herald.resume.resumed_from", ids[1])
 
 		// The stream lives on after its span.
 		live := th.mustPublish("topic=https://example.com/t&data=live")
@@ -266,7 +245,7 @@ func TestTraceSubscribeShed(t *testing.T) {
 		r := th.do(http.MethodGet, th.url+"?match=https://example.com/t", "", map[string]string{"traceparent": callerHeader})
 		checkShed(t, r, mercure.ShedOverload)
 		sp := awaitSpan(t, rec, callerTrace, "herald.subscribe")
-		wantAttr(t, sp, "herald.subscribe.sent_away", mercure.ShedOverload)
+		spantest.WantAttr(t, sp, "herald.subscribe.sent_away", mercure.ShedOverload)
 		if sp.Status().Code != codes.Error || !strings.Contains(sp.Status().Description, mercure.ShedOverload) {
 			t.Errorf("span status %v, want an error naming %s", sp.Status(), mercure.ShedOverload)
 		}
