@@ -18,15 +18,6 @@ import (
 	"github.com/herald-hub/herald/internal/spantest"
 )
 
-// newRecorder returns a tracer whose spans land in the returned recorder,
-// sampled always, as the default sampler does for a root or sampled
-// parent.
-func newRecorder() (trace.Tracer, *tracetest.SpanRecorder) {
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	return tp.Tracer("herald-test"), rec
-}
-
 // spansNamed returns the ended spans called name.
 func spansNamed(rec *tracetest.SpanRecorder, name string) []sdktrace.ReadOnlySpan {
 	var out []sdktrace.ReadOnlySpan
@@ -45,7 +36,7 @@ func spansNamed(rec *tracetest.SpanRecorder, name string) []sdktrace.ReadOnlySpa
 // dispatch span hangs off the append span.
 func TestTracePublishAndDispatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tr, rec := newRecorder()
+		tr, rec := spantest.NewRecorder()
 		f := newFixture(t, hub.Config{Tracer: tr})
 		ctx := t.Context()
 		a, b := &recorder{}, &recorder{}
@@ -103,7 +94,7 @@ func TestTracePublishAndDispatch(t *testing.T) {
 // no span context and gets no dispatch span, though it is delivered.
 func TestTraceNoDispatchSpanForStoredUpdates(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tr, rec := newRecorder()
+		tr, rec := spantest.NewRecorder()
 		f := newFixture(t, hub.Config{Tracer: tr})
 		rec1 := &recorder{}
 		f.serve(t.Context(), f.onTopic("t"), rec1)
@@ -138,7 +129,7 @@ func TestTraceReplay(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				tr, rec := newRecorder()
+				tr, rec := spantest.NewRecorder()
 				f := newFixture(t, hub.Config{Tracer: tr, ReplayBatch: 4})
 				ctx := t.Context()
 				for i := range 10 {
@@ -194,7 +185,7 @@ func TestTraceReplay(t *testing.T) {
 // called.
 func TestTraceReplayEndsWithError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tr, rec := newRecorder()
+		tr, rec := spantest.NewRecorder()
 		mem := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 4}})
 		f := newFixture(t, hub.Config{Engine: mem, Tracer: tr, ReplayBatch: 2})
 		for i := range 4 {
@@ -236,7 +227,7 @@ func TestTraceReplayEndsWithError(t *testing.T) {
 // caller's context carries a recording one.
 func TestTraceOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tr, rec := newRecorder()
+		tr, rec := spantest.NewRecorder()
 		f := newFixture(t, hub.Config{})
 		ctx, parent := tr.Start(t.Context(), "caller")
 		for i := range 3 {
@@ -280,7 +271,7 @@ func (e *sinkEngine) Read(context.Context, hub.Position, int) (hub.Range, error)
 // context kept. With a Tracer it allocates more, which shows the count
 // can tell.
 func TestTraceOffAllocatesNothing(t *testing.T) {
-	tr, _ := newRecorder()
+	tr, _ := spantest.NewRecorder()
 	allocs := func(tracer trace.Tracer, ctx context.Context) float64 {
 		h, err := hub.New(hub.Config{Engine: &sinkEngine{}, Heartbeat: -1, Tracer: tracer})
 		if err != nil {

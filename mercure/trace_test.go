@@ -21,12 +21,6 @@ import (
 	"github.com/herald-hub/herald/mercure"
 )
 
-func newRecorder() (trace.Tracer, *tracetest.SpanRecorder) {
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	return tp.Tracer("herald-test"), rec
-}
-
 // A caller's trace, as a publisher or a subscriber sends it in traceparent.
 const (
 	callerTrace  = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -79,7 +73,7 @@ func hasEvent(s sdktrace.ReadOnlySpan, name string) bool {
 // starts later, whose parent is the publish span.
 func TestTracePublish(t *testing.T) {
 	run(t, func(t *testing.T, m mode) {
-		tr, rec := newRecorder()
+		tr, rec := spantest.NewRecorder()
 		th := newHub(t, m, options{draft7: true, draft8: true, anonymous: true, tracer: tr})
 		// One subscriber: the dispatch span counts it.
 		th.subscribe("match="+url.QueryEscape("https://example.com/t"), nil)
@@ -130,7 +124,7 @@ func TestTracePublish(t *testing.T) {
 // and a refused publish appends nothing.
 func TestTraceRefused(t *testing.T) {
 	run(t, func(t *testing.T, m mode) {
-		tr, rec := newRecorder()
+		tr, rec := spantest.NewRecorder()
 		th := newHub(t, m, options{draft7: true, draft8: true, tracer: tr})
 		pubTok := "Bearer " + th.token(mercure.ActionPublish, false, "https://example.com/mine")
 		for i, c := range []struct {
@@ -174,7 +168,7 @@ func TestTraceRefused(t *testing.T) {
 // delivering; the replay span beneath it says what was replayed.
 func TestTraceSubscribe(t *testing.T) {
 	run(t, func(t *testing.T, m mode) {
-		tr, rec := newRecorder()
+		tr, rec := spantest.NewRecorder()
 		th := newHub(t, m, options{draft7: true, draft8: true, anonymous: true, tracer: tr})
 		q := "match=" + url.QueryEscape("https://example.com/t")
 		// A live reader that has seen every update shows that the
@@ -238,7 +232,7 @@ func TestTraceSubscribe(t *testing.T) {
 // reason.
 func TestTraceSubscribeShed(t *testing.T) {
 	run(t, func(t *testing.T, m mode) {
-		tr, rec := newRecorder()
+		tr, rec := spantest.NewRecorder()
 		th := newHub(t, m, options{draft7: true, draft8: true, anonymous: true, tracer: tr, tune: func(c *mercure.Config) {
 			c.Shed = func() string { return mercure.ShedOverload }
 		}})
@@ -324,7 +318,7 @@ func (p *inProcess) publish(tb testing.TB) {
 // much with a traceparent header as without one (the header is not even
 // read); with a Tracer it allocates more, which shows the count can tell.
 func TestTraceOffAllocatesNothing(t *testing.T) {
-	tr, _ := newRecorder()
+	tr, _ := spantest.NewRecorder()
 	allocs := func(tr trace.Tracer, traceparent bool) float64 {
 		p := newInProcess(t, &sinkEngine{}, tr, traceparent)
 		defer p.close()

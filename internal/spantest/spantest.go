@@ -7,6 +7,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Attr returns the value of the attribute key of s; ok is false when s
@@ -32,4 +34,12 @@ func WantAttr(t testing.TB, s sdktrace.ReadOnlySpan, key string, want any) {
 	if got := v.AsInterface(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("%s: %s = %v, want %v", s.Name(), key, got, want)
 	}
+}
+
+// NewRecorder returns a tracer whose spans, every one sampled, land in the
+// returned recorder.
+func NewRecorder() (trace.Tracer, *tracetest.SpanRecorder) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	return tp.Tracer("herald-test"), rec
 }
