@@ -197,11 +197,12 @@ func TestKernelCountersRiseOnOverflow(t *testing.T) {
 	if ov < float64(failed.Load()) || dr < float64(failed.Load()) {
 		t.Fatalf("ListenOverflows +%v, ListenDrops +%v for %d dropped connections", ov, dr, failed.Load())
 	}
-	// Nobody accepts: every dial that completed waits in the queue, which
-	// is past its backlog (the kernel admits backlog+1, and a handshake
-	// begun before the queue filled may still complete into it).
-	if qs, err := (&Listener{socks: []*socket{rawSocket(t, f)}}).AcceptQueues(); err != nil || qs[0].Len != int(ok.Load()) || qs[0].Max != 1 || qs[0].Len <= qs[0].Max {
-		t.Fatalf("backlog-1 queue = %v, %v; want the %d completed dials, past a max of 1", qs, err, ok.Load())
+	// Nobody accepts, so the queue is past its backlog: the kernel admits
+	// backlog+1, and a handshake begun before it filled may still complete
+	// into it. It holds at most the dials that completed: a client may
+	// count as connected while the kernel drops its last ACK.
+	if qs, err := (&Listener{socks: []*socket{rawSocket(t, f)}}).AcceptQueues(); err != nil || qs[0].Max != 1 || qs[0].Len <= qs[0].Max || qs[0].Len > int(ok.Load()) {
+		t.Fatalf("backlog-1 queue = %v, %v; want past its max of 1, and at most the %d completed dials", qs, err, ok.Load())
 	}
 }
 
