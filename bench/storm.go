@@ -53,11 +53,12 @@ const stormSampleEvery = 500 * time.Millisecond
 
 // watchedWords pick the hub's metrics the storm reports whatever their
 // exact names: refusals, shedding, queue overflows and drops, failed
-// accepts (herald's listener_refused_total, subscriptions_shed_total,
-// tcp_listen_overflows_total, …). A word matches whole parts of a name
+// accepts, pauses in listening (herald's listener_refused_total,
+// subscriptions_shed_total, tcp_listen_overflows_total,
+// listener_overload_pauses_total, …). A word matches whole parts of a name
 // between underscores, the last one maybe plural (procFamilies.watched):
 // "shed" is not in updates_published_total.
-var watchedWords = []string{"refused", "shed", "overflow", "drops", "accept_errors"}
+var watchedWords = []string{"refused", "shed", "overflow", "drops", "accept_errors", "pause"}
 
 // runStorm runs the same fanout twice, calm, then with a connection storm
 // beside it: a quarter into publishing, Cfg.StormConns connection

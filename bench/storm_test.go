@@ -299,6 +299,10 @@ herald_feed_overflows_total 1
 herald_listener_accept_errors_total{kind="emfile"} 2
 # TYPE herald_updates_published_total counter
 herald_updates_published_total 9
+# TYPE herald_listener_overload_pauses_total counter
+herald_listener_overload_pauses_total 2
+# TYPE herald_listener_paused_sockets gauge
+herald_listener_paused_sockets 0
 # TYPE unsheddable gauge
 unsheddable 1
 # TYPE herald_publish_duration_seconds histogram
@@ -315,6 +319,7 @@ herald_publish_duration_seconds_count 1
 		`herald_listener_refused_total{reason="rate"}`:       0,
 		`herald_feed_overflows_total`:                        1,
 		`herald_listener_accept_errors_total{kind="emfile"}`: 2,
+		`herald_listener_overload_pauses_total`:              2,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("watched %v, want %v", got, want)

@@ -32,6 +32,24 @@
 // Config.Refuse hook may write a reply first, under a short deadline so
 // that a refused client can never hold the accept path.
 //
+// A server that knows when it is overloaded says so with
+// Config.Overloaded; new connections are then refused (reason
+// "overload"). With Config.OverloadPause as well, on Linux, the listener
+// goes further: it stops listening, with shutdown(2) on the listening
+// socket, which keeps the socket bound but out of the LISTEN state. The
+// kernel then answers new connections with a reset as for a closed port
+// (ECONNREFUSED at the client), at no cost to the process however fast
+// they come, and resets those waiting in the accept queue. SO_REUSEADDR
+// is cleared meanwhile so that no other socket can bind the address.
+// Every OverloadPause the listener asks Overloaded again; once it says
+// false the socket listens again and admits newcomers gradually: 16 in
+// the first interval, twice as many in each next one while the server is
+// not overloaded, up to 4,096, stopping listening until the interval ends
+// once its share is taken. Overload checks need a moment to see what new
+// connections cost, and a storm that is still going on when a pause ends
+// would otherwise rush in before the check trips again. A socket bound to
+// port 0 never pauses (listening again would give it another port).
+//
 // A connection holds its slot from Accept until its first Close, however
 // many goroutines call Close. A connection that is never closed holds its
 // slot forever: the cap turns a connection leak into refusals, which the
@@ -67,7 +85,11 @@
 //
 //   - open_connections (gauge): connections handed out and not closed.
 //   - accepted_total: connections handed out.
-//   - refused_total{reason}: limit, per_ip, rate, no_fd.
+//   - refused_total{reason}: limit, per_ip, rate, overload, no_fd.
+//   - overload_pauses_total, paused_sockets (gauge) and
+//     overload_paused_seconds_total (with Overloaded and OverloadPause):
+//     times a socket stopped listening, sockets not listening now, and the
+//     time they spent so (counted when each pause ends).
 //   - accept_errors_total{kind}: emfile, enfile, enobufs, enomem, other.
 //   - accept_queue_length{socket} and accept_queue_max{socket} (Linux,
 //     TCP): the kernel's accept queue of each socket now, and its size.

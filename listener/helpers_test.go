@@ -40,10 +40,15 @@ type server struct {
 
 func listen(t *testing.T, cfg Config) *Listener {
 	t.Helper()
+	return listenAt(t, "127.0.0.1:0", cfg)
+}
+
+func listenAt(t *testing.T, addr string, cfg Config) *Listener {
+	t.Helper()
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-	l, err := Listen(t.Context(), "tcp", "127.0.0.1:0", cfg)
+	l, err := Listen(t.Context(), "tcp", addr, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,9 +58,14 @@ func listen(t *testing.T, cfg Config) *Listener {
 
 func serve(t *testing.T, cfg Config) *server {
 	t.Helper()
+	return serveAt(t, "127.0.0.1:0", cfg)
+}
+
+func serveAt(t *testing.T, addr string, cfg Config) *server {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
-	s := &server{l: listen(t, cfg), reg: reg, conns: make(chan net.Conn, 1024), done: make(chan struct{})}
+	s := &server{l: listenAt(t, addr, cfg), reg: reg, conns: make(chan net.Conn, 1024), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		defer close(s.conns)

@@ -41,6 +41,18 @@ type Config struct {
 	// before they cost it a goroutine and a request. It must be fast and
 	// safe for concurrent use: it runs on the accept path.
 	Overloaded func() bool
+	// OverloadPause, when set with Overloaded, makes an overloaded
+	// listener stop listening instead of resetting each new connection
+	// itself: the kernel then refuses new connections as for a closed port
+	// (the client's connect fails with ECONNREFUSED within a round trip),
+	// which costs the process nothing however fast they come, and the
+	// connections waiting in the accept queue are reset. Every
+	// OverloadPause the listener asks Overloaded again, and listens again
+	// once it says false. Only on Linux, and only for sockets Listen bound
+	// to a fixed port (with port 0 the kernel would give the socket a new
+	// port when it listens again); elsewhere connections are reset one by
+	// one. While a socket is paused no other process can bind its address.
+	OverloadPause time.Duration
 
 	// Refuse, when set, is called with each refused connection before it
 	// is closed, so that a caller can say why (RefuseHTTP writes a 503).
@@ -134,7 +146,16 @@ type socket struct {
 	index int
 	ln    net.Listener
 	raw   syscall.RawConn // nil when ln has no file descriptor
-	calls atomic.Int64    // accept calls, so tests can see a loop that spins
+	// fixedPort: ln was bound to the port asked for, not port 0, so it
+	// may stop listening and listen again on the same address (pause).
+	fixedPort bool
+	backlog   int // what listen is given again after a pause
+	// After a pause, the socket admits at most ramp connections per
+	// OverloadPause, rampLeft of them until rampUntil; ramp is 0 when the
+	// socket is not ramping. Only s's accept path uses them.
+	ramp, rampLeft int
+	rampUntil      time.Time
+	calls          atomic.Int64 // accept calls, so tests can see a loop that spins
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -188,7 +209,17 @@ func Listen(ctx context.Context, network, addr string, cfg Config) (*Listener, e
 		closeAll()
 		return nil, err
 	}
+	fixed := strings.HasPrefix(network, "tcp") && !autoPort(addr)
+	for i, s := range l.socks {
+		s.fixedPort = fixed || i > 0
+	}
 	return l, nil
+}
+
+// autoPort reports whether addr asks the kernel to choose the port.
+func autoPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err != nil || port == "" || port == "0"
 }
 
 // Wrap returns a Listener that accepts from ln, which it owns from then on:
@@ -203,7 +234,7 @@ func Wrap(ln net.Listener, cfg Config) (*Listener, error) {
 }
 
 func newListener(lns []net.Listener, cfg Config, ka *net.KeepAliveConfig) (*Listener, error) {
-	if cfg.MaxConns < 0 || cfg.MaxConnsPerIP < 0 || cfg.Rate < 0 || cfg.Burst < 0 || cfg.RefuseTimeout < 0 {
+	if cfg.MaxConns < 0 || cfg.MaxConnsPerIP < 0 || cfg.Rate < 0 || cfg.Burst < 0 || cfg.RefuseTimeout < 0 || cfg.OverloadPause < 0 {
 		return nil, errors.New("listener: negative limit in config")
 	}
 	if cfg.RefuseTimeout == 0 {
@@ -314,6 +345,12 @@ func (l *Listener) next(s *socket) (net.Conn, error) {
 	var delay time.Duration
 	var failures int
 	for {
+		if s.ramp > 0 && s.rampLeft <= 0 {
+			if !l.pause(s, s.rampUntil) {
+				return nil, &net.OpError{Op: "accept", Net: s.ln.Addr().Network(), Addr: s.ln.Addr(), Err: net.ErrClosed}
+			}
+			continue
+		}
 		s.calls.Add(1)
 		c, err := s.ln.Accept()
 		if err != nil {
@@ -342,10 +379,106 @@ func (l *Listener) next(s *socket) (net.Conn, error) {
 			l.log.Info("accept recovered", "failures", failures)
 			failures, delay = 0, 0
 		}
-		if tc := l.admit(c, s); tc != nil {
+		tc, reason := l.admit(c, s)
+		if tc != nil {
+			l.rampTake(s)
 			return tc, nil
 		}
+		if reason == ReasonOverload && l.cfg.OverloadPause > 0 && s.fixedPort && s.raw != nil {
+			if !l.pause(s, time.Time{}) {
+				return nil, &net.OpError{Op: "accept", Net: s.ln.Addr().Network(), Addr: s.ln.Addr(), Err: net.ErrClosed}
+			}
+		}
 	}
+}
+
+// After an overload pause a socket admits at most rampStart connections
+// in the first OverloadPause, and twice as many in each next one in which
+// the server was not overloaded, until rampEnd: a storm still going on
+// when the pause ends meets a trickle, not the whole open door, while the
+// overload check (which needs a moment to see the cost) catches up.
+// Within an interval, past its share, the socket stops listening until
+// the interval ends.
+const (
+	rampStart = 16
+	rampEnd   = 4096
+)
+
+// pause stops s listening, for Config.OverloadPause at a time while
+// Overloaded says so, or until until (a ramp interval's end, when not
+// zero) and then while Overloaded says so; then it listens again and sets
+// s's ramp. It reports whether the listener is still open. It runs on s's
+// accept path, so nobody accepts on s meanwhile. A socket that cannot stop
+// listening goes on resetting connections one by one; one that cannot
+// listen again (someone bound its address in the instant it was free) is
+// retried every pause, with an error logged once.
+func (l *Listener) pause(s *socket, until time.Time) bool {
+	waiting, err := stopListening(s)
+	if err != nil {
+		l.log.Warn("cannot stop listening while overloaded; resetting connections instead", "socket", s.index, "err", err)
+		s.ramp = 0
+		return true
+	}
+	start := time.Now()
+	l.m.pauses.Inc()
+	l.m.paused.Inc()
+	l.m.refused.WithLabelValues(string(ReasonOverload)).Add(float64(waiting))
+	defer func() {
+		l.m.paused.Dec()
+		l.m.pausedSeconds.Add(time.Since(start).Seconds())
+	}()
+	overloaded := until.IsZero()
+	wait := l.cfg.OverloadPause
+	if !overloaded {
+		wait = time.Until(until)
+	}
+	failing := false
+	for {
+		if !l.sleep(wait) {
+			return false
+		}
+		wait = l.cfg.OverloadPause
+		if l.cfg.Overloaded() {
+			overloaded = true
+			continue
+		}
+		if err := resumeListening(s); err != nil {
+			if !failing {
+				l.log.Error("cannot listen again after an overload pause; retrying", "socket", s.index, "addr", s.ln.Addr(), "err", err)
+				failing = true
+			}
+			continue
+		}
+		if failing {
+			l.log.Info("listening again", "socket", s.index)
+		}
+		break
+	}
+	if overloaded {
+		s.ramp = rampStart
+	} else if s.ramp *= 2; s.ramp > rampEnd {
+		s.ramp = 0
+		return true
+	}
+	s.rampLeft, s.rampUntil = s.ramp, time.Now().Add(l.cfg.OverloadPause)
+	return true
+}
+
+// rampTake counts an admitted connection against s's ramp interval,
+// starting the next interval, with twice the share, when the last one
+// ended without its share used up.
+func (l *Listener) rampTake(s *socket) {
+	if s.ramp == 0 {
+		return
+	}
+	if now := time.Now(); now.After(s.rampUntil) {
+		if s.ramp *= 2; s.ramp > rampEnd {
+			s.ramp = 0
+			return
+		}
+		s.rampLeft, s.rampUntil = s.ramp, now.Add(l.cfg.OverloadPause)
+	}
+	s.rampLeft--
 }
 
 // sleep waits d, or until Close; it reports whether the listener is open.
@@ -361,9 +494,9 @@ func (l *Listener) sleep(d time.Duration) bool {
 }
 
 // admit takes a slot for c and returns it wrapped, or refuses c and
-// returns nil. The global cap is checked first, then the per-address cap,
+// returns nil and why. The global cap is checked first, then the per-address cap,
 // then the rate, so that a connection refused for a cap spends no token.
-func (l *Listener) admit(c net.Conn, s *socket) net.Conn {
+func (l *Listener) admit(c net.Conn, s *socket) (net.Conn, Reason) {
 	var ip netip.Addr
 	if l.perIP != nil {
 		ip = remoteIP(c)
@@ -388,7 +521,7 @@ func (l *Listener) admit(c net.Conn, s *socket) net.Conn {
 	l.mu.Unlock()
 	if reason != "" {
 		l.refuse(c, reason)
-		return nil
+		return nil, reason
 	}
 	l.m.accepted.Inc()
 	if l.keepAlive != nil {
@@ -396,7 +529,7 @@ func (l *Listener) admit(c net.Conn, s *socket) net.Conn {
 			_ = tc.SetKeepAliveConfig(*l.keepAlive)
 		}
 	}
-	return &conn{Conn: c, l: l, ip: ip, sock: s.index}
+	return &conn{Conn: c, l: l, ip: ip, sock: s.index}, ""
 }
 
 // release frees the slot of a connection handed out.

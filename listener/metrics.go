@@ -10,11 +10,14 @@ import (
 // metrics are a Listener's collectors. They exist even without a
 // Registerer, so the accept path never checks.
 type metrics struct {
-	accepted     prometheus.Counter
-	refused      *prometheus.CounterVec
-	acceptErrors *prometheus.CounterVec
-	reg          prometheus.Registerer
-	registered   []prometheus.Collector
+	accepted      prometheus.Counter
+	refused       *prometheus.CounterVec
+	acceptErrors  *prometheus.CounterVec
+	pauses        prometheus.Counter
+	paused        prometheus.Gauge
+	pausedSeconds prometheus.Counter
+	reg           prometheus.Registerer
+	registered    []prometheus.Collector
 }
 
 func newMetrics(l *Listener, cfg Config) (*metrics, error) {
@@ -30,12 +33,24 @@ func newMetrics(l *Listener, cfg Config) (*metrics, error) {
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: p + "refused_total", ConstLabels: cl,
-			Help: "Connections accepted from the kernel and closed at once, by reason: limit (MaxConns), per_ip (MaxConnsPerIP), rate (Rate and Burst), overload (Config.Overloaded), no_fd (shed while out of file descriptors).",
+			Help: "Connections accepted from the kernel and closed at once, by reason: limit (MaxConns), per_ip (MaxConnsPerIP), rate (Rate and Burst), overload (Config.Overloaded; with OverloadPause, the connections waiting in the accept queue when a socket stopped listening), no_fd (shed while out of file descriptors).",
 		}, []string{"reason"}),
 		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: p + "accept_errors_total", ConstLabels: cl,
 			Help: "Failed accept calls, by errno: emfile (process out of file descriptors), enfile (system out of them), enobufs, enomem, other. Each is followed by a back-off of 5 ms doubling up to 1 s.",
 		}, []string{"kind"}),
+		pauses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: p + "overload_pauses_total", ConstLabels: cl,
+			Help: "Times a socket stopped listening because the server was overloaded (Config.OverloadPause); meanwhile the kernel refuses new connections itself, and they are not counted in refused_total.",
+		}),
+		paused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: p + "paused_sockets", ConstLabels: cl,
+			Help: "Sockets not listening now because the server is overloaded.",
+		}),
+		pausedSeconds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: p + "overload_paused_seconds_total", ConstLabels: cl,
+			Help: "Time sockets spent not listening because the server was overloaded, summed over sockets.",
+		}),
 		reg: cfg.Registerer,
 	}
 	for _, r := range reasons {
@@ -52,6 +67,9 @@ func newMetrics(l *Listener, cfg Config) (*metrics, error) {
 		Help: "Connections handed out and not yet closed; MaxConns caps it.",
 	}, func() float64 { return float64(l.Open()) })
 	cs := []prometheus.Collector{open, m.accepted, m.refused, m.acceptErrors}
+	if cfg.Overloaded != nil && cfg.OverloadPause > 0 {
+		cs = append(cs, m.pauses, m.paused, m.pausedSeconds)
+	}
 	if kc := newKernelCollector(l, p, cl); kc != nil {
 		cs = append(cs, kc)
 	}

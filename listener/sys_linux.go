@@ -139,3 +139,45 @@ func (l *Listener) shed(s *socket) {
 		l.m.refused.WithLabelValues(string(ReasonNoFD)).Add(float64(n))
 	}
 }
+
+// stopListening takes s out of the LISTEN state, keeping its address:
+// shutdown(SHUT_RD) on a listening socket resets the connections in its
+// accept queue and leaves it bound but closed, so the kernel answers new
+// connections with a reset, as for a port nobody listens on. Its
+// SO_REUSEADDR is cleared meanwhile, so that no other socket can bind the
+// address while it is free. It returns how many connections were waiting.
+func stopListening(s *socket) (waiting int, err error) {
+	q, qerr := acceptQueue(s)
+	if qerr != nil {
+		return 0, qerr
+	}
+	s.backlog = q.Max
+	var serr error
+	if err := s.raw.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 0); serr != nil {
+			return
+		}
+		if serr = unix.Shutdown(int(fd), unix.SHUT_RD); serr != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		}
+	}); err != nil {
+		return 0, err
+	}
+	return q.Len, serr
+}
+
+// resumeListening puts s back in the LISTEN state with the backlog it had.
+// SO_REUSEADDR comes back first: without it listen would find the
+// address taken by s's own connections still in TIME_WAIT.
+func resumeListening(s *socket) error {
+	var serr error
+	if err := s.raw.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+			return
+		}
+		serr = unix.Listen(int(fd), max(s.backlog, 1))
+	}); err != nil {
+		return err
+	}
+	return serr
+}

@@ -27,3 +27,7 @@ func openSpareFD() *spareFD { return nil }
 func (*spareFD) close() {}
 
 func (*Listener) shed(*socket) {}
+
+func stopListening(*socket) (int, error) { return 0, errors.ErrUnsupported }
+
+func resumeListening(*socket) error { return errors.ErrUnsupported }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
@@ -36,6 +37,7 @@ func openListener(ctx context.Context, c *serveConfig, log *slog.Logger, reg pro
 		Rate:          rate.Limit(c.connectRate),
 		Burst:         burst,
 		Overloaded:    overloaded,
+		OverloadPause: overloadPause,
 		ReusePort:     c.acceptSockets,
 		Registerer:    reg,
 		MetricsPrefix: "herald_listener_",
@@ -46,6 +48,12 @@ func openListener(ctx context.Context, c *serveConfig, log *slog.Logger, reg pro
 	}
 	return ln, maxConns, nil
 }
+
+// overloadPause is how often a listener that stopped listening while the
+// hub is overloaded asks again (listener.Config.OverloadPause). The
+// overload itself lasts at least two seconds once it trips
+// (hub.Config.OverloadHold), so a tenth of a second adds little to it.
+const overloadPause = 100 * time.Millisecond
 
 // autoMaxConnections is what --max-connections auto allows for an
 // open-files limit of fds: all of it but a tenth (at least 64), kept for

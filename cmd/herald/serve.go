@@ -177,8 +177,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer stopTracing() // last: the spans of the shutdown go too
 	reg := prometheus.NewRegistry()
-	// The hub, once made: while it is overloaded the listener resets new
-	// connections, the cheapest refusal there is.
+	// The hub, once made: while it is overloaded the listener stops
+	// listening and the kernel refuses new connections, the cheapest
+	// refusal there is.
 	var hubRef atomic.Pointer[hub.Hub]
 	ln, maxConns, err := openListener(ctx, c, log, reg, func() bool {
 		h := hubRef.Load()

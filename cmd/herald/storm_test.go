@@ -107,14 +107,28 @@ func TestConnectionStorm(t *testing.T) {
 	if n := scrapeMetric(t, admin, `herald_listener_accept_errors_total{kind="emfile"}`); n > 0 {
 		t.Errorf("herald_listener_accept_errors_total{kind=emfile} = %v", n)
 	}
-	refusals := 0.0
+	// herald counts what it refuses itself; what the kernel refused while
+	// herald was not listening it cannot count, but the pauses show. A
+	// pause also cuts the handshakes in flight at that instant (the SYN
+	// queue, whose length the kernel does not report): their clients see
+	// a reset herald cannot count, a few per pause on loopback.
+	const inFlightPerPause = 4
+	refusals, pauses := 0.0, 0.0
 	for k, c := range x.Counters {
-		if strings.HasPrefix(k, "herald_listener_refused_total") || strings.HasPrefix(k, "herald_subscriptions_shed_total") {
+		switch {
+		case strings.HasPrefix(k, "herald_listener_refused_total"), strings.HasPrefix(k, "herald_subscriptions_shed_total"):
 			refusals += c.Delta
+		case k == "herald_listener_overload_pauses_total":
+			pauses += c.Delta
 		}
 	}
-	if want := float64(x.Attempts.Refused + x.Attempts.Shed); refusals < want {
-		t.Errorf("herald counted %v refusals and sheds; its clients saw %v", refusals, want)
+	byKernel := x.Attempts.RefusedBy["connection_refused"]
+	if want := float64(x.Attempts.Refused - byKernel + x.Attempts.Shed); refusals < want-inFlightPerPause*pauses {
+		t.Errorf("herald counted %v refusals and sheds in %v pauses; its clients saw %v besides the kernel's", refusals, pauses, want)
+	}
+	t.Logf("herald counted %v refusals and sheds, and stopped listening %v times", refusals, pauses)
+	if byKernel > 0 && pauses == 0 {
+		t.Errorf("the kernel refused %d attempts, but herald never stopped listening (herald_listener_overload_pauses_total)", byKernel)
 	}
 	if !x.Goroutines.Returned || !x.FDs.Returned || !x.Heap.Returned {
 		t.Errorf("not back after the storm: goroutines %+v, open fds %+v, heap in use %+v", x.Goroutines, x.FDs, x.Heap)
