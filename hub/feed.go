@@ -235,6 +235,7 @@ func (h *Hub) skip(from, to uint64, reason error) {
 	}
 	h.idx.mu.Lock()
 	h.lastDispatched.Store(to)
+	h.lastID.Store(nil)
 	h.subs.each(func(s *Subscriber) { s.skipped(to, reason) })
 	h.idx.mu.Unlock()
 	h.log.Warn("updates dropped before dispatch", "from", from+1, "to", to, "reason", reason)
@@ -249,6 +250,7 @@ func (h *Hub) newEpoch(epoch, after uint64) {
 	h.epoch = epoch
 	h.origin, h.originKnown = after, true
 	h.lastDispatched.Store(after)
+	h.lastID.Store(nil)
 	h.subs.each(func(s *Subscriber) {
 		h.m.lost()
 		s.end(ErrLost)

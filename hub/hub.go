@@ -182,6 +182,10 @@ type Hub struct {
 	// offered (or skipped). It changes under idx.mu read-locked (dispatch)
 	// or locked (skip, newEpoch), so registrations are ordered against it.
 	lastDispatched atomic.Uint64
+	// lastID is the ID of the update at lastDispatched, nil when the
+	// dispatcher has not offered it itself (at start, after a skip or a
+	// new epoch): LastEventID looks it up then.
+	lastID atomic.Pointer[string]
 	// epoch is the log lastDispatched counts in. The dispatcher writes it
 	// with idx.mu locked; others read it with idx.mu held.
 	epoch uint64
@@ -300,6 +304,7 @@ func (h *Hub) dispatch(u *Update) int {
 	}
 	h.idx.mu.RLock()
 	h.lastDispatched.Store(u.Seq)
+	h.lastID.Store(&u.ID)
 	n := h.idx.match(u, (*Subscriber).offer)
 	h.idx.mu.RUnlock()
 	if span != nil {
@@ -377,6 +382,35 @@ func (h *Hub) Overloaded() bool {
 	}
 	until := h.overUntil.Load()
 	return now < until && until-now <= int64(overloadHold) // a clock stepped back does not hold it
+}
+
+// LastEventID returns the ID of the last update the dispatcher has handed
+// to subscribers, or EarliestID when there is none: the cursor from which
+// a client that has just read the hub's state follows what changes after
+// it, without a gap. When that update is no longer retained, it returns
+// EarliestID too: resuming from it repeats what the history still holds,
+// which loses nothing.
+func (h *Hub) LastEventID(ctx context.Context) (string, error) {
+	if id := h.lastID.Load(); id != nil {
+		return *id, nil
+	}
+	h.idx.mu.RLock()
+	seq, epoch := h.lastDispatched.Load(), h.epoch
+	h.idx.mu.RUnlock()
+	if seq == 0 {
+		return EarliestID, nil
+	}
+	r, err := h.engine.Read(ctx, Position{Epoch: epoch, Seq: seq - 1}, 1)
+	if errors.Is(err, ErrEpoch) {
+		return EarliestID, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if len(r.Updates) == 1 && r.Updates[0].Seq == seq {
+		return r.Updates[0].ID, nil
+	}
+	return EarliestID, nil
 }
 
 // Subscribers returns the number of open subscriptions.

@@ -1073,3 +1073,44 @@ func TestUnknownIDAfterLostLog(t *testing.T) {
 		}
 	})
 }
+
+// LastEventID is the id of the last update dispatched: earliest before
+// any, the dispatcher's own after a publish, the history's for a hub that
+// starts over a log it did not dispatch, earliest again in a new log.
+func TestLastEventID(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		eng := memory.New(memory.Options{})
+		defer eng.Close()
+		f := newFixture(t, hub.Config{Engine: eng})
+		last := func(h *hub.Hub) string {
+			t.Helper()
+			synctest.Wait()
+			id, err := h.LastEventID(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return id
+		}
+		if got := last(f.hub); got != hub.EarliestID {
+			t.Fatalf("empty history: %q", got)
+		}
+		f.publish("a", "x1", "", false)
+		f.publish("b", "x2", "", true)
+		if got := last(f.hub); got != "x2" {
+			t.Fatalf("after two publishes: %q, want x2", got)
+		}
+		f.hub.Close()
+		h2, err := hub.New(hub.Config{Engine: eng})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h2.Close()
+		if got := last(h2); got != "x2" {
+			t.Fatalf("a hub started over the history: %q, want x2", got)
+		}
+		eng.Reset()
+		if got := last(h2); got != hub.EarliestID {
+			t.Fatalf("after the log was replaced: %q, want earliest", got)
+		}
+	})
+}

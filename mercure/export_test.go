@@ -25,3 +25,27 @@ func NewKeyedRate(perSecond float64, burst int) *KeyedRate {
 
 func (k *keyedRate) Allow(key string, now time.Time) (bool, time.Duration) { return k.allow(key, now) }
 func (k *keyedRate) Len() int                                              { k.mu.Lock(); defer k.mu.Unlock(); return len(k.buckets) }
+
+// Parked is the number of subscribers in their grace period.
+func Parked(h *Handler) int {
+	h.presence.mu.Lock()
+	defer h.presence.mu.Unlock()
+	n := 0
+	for _, q := range h.presence.parked {
+		n += len(q)
+	}
+	return n
+}
+
+// Connected is the number of subscribers with an open stream.
+func Connected(h *Handler) int {
+	h.presence.mu.Lock()
+	defer h.presence.mu.Unlock()
+	n := 0
+	for _, pc := range h.presence.conns {
+		if pc.left.IsZero() {
+			n++
+		}
+	}
+	return n
+}

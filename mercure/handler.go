@@ -120,6 +120,18 @@ type Config struct {
 	// the same tracer for the spans beneath (append, dispatch, replay).
 	// Nil (the default) traces nothing and reads no trace header.
 	Tracer trace.Tracer
+
+	// Subscriptions turns on active subscriptions: every subscription is
+	// announced on the hub's reserved topic when it begins and when it
+	// ends, and the subscriptions API lists them (see subscriptions.go).
+	// Call Close after the last stream has ended, while the hub still
+	// takes publications.
+	Subscriptions bool
+	// SubscriptionGrace is how long the end of a subscription waits to be
+	// announced, so that a subscriber that comes back with the same token
+	// subject and matchers within it keeps its identifier and nothing is
+	// announced. Zero means DefaultSubscriptionGrace; negative, none.
+	SubscriptionGrace time.Duration
 }
 
 // Handler serves the Mercure endpoints.
@@ -139,6 +151,10 @@ type Handler struct {
 	baseURL  *whatwg.Url // the hub URL, parsed once for topic resolution
 	hubSeg   string      // last segment of the hub path, for reserved()
 	limits   limits
+	// presence keeps the active subscriptions; nil unless
+	// Config.Subscriptions. subsPath is the subscriptions API's path.
+	presence *presence
+	subsPath string
 	// hold, when set by a test, is called at the named stages of a
 	// subscribe request, to hold it there while a shutdown starts.
 	hold func(stage string)
@@ -210,6 +226,16 @@ func New(cfg Config) (*Handler, error) {
 	if err := h.limits.init(&h.cfg); err != nil {
 		return nil, fmt.Errorf("mercure: metrics: %w", err)
 	}
+	h.subsPath = strings.TrimSuffix(path, "/") + "/subscriptions"
+	if cfg.Subscriptions {
+		grace := cfg.SubscriptionGrace
+		if grace == 0 {
+			grace = DefaultSubscriptionGrace
+		}
+		if h.presence, err = newPresence(h, grace, cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("mercure: metrics: %w", err)
+		}
+	}
 	segs := strings.Split(strings.Trim(cfg.PublicURL.Path, "/"), "/")
 	h.hubSeg = segs[len(segs)-1]
 	for _, o := range cfg.CORSOrigins {
@@ -226,6 +252,16 @@ func New(cfg Config) (*Handler, error) {
 // the handler's own.
 func (h *Handler) Streams() *stream.Tracker { return h.streams }
 
+// Close announces the end of the subscriptions still in their grace
+// period (Config.Subscriptions) and releases what the handler holds. Call
+// it once every stream has ended, before the hub stops taking
+// publications. It is a no-op without active subscriptions.
+func (h *Handler) Close() {
+	if h.presence != nil {
+		h.presence.close()
+	}
+}
+
 // HubPath returns the path the hub answers on.
 func (h *Handler) HubPath() string { return h.path }
 
@@ -234,7 +270,8 @@ func (h *Handler) MetadataPath() string { return h.metaPath }
 
 // ServeHTTP routes the hub URL and its metadata document.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.EscapedPath() {
+	p := r.URL.EscapedPath()
+	switch p {
 	case h.path:
 	case h.metaPath:
 		if h.cfg.Draft8 {
@@ -244,6 +281,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	default:
+		if h.presence != nil && strings.HasPrefix(p, h.subsPath) && (len(p) == len(h.subsPath) || p[len(h.subsPath)] == '/') {
+			h.serveSubscriptions(w, r, p[len(h.subsPath):])
+			return
+		}
 		http.NotFound(w, r)
 		return
 	}
@@ -294,6 +335,7 @@ func (h *Handler) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		BearerMethods: []string{"header"},
 		Cookie:        CookieDraft8,
 		MatcherTypes:  []string{"exact", "urlpattern"},
+		Subscriptions: h.presence != nil,
 	})
 }
 
@@ -303,4 +345,5 @@ type metadata struct {
 	BearerMethods []string `json:"bearer_methods_supported"`
 	Cookie        string   `json:"mercure_cookie"`
 	MatcherTypes  []string `json:"mercure_matcher_types_supported"`
+	Subscriptions bool     `json:"mercure_subscriptions,omitempty"`
 }

@@ -139,6 +139,7 @@ func newHub(t *testing.T, m mode, o options) *testHub {
 		}
 		srv.Close()
 		handler.Streams().Wait()
+		handler.Close()
 		h.Close()
 		_ = eng.Close()
 	})

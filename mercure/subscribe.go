@@ -138,6 +138,26 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.stage("subscribed")
+	var pc *presenceConn
+	if h.presence != nil {
+		// Announced once registered, so that a subscriber of its own
+		// subscription's events sees it begin.
+		if pc, err = h.presence.join(r.Context(), grant, sp.matchers); err != nil {
+			sub.Close()
+			if errors.Is(err, hub.ErrShutdown) {
+				h.refuse(w, sp, span)
+				return
+			}
+			if r.Context().Err() == nil {
+				h.log.Error("announce a subscription", "err", err)
+				span.fail(http.StatusServiceUnavailable, err)
+				plainError(w, http.StatusServiceUnavailable, "the subscription could not be announced; retry shortly")
+			} else {
+				span.fail(0, err)
+			}
+			return
+		}
+	}
 	if sp.resume {
 		span.resumed(sub.ResumedFrom())
 	}
@@ -169,14 +189,14 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 				if h.cfg.HijackedClosed != nil {
 					defer h.cfg.HijackedClosed()
 				}
-				h.stream(ctx, sub, c, span)
+				h.stream(ctx, sub, c, span, pc)
 			})
 			return
 		}
 	}
 	w.WriteHeader(http.StatusOK)
 	streaming = true
-	h.stream(r.Context(), sub, ticket.Response(w), span)
+	h.stream(r.Context(), sub, ticket.Response(w), span, pc)
 }
 
 // stage calls the test hook, if any.
@@ -250,8 +270,12 @@ func appendRetryIn(b []byte, lo, hi int64) []byte {
 // stream sends the response head, then serves the subscription on st
 // until it ends, says why when the client should know, and releases st.
 // The request's span ends when the stream goes live (Serve calls
-// OnLive), or when it ends before.
-func (h *Handler) stream(ctx context.Context, sub *hub.Subscriber, st streamCloser, span reqSpan) {
+// OnLive), or when it ends before. pc, when not nil, is the subscriber's
+// record of active subscriptions, which leaves with the stream.
+func (h *Handler) stream(ctx context.Context, sub *hub.Subscriber, st streamCloser, span reqSpan, pc *presenceConn) {
+	if h.presence != nil {
+		defer h.presence.leave(pc) // after the stream is closed
+	}
 	defer st.Close()
 	if err := st.Flush(); err != nil {
 		sub.Close()

@@ -51,6 +51,11 @@ type Config struct {
 	// Nil means the handler serves no streams outside net/http, and none
 	// is waited for beyond what http.Server.Shutdown waits for.
 	Streams *stream.Tracker
+	// Drained, when set, is called at shutdown once every stream has
+	// ended and every request has returned, before the hub closes: the
+	// last moment to publish (the handler announces the end of the
+	// subscriptions it still holds, mercure.Handler.Close).
+	Drained func()
 	// Registry collects metrics for /metrics; nil means a new registry.
 	Registry *prometheus.Registry
 	// Logger receives server logs; nil discards them.
@@ -317,6 +322,9 @@ func (s *Server) shutdown(parent context.Context) error {
 		err = fmt.Errorf("shutdown: goroutines of requests still running: %w", gerr)
 	}
 	s.guard.Close()
+	if s.cfg.Drained != nil {
+		s.cfg.Drained()
+	}
 	if s.admin != nil {
 		_ = s.admin.Shutdown(ctx)
 	}

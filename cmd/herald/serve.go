@@ -54,6 +54,8 @@ type serveConfig struct {
 	connectRate                                          float64
 	trustedProxies                                       string
 	overloadLag, overloadWait                            time.Duration
+	subscriptions                                        bool
+	subscriptionsGrace                                   time.Duration
 }
 
 func serveFlags(c *serveConfig) *flag.FlagSet {
@@ -102,6 +104,8 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.trustedProxies, "trusted-proxies", "", "proxies whose X-Forwarded-For names the client, for per-address limits: comma-separated addresses or CIDR prefixes")
 	fs.DurationVar(&c.overloadLag, "overload-lag", hub.DefaultOverloadLag, "new connections are reset and new subscriptions sent away with a retry hint while an update has waited longer than this to be dispatched; 0 turns this test off")
 	fs.DurationVar(&c.overloadWait, "overload-cpu-wait", hub.DefaultOverloadWait, "new connections are reset and new subscriptions sent away with a retry hint while one goroutine in ten waits longer than this for a CPU; 0 turns this test off")
+	fs.BoolVar(&c.subscriptions, "subscriptions", false, "active subscriptions: announce every subscription as it begins and ends on the reserved topic .../subscriptions/..., and serve the subscriptions API")
+	fs.DurationVar(&c.subscriptionsGrace, "subscriptions-grace", mercure.DefaultSubscriptionGrace, "how long the end of a subscription waits to be announced: a subscriber back within it with the same token sub and matchers keeps its identifier and nothing is announced; 0 announces ends at once")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.String("config", "", "config file: one \"flag value\" per line")
@@ -168,8 +172,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
-	if c.publishRate < 0 || c.publishBurst < 0 || c.maxStreamsSub < 0 || c.maxSubs < 0 || c.overloadLag < 0 || c.overloadWait < 0 {
-		return errors.New("--publish-rate, --publish-burst, --max-subscribers, --max-subscriptions-per-sub, --overload-lag and --overload-cpu-wait cannot be negative")
+	if c.publishRate < 0 || c.publishBurst < 0 || c.maxStreamsSub < 0 || c.maxSubs < 0 || c.overloadLag < 0 || c.overloadWait < 0 || c.subscriptionsGrace < 0 {
+		return errors.New("--publish-rate, --publish-burst, --max-subscribers, --max-subscriptions-per-sub, --overload-lag, --overload-cpu-wait and --subscriptions-grace cannot be negative")
 	}
 	tracer, stopTracing, err := newTracing(ctx, log, c.shutdown)
 	if err != nil {
@@ -304,6 +308,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		},
 		Registerer: reg,
 		Tracer:     tracer,
+
+		Subscriptions:     c.subscriptions,
+		SubscriptionGrace: offIfZero(c.subscriptionsGrace),
 	})
 	if err != nil {
 		return err
@@ -317,6 +324,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Handler:         handler,
 		Hub:             h,
 		Streams:         streams,
+		Drained:         handler.Close, // the ends still in their grace period are announced
 		Registry:        reg,
 		Logger:          log.WithGroup("server"),
 		ShutdownTimeout: c.shutdown,

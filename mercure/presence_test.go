@@ -1,0 +1,155 @@
+package mercure
+
+import (
+	"net/url"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/herald-hub/herald/engine/memory"
+	"github.com/herald-hub/herald/hub"
+)
+
+const presenceTestBase = "https://hub.example/.well-known/mercure"
+
+// presenceHandler is a handler with active subscriptions over a memory
+// hub, for tests inside a synctest bubble; it closes with the test.
+func presenceHandler(t *testing.T, grace time.Duration) (*Handler, *hub.Hub) {
+	t.Helper()
+	eng := memory.New(memory.Options{})
+	hb, err := hub.New(hub.Config{Engine: eng, Heartbeat: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ParseKey("subscriber-secret-subscriber-secret-01", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewValidator(TokenConfig{SubscriberKey: key, Issuer: "herald", Audience: presenceTestBase, Draft8: true, Base: presenceTestBase})
+	if err != nil {
+		t.Fatal(err)
+	}
+	public, _ := url.Parse(presenceTestBase)
+	h, err := New(Config{Hub: hb, Tokens: v, PublicURL: public, Draft8: true, Subscriptions: true, SubscriptionGrace: grace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.Close()
+		hb.Close()
+		_ = eng.Close()
+	})
+	return h, hb
+}
+
+func (h *Handler) testJoin(t *testing.T, g *Grant, topic string) *presenceConn {
+	t.Helper()
+	m, err := h.hub.Matchers().Get(hub.MatchExact, topic, h.base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := h.presence.join(t.Context(), g, []*hub.Matcher{m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pc
+}
+
+func ends(h *Handler) float64 {
+	return testutil.ToFloat64(h.presence.events.WithLabelValues("false", "published"))
+}
+
+// The end of a subscriber that could come back is announced when its
+// grace period is over, not a moment before; each in its turn; and the
+// ones still waiting are announced at once when the handler closes.
+func TestGraceEndsAnnouncedOnTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const grace = 10 * time.Second
+		h, _ := presenceHandler(t, grace)
+		ann := h.testJoin(t, &Grant{Subject: "ann", Issuer: "herald"}, "https://example.com/a")
+		bob := h.testJoin(t, &Grant{Subject: "bob", Issuer: "herald"}, "https://example.com/b")
+		cid := h.testJoin(t, &Grant{Subject: "cid", Issuer: "herald"}, "https://example.com/c")
+		anon := h.testJoin(t, nil, "https://example.com/d")
+
+		h.presence.leave(anon) // cannot be recognized again: announced at once
+		if got := ends(h); got != 1 {
+			t.Fatalf("ends announced after an anonymous subscriber left: %v, want 1", got)
+		}
+		h.presence.leave(ann)
+		time.Sleep(4 * time.Second)
+		h.presence.leave(bob)
+		time.Sleep(grace - 4*time.Second - time.Nanosecond)
+		synctest.Wait()
+		if got := ends(h); got != 1 {
+			t.Fatalf("ends announced just before ann's grace period is over: %v, want 1", got)
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if got := ends(h); got != 2 {
+			t.Fatalf("ends announced as ann's grace period ends: %v, want 2", got)
+		}
+		time.Sleep(4*time.Second - time.Nanosecond)
+		synctest.Wait()
+		if got := ends(h); got != 2 {
+			t.Fatalf("ends announced just before bob's: %v, want 2", got)
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if got := ends(h); got != 3 {
+			t.Fatalf("ends announced as bob's grace period ends: %v, want 3", got)
+		}
+
+		h.presence.leave(cid)
+		time.Sleep(time.Second)
+		h.Close()
+		if got := ends(h); got != 4 {
+			t.Fatalf("ends announced at close: %v, want 4", got)
+		}
+		if n := h.presence.count(); n != 0 {
+			t.Fatalf("%d subscriptions left after close", n)
+		}
+	})
+}
+
+// A subscriber back within its grace period keeps its identifier; its
+// new token's payload, when it changed, is announced; nothing else is.
+func TestGraceReturn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, _ := presenceHandler(t, time.Minute)
+		g := &Grant{Subject: "ann", Issuer: "herald"}
+		first := h.testJoin(t, g, "https://example.com/a")
+		begins := func() float64 {
+			return testutil.ToFloat64(h.presence.events.WithLabelValues("true", "published"))
+		}
+		h.presence.leave(first)
+		time.Sleep(30 * time.Second)
+		again := h.testJoin(t, g, "https://example.com/a")
+		if again.id != first.id || begins() != 1 {
+			t.Fatalf("returned as %s (was %s), %v beginnings announced", again.id, first.id, begins())
+		}
+		// Another issuer's ann is someone else.
+		h.presence.leave(again)
+		other := h.testJoin(t, &Grant{Subject: "ann", Issuer: "elsewhere"}, "https://example.com/a")
+		if other.id == first.id {
+			t.Fatal("a subscriber of another issuer took the identifier")
+		}
+		// The same one with a new payload: the subscription is announced
+		// again, with it.
+		m, err := hub.NewMatcher(hub.MatchExact, "https://example.com/a", presenceTestBase)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g2 := &Grant{Subject: "ann", Issuer: "herald", details: []subscribeDetail{{topics: []*hub.Matcher{m}, payload: []byte(`{"v":2}`)}}}
+		third := h.testJoin(t, g2, "https://example.com/a")
+		if third.id != first.id || begins() != 3 || string(third.subs[0].payload) != `{"v":2}` {
+			t.Fatalf("return with a new payload: id %s, %v beginnings, payload %s", third.id, begins(), third.subs[0].payload)
+		}
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		if got := ends(h); got != 0 {
+			t.Fatalf("%v ends announced for subscribers still there", got)
+		}
+	})
+}

@@ -1,0 +1,475 @@
+package mercure
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herald-hub/herald/hub"
+)
+
+// Active subscriptions (draft-08 "Active Subscriptions", and the draft-07
+// form beside it): every subscription a subscriber makes is announced with
+// a private update on the hub's reserved topic, when it begins and when it
+// ends, and the subscriptions API lists those active now.
+//
+// Each subscription is written in the terms of the draft it was made in:
+// one made with match or match_urlpattern is a draft-08 subscription
+// (topic .../subscriptions/{match_type}/{match}/{subscriber}, event type
+// "mercure", a JSON document of type "subscription"); one made with a
+// draft-07 topic selector is a draft-07 one (topic
+// .../subscriptions/{topic}/{subscriber}, a JSON-LD document of type
+// "Subscription", no event type), so each draft's clients find the events
+// and documents they know.
+//
+// The events are ordinary updates of the history: a client that reads the
+// API and then subscribes to the events with the API's cursor misses
+// nothing, and other nodes sharing the history receive them like any
+// update.
+//
+// A subscriber that leaves and comes back within the grace period, with
+// the same token subject and issuer and the same matchers, keeps its
+// identifier, and nothing is announced: neither the end nor the new
+// beginning. Only the end of a subscription nobody took up again is
+// announced, once the grace period is over. Subscribers without a token
+// subject cannot be recognized, so their ends are announced at once.
+
+// DefaultSubscriptionGrace is Config.SubscriptionGrace's default.
+const DefaultSubscriptionGrace = 10 * time.Second
+
+// presenceAnnounceTimeout bounds the publication of the events of one
+// subscriber's end, which no request waits for.
+const presenceAnnounceTimeout = 10 * time.Second
+
+// subForm is the draft a subscription was made in.
+type subForm uint8
+
+const (
+	form8 subForm = iota
+	form7
+)
+
+// activeSub is one subscription: one matcher of one subscriber.
+type activeSub struct {
+	form      subForm
+	matchType string // draft-08: "exact" or "urlpattern"
+	match     string // the matcher (draft-07: the topic selector)
+	topic     string // the topic of its events, the id of its document
+	payload   json.RawMessage
+}
+
+// presenceConn is one subscriber: a subscribe request and its stream.
+type presenceConn struct {
+	id   string // the subscriber identifier, urn:uuid:…
+	key  string // who it is, to be recognized within the grace period; "" if it cannot be
+	subs []activeSub
+	// left is when its stream ended, zero while it is open.
+	left time.Time
+}
+
+// presence keeps the active subscriptions of this node and announces
+// their beginnings and ends.
+type presence struct {
+	h     *Handler
+	grace time.Duration
+	log   *slog.Logger
+	ctx   context.Context // ends at close: bounds the announcements of ends
+	stop  context.CancelFunc
+
+	mu     sync.Mutex
+	conns  map[string]*presenceConn   // by subscriber identifier, open or in their grace period
+	parked map[string][]*presenceConn // in their grace period, by key, oldest first
+	timer  *time.Timer                // armed while some are parked
+	closed bool
+	wg     sync.WaitGroup // the timer's runs
+
+	events  *prometheus.CounterVec
+	resumed prometheus.Counter
+}
+
+func newPresence(h *Handler, grace time.Duration, reg prometheus.Registerer) (*presence, error) {
+	p := &presence{
+		h:      h,
+		grace:  grace,
+		log:    h.log,
+		conns:  make(map[string]*presenceConn),
+		parked: make(map[string][]*presenceConn),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_subscription_events_total",
+			Help: "Subscription events published (active=true: a subscription began, false: it ended), and those that could not be (result=failed).",
+		}, []string{"active", "result"}),
+		resumed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_subscriptions_resumed_total",
+			Help: "Subscribers that came back within the grace period and kept their identifier, so that neither their end nor their new beginning was announced.",
+		}),
+	}
+	p.ctx, p.stop = context.WithCancel(context.Background())
+	if reg != nil {
+		active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_active_subscriptions",
+			Help: "Active subscriptions on this node (one per matcher of each subscriber), those in their grace period included.",
+		}, func() float64 { return float64(p.count()) })
+		for _, c := range []prometheus.Collector{p.events, p.resumed, active} {
+			if err := reg.Register(c); err != nil {
+				p.stop()
+				return nil, err
+			}
+		}
+	}
+	return p, nil
+}
+
+// newSubscriberID draws a subscriber identifier: a random (version 4)
+// UUID as a URN, never anything the client sent.
+func newSubscriberID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var out [45]byte
+	copy(out[:], "urn:uuid:")
+	hex.Encode(out[9:17], b[0:4])
+	out[17] = '-'
+	hex.Encode(out[18:22], b[4:6])
+	out[22] = '-'
+	hex.Encode(out[23:27], b[6:8])
+	out[27] = '-'
+	hex.Encode(out[28:32], b[8:10])
+	out[32] = '-'
+	hex.Encode(out[33:45], b[10:16])
+	return string(out[:])
+}
+
+// join records the subscriptions of a new subscriber and announces them,
+// or, when the same subscriber left within the grace period, takes its
+// identifier up again and announces only what changed (a payload). It
+// returns the subscriber's record, for leave.
+func (p *presence) join(ctx context.Context, g *Grant, matchers []*hub.Matcher) (*presenceConn, error) {
+	subs := make([]activeSub, 0, len(matchers))
+	for _, m := range matchers {
+		a := activeSub{match: m.Value()}
+		switch m.Kind() {
+		case hub.MatchSelector:
+			a.form = form7
+		case hub.MatchURLPattern:
+			a.matchType = "urlpattern"
+		default:
+			a.matchType = "exact"
+		}
+		if pl, ok := g.Payload(m.Value()); ok {
+			a.payload = pl
+		}
+		subs = append(subs, a)
+	}
+	key := presenceKey(g, subs)
+
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, hub.ErrShutdown
+	}
+	if q := p.parked[key]; key != "" && len(q) > 0 {
+		pc := q[0]
+		p.unpark(pc)
+		pc.left = time.Time{}
+		changed := make([]activeSub, 0)
+		for i := range pc.subs {
+			if !jsonEqual(pc.subs[i].payload, subs[i].payload) {
+				pc.subs[i].payload = subs[i].payload
+				changed = append(changed, pc.subs[i])
+			}
+		}
+		p.mu.Unlock()
+		p.resumed.Inc()
+		// The subscription is the same; its document is not.
+		return pc, p.announce(ctx, pc.id, changed, true)
+	}
+	pc := &presenceConn{id: newSubscriberID(), key: key, subs: subs}
+	for i := range pc.subs {
+		pc.subs[i].topic = p.h.subscriptionTopic(&pc.subs[i], pc.id)
+	}
+	// Recorded before it is announced: a client that reads the API and
+	// then follows the events from the API's cursor sees it either in the
+	// list or in the events, maybe both, never in neither.
+	p.conns[pc.id] = pc
+	p.mu.Unlock()
+	if err := p.announce(ctx, pc.id, pc.subs, true); err != nil {
+		p.mu.Lock()
+		delete(p.conns, pc.id)
+		p.mu.Unlock()
+		// Whatever was announced of it ends.
+		_ = p.announce(p.ctx, pc.id, pc.subs, false)
+		return nil, err
+	}
+	return pc, nil
+}
+
+// leave ends a subscriber's stream: its subscriptions end now, or, when it
+// could come back and be recognized, at the end of the grace period unless
+// it does.
+func (p *presence) leave(pc *presenceConn) {
+	if pc == nil {
+		return
+	}
+	p.mu.Lock()
+	if pc.key == "" || p.grace <= 0 || p.closed {
+		delete(p.conns, pc.id)
+		p.mu.Unlock()
+		p.end(pc)
+		return
+	}
+	pc.left = time.Now()
+	p.parked[pc.key] = append(p.parked[pc.key], pc)
+	if p.timer == nil {
+		p.arm(p.grace)
+	}
+	p.mu.Unlock()
+}
+
+// arm starts the timer for d; p.mu is held.
+func (p *presence) arm(d time.Duration) {
+	p.wg.Add(1)
+	p.timer = time.AfterFunc(d, p.expire)
+}
+
+// expire announces the end of every subscriber whose grace period is
+// over, and arms the timer again for the next one.
+func (p *presence) expire() {
+	defer p.wg.Done()
+	now := time.Now()
+	var ended []*presenceConn
+	p.mu.Lock()
+	p.timer = nil
+	next := time.Duration(-1)
+	for _, q := range p.parked {
+		for _, pc := range q {
+			if wait := pc.left.Add(p.grace).Sub(now); wait > 0 {
+				if next < 0 || wait < next {
+					next = wait
+				}
+				continue
+			}
+			ended = append(ended, pc)
+		}
+	}
+	for _, pc := range ended {
+		p.unpark(pc)
+		delete(p.conns, pc.id)
+	}
+	if next >= 0 && !p.closed {
+		p.arm(next)
+	}
+	p.mu.Unlock()
+	for _, pc := range ended {
+		p.end(pc)
+	}
+}
+
+// unpark takes pc out of its grace period's queue; p.mu is held.
+func (p *presence) unpark(pc *presenceConn) {
+	q := p.parked[pc.key]
+	if i := slices.Index(q, pc); i >= 0 {
+		q = slices.Delete(q, i, i+1)
+	}
+	if len(q) == 0 {
+		delete(p.parked, pc.key)
+	} else {
+		p.parked[pc.key] = q
+	}
+}
+
+// end announces the end of pc's subscriptions.
+func (p *presence) end(pc *presenceConn) {
+	ctx, cancel := context.WithTimeout(p.ctx, presenceAnnounceTimeout)
+	defer cancel()
+	if err := p.announce(ctx, pc.id, pc.subs, false); err != nil {
+		p.log.Warn("could not announce the end of a subscription", "subscriber", pc.id, "err", err)
+	}
+}
+
+// close announces, at once, the end of every subscriber in its grace
+// period; new subscribers are refused and those still streaming announce
+// their ends without one. The hub must still take publications.
+func (p *presence) close() {
+	p.mu.Lock()
+	p.closed = true
+	if p.timer != nil && p.timer.Stop() {
+		p.wg.Done()
+	}
+	p.timer = nil
+	var ended []*presenceConn
+	for _, q := range p.parked {
+		ended = append(ended, q...)
+	}
+	for _, pc := range ended {
+		delete(p.conns, pc.id)
+	}
+	clear(p.parked)
+	p.mu.Unlock()
+	p.wg.Wait()
+	for _, pc := range ended {
+		p.end(pc)
+	}
+	p.stop()
+}
+
+// announce publishes one event per subscription in subs.
+func (p *presence) announce(ctx context.Context, subscriber string, subs []activeSub, active bool) error {
+	state := "false"
+	if active {
+		state = "true"
+	}
+	var errs []error
+	for i := range subs {
+		a := &subs[i]
+		data, err := json.Marshal(a.document(subscriber, active, true))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m := hub.Message{Topics: []string{a.topic}, Private: true, Data: string(data)}
+		if a.form == form8 {
+			m.Type = subscriptionEventType
+		}
+		if _, err := p.h.hub.Publish(ctx, m); err != nil {
+			p.events.WithLabelValues(state, "failed").Inc()
+			errs = append(errs, err)
+			continue
+		}
+		p.events.WithLabelValues(state, "published").Inc()
+	}
+	return errors.Join(errs...)
+}
+
+// subscriptionEventType is the SSE event type of draft-08 subscription
+// events, which publishers cannot use.
+const subscriptionEventType = "mercure"
+
+// count returns the number of active subscriptions.
+func (p *presence) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, pc := range p.conns {
+		n += len(pc.subs)
+	}
+	return n
+}
+
+// snapshot returns the active subscriptions of the given form that keep
+// says to, with their subscribers, sorted by topic.
+func (p *presence) snapshot(form subForm, keep func(a *activeSub, subscriber string) bool) []subEntry {
+	p.mu.Lock()
+	var out []subEntry
+	for _, pc := range p.conns {
+		for i := range pc.subs {
+			a := &pc.subs[i]
+			if a.form == form && keep(a, pc.id) {
+				out = append(out, subEntry{sub: *a, subscriber: pc.id})
+			}
+		}
+	}
+	p.mu.Unlock()
+	slices.SortFunc(out, func(a, b subEntry) int { return strings.Compare(a.sub.topic, b.sub.topic) })
+	return out
+}
+
+type subEntry struct {
+	sub        activeSub
+	subscriber string
+}
+
+// presenceKey tells a subscriber from the others across reconnections:
+// its token's issuer and subject, its matchers and their draft. It is
+// empty for a subscriber without a subject, which cannot be recognized.
+func presenceKey(g *Grant, subs []activeSub) string {
+	if g == nil || g.Subject == "" {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%q %q", g.Issuer, g.Subject)
+	for _, a := range subs {
+		fmt.Fprintf(&b, " %d %q %q", a.form, a.matchType, a.match)
+	}
+	return b.String()
+}
+
+func jsonEqual(a, b json.RawMessage) bool { return string(a) == string(b) }
+
+// document is the subscription's JSON document, in its draft's form.
+// withContext adds draft-07's @context (which a collection carries once).
+func (a *activeSub) document(subscriber string, active, withContext bool) any {
+	if a.form == form7 {
+		d := subDoc7{ID: a.topic, Type: "Subscription", Topic: a.match, Subscriber: subscriber, Active: active, Payload: a.payload}
+		if withContext {
+			d.Context = jsonLDContext
+		}
+		return d
+	}
+	return subDoc8{ID: a.topic, Type: "subscription", MatchType: a.matchType, Match: a.match, Subscriber: subscriber, Active: active, Payload: a.payload}
+}
+
+// jsonLDContext is draft-07's fixed @context.
+const jsonLDContext = "https://mercure.rocks/"
+
+type subDoc8 struct {
+	ID         string          `json:"id"`
+	Type       string          `json:"type"`
+	MatchType  string          `json:"match_type"`
+	Match      string          `json:"match"`
+	Subscriber string          `json:"subscriber"`
+	Active     bool            `json:"active"`
+	Payload    json.RawMessage `json:"payload,omitempty"`
+}
+
+type subDoc7 struct {
+	Context    string          `json:"@context,omitempty"`
+	ID         string          `json:"id"`
+	Type       string          `json:"type"`
+	Topic      string          `json:"topic"`
+	Subscriber string          `json:"subscriber"`
+	Active     bool            `json:"active"`
+	Payload    json.RawMessage `json:"payload,omitempty"`
+}
+
+// subscriptionTopic is the topic of a's events: the hub's path, then
+// /subscriptions/{match_type}/{match}/{subscriber} (draft-08) or
+// /subscriptions/{topic}/{subscriber} (draft-07), each variable
+// percent-encoded once, whole.
+func (h *Handler) subscriptionTopic(a *activeSub, subscriber string) string {
+	b := []byte(h.subsPath)
+	if a.form == form8 {
+		b = append(b, '/')
+		b = appendPathVar(b, a.matchType)
+	}
+	b = append(b, '/')
+	b = appendPathVar(b, a.match)
+	b = append(b, '/')
+	b = appendPathVar(b, subscriber)
+	return string(b)
+}
+
+// appendPathVar appends s as RFC 6570 simple string expansion does:
+// every byte but the unreserved characters percent-encoded.
+func appendPathVar(b []byte, s string) []byte {
+	const hexUpper = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '%', hexUpper[c>>4], hexUpper[c&15])
+	}
+	return b
+}
