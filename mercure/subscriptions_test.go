@@ -373,7 +373,7 @@ func TestSubscriptionsAPIRefusals(t *testing.T) {
 			{subsPrefix, "not-a-token", http.StatusUnauthorized, ""},
 			{subsPrefix, th.token(mercure.ActionSubscribe, false, "https://example.com/a"), http.StatusForbidden, "does not grant"},
 			{subsPrefix + "/regex/x/y", all, http.StatusBadRequest, "unknown matcher type"},
-			{subsPrefix + "/regex/x", all, http.StatusNotFound, ""}, // a draft-07 single subscription that does not exist
+			{subsPrefix + "/regex/x", all, http.StatusNotFound, ""},           // a draft-07 single subscription that does not exist
 			{subsPrefix + "/exact", all, http.StatusOK, `"subscriptions":[]`}, // one segment: a draft-07 topic's collection, empty
 			{subsPrefix + "?limit=100000", all, http.StatusBadRequest, "limit"},
 			{subsPrefix + "?limit=0", all, http.StatusBadRequest, "limit"},

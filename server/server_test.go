@@ -130,7 +130,6 @@ func (r *running) stop(t *testing.T) {
 	}
 }
 
-
 func (r *running) get(t *testing.T, path string) (int, string, *http.Response) {
 	t.Helper()
 	resp, err := r.client.Get(r.base + path)
