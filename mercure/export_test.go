@@ -30,11 +30,7 @@ func (k *keyedRate) Len() int                                              { k.m
 func Parked(h *Handler) int {
 	h.presence.mu.Lock()
 	defer h.presence.mu.Unlock()
-	n := 0
-	for _, q := range h.presence.parked {
-		n += len(q)
-	}
-	return n
+	return h.presence.nParked
 }
 
 // Connected is the number of subscribers with an open stream.

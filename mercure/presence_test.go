@@ -153,3 +153,43 @@ func TestGraceReturn(t *testing.T) {
 		}
 	})
 }
+
+// A subscriber that leaves, returns and leaves again is announced gone a
+// grace period after its last leaving, and does not hold back the end of
+// one that left between.
+func TestGraceLeaveReturnLeave(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const grace = 10 * time.Second
+		h, _ := presenceHandler(t, grace)
+		ga := &Grant{Subject: "ann", Issuer: "herald"}
+		a := h.testJoin(t, ga, "https://example.com/a")
+		b := h.testJoin(t, &Grant{Subject: "bob", Issuer: "herald"}, "https://example.com/b")
+		h.presence.leave(a) // t=0
+		time.Sleep(time.Second)
+		if back := h.testJoin(t, ga, "https://example.com/a"); back != a {
+			t.Fatal("ann not recognized")
+		}
+		time.Sleep(time.Second)
+		h.presence.leave(b) // t=2
+		time.Sleep(3 * time.Second)
+		h.presence.leave(a) // t=5
+		time.Sleep(7*time.Second - time.Nanosecond)
+		synctest.Wait()
+		if got := ends(h); got != 0 {
+			t.Fatalf("ends before bob's period is over: %v", got)
+		}
+		time.Sleep(time.Nanosecond) // t=12
+		synctest.Wait()
+		if got := ends(h); got != 1 {
+			t.Fatalf("ends as bob's period ends: %v, want 1 (ann's earlier grace period must not hold it back)", got)
+		}
+		time.Sleep(3 * time.Second) // t=15
+		synctest.Wait()
+		if got := ends(h); got != 2 {
+			t.Fatalf("ends as ann's second period ends: %v, want 2", got)
+		}
+		if Parked(h) != 0 || h.presence.count() != 0 {
+			t.Fatalf("parked %d, active %d after both ended", Parked(h), h.presence.count())
+		}
+	})
+}

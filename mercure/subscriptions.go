@@ -75,7 +75,19 @@ type presenceConn struct {
 	subs []activeSub
 	// left is when its stream ended, zero while it is open.
 	left time.Time
+	// gen counts its grace periods, to tell the queues' entries of the
+	// current one from those of periods it came back from.
+	gen uint64
 }
+
+// parkEntry is a subscriber in a queue of those in their grace period;
+// it is stale once the subscriber came back (or left again).
+type parkEntry struct {
+	pc  *presenceConn
+	gen uint64
+}
+
+func (e parkEntry) live() bool { return e.gen == e.pc.gen && !e.pc.left.IsZero() }
 
 // presence keeps the active subscriptions of this node and announces
 // their beginnings and ends.
@@ -86,12 +98,19 @@ type presence struct {
 	ctx   context.Context // ends at close: bounds the announcements of ends
 	stop  context.CancelFunc
 
-	mu     sync.Mutex
-	conns  map[string]*presenceConn   // by subscriber identifier, open or in their grace period
-	parked map[string][]*presenceConn // in their grace period, by key, oldest first
-	timer  *time.Timer                // armed while some are parked
-	closed bool
-	wg     sync.WaitGroup // the timer's runs
+	mu    sync.Mutex
+	conns map[string]*presenceConn // by subscriber identifier, open or in their grace period
+	// Subscribers in their grace period, by key for a returning one to be
+	// found (oldest first), and all of them in the order they left, which
+	// is the order their periods end in. A subscriber that returns stays
+	// in both, stale, until it reaches the front: the queues cost O(1) per
+	// subscriber, however many share a key.
+	parked  map[string][]parkEntry
+	leaving []parkEntry
+	nParked int
+	timer   *time.Timer // armed while some are parked
+	closed  bool
+	wg      sync.WaitGroup // the timer's runs
 
 	events  *prometheus.CounterVec
 	resumed prometheus.Counter
@@ -103,7 +122,7 @@ func newPresence(h *Handler, grace time.Duration, reg prometheus.Registerer) (*p
 		grace:  grace,
 		log:    h.log,
 		conns:  make(map[string]*presenceConn),
-		parked: make(map[string][]*presenceConn),
+		parked: make(map[string][]parkEntry),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_subscription_events_total",
 			Help: "Subscription events published (active=true: a subscription began, false: it ended), and those that could not be (result=failed).",
@@ -178,10 +197,7 @@ func (p *presence) join(ctx context.Context, g *Grant, matchers []*hub.Matcher) 
 		p.mu.Unlock()
 		return nil, hub.ErrShutdown
 	}
-	if q := p.parked[key]; key != "" && len(q) > 0 {
-		pc := q[0]
-		p.unpark(pc)
-		pc.left = time.Time{}
+	if pc := p.takeParked(key); pc != nil {
 		changed := make([]activeSub, 0)
 		for i := range pc.subs {
 			if !jsonEqual(pc.subs[i].payload, subs[i].payload) {
@@ -229,11 +245,40 @@ func (p *presence) leave(pc *presenceConn) {
 		return
 	}
 	pc.left = time.Now()
-	p.parked[pc.key] = append(p.parked[pc.key], pc)
+	pc.gen++
+	e := parkEntry{pc, pc.gen}
+	p.parked[pc.key] = append(p.parked[pc.key], e)
+	p.leaving = append(p.leaving, e)
+	p.nParked++
 	if p.timer == nil {
 		p.arm(p.grace)
 	}
 	p.mu.Unlock()
+}
+
+// takeParked returns the subscriber of key that left first and is still
+// in its grace period, taken out of it, or nil; p.mu is held.
+func (p *presence) takeParked(key string) *presenceConn {
+	if key == "" {
+		return nil
+	}
+	q := p.parked[key]
+	for len(q) > 0 && !q[0].live() {
+		q = q[1:]
+	}
+	if len(q) == 0 {
+		delete(p.parked, key)
+		return nil
+	}
+	pc := q[0].pc
+	if q = q[1:]; len(q) == 0 {
+		delete(p.parked, key)
+	} else {
+		p.parked[key] = q
+	}
+	pc.left = time.Time{}
+	p.nParked--
+	return pc
 }
 
 // arm starts the timer for d; p.mu is held.
@@ -250,41 +295,37 @@ func (p *presence) expire() {
 	var ended []*presenceConn
 	p.mu.Lock()
 	p.timer = nil
-	next := time.Duration(-1)
-	for _, q := range p.parked {
-		for _, pc := range q {
-			if wait := pc.left.Add(p.grace).Sub(now); wait > 0 {
-				if next < 0 || wait < next {
-					next = wait
-				}
-				continue
-			}
-			ended = append(ended, pc)
+	for len(p.leaving) > 0 {
+		e := p.leaving[0]
+		pc := e.pc
+		if !e.live() { // came back
+			p.leaving = p.leaving[1:]
+			continue
 		}
-	}
-	for _, pc := range ended {
-		p.unpark(pc)
+		if wait := pc.left.Add(p.grace).Sub(now); wait > 0 {
+			if !p.closed {
+				p.arm(wait)
+			}
+			break
+		}
+		p.leaving = p.leaving[1:]
+		if q := p.parked[pc.key]; len(q) > 0 && q[0] == e {
+			// The oldest of its key, as a rule: the key's queue
+			// drops it now rather than when someone returns.
+			if len(q) == 1 {
+				delete(p.parked, pc.key)
+			} else {
+				p.parked[pc.key] = q[1:]
+			}
+		}
+		pc.left = time.Time{} // out of every queue, lazily
+		p.nParked--
 		delete(p.conns, pc.id)
-	}
-	if next >= 0 && !p.closed {
-		p.arm(next)
+		ended = append(ended, pc)
 	}
 	p.mu.Unlock()
 	for _, pc := range ended {
 		p.end(pc)
-	}
-}
-
-// unpark takes pc out of its grace period's queue; p.mu is held.
-func (p *presence) unpark(pc *presenceConn) {
-	q := p.parked[pc.key]
-	if i := slices.Index(q, pc); i >= 0 {
-		q = slices.Delete(q, i, i+1)
-	}
-	if len(q) == 0 {
-		delete(p.parked, pc.key)
-	} else {
-		p.parked[pc.key] = q
 	}
 }
 
@@ -308,13 +349,15 @@ func (p *presence) close() {
 	}
 	p.timer = nil
 	var ended []*presenceConn
-	for _, q := range p.parked {
-		ended = append(ended, q...)
-	}
-	for _, pc := range ended {
-		delete(p.conns, pc.id)
+	for _, e := range p.leaving {
+		if pc := e.pc; e.live() {
+			pc.left = time.Time{}
+			delete(p.conns, pc.id)
+			ended = append(ended, pc)
+		}
 	}
 	clear(p.parked)
+	p.leaving, p.nParked = nil, 0
 	p.mu.Unlock()
 	p.wg.Wait()
 	for _, pc := range ended {

@@ -24,6 +24,10 @@
 #                   paces by its own third of the load as if it had the cores alone)
 #   idle            5,000 idle subscribers on one node, bolt and redis: RSS per
 #                   connection
+#   subscriptions   10,000 subscribers joining and leaving (churn, 500/s), then
+#                   2,500 subscribers x 80 updates/s, on one bolt node: without
+#                   --subscriptions, with it (every begin and end announced at
+#                   once: --subscriptions-grace 0), and with it at the default grace
 #   guard           64 durable publishers, then 2,500 subscribers x 80 updates/s,
 #                   on one bolt node: every limit off (--max-connections 0, no
 #                   overload check), every limit on but none reached, and the
@@ -39,7 +43,7 @@ shift
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 comparisons=("$@")
-[ ${#comparisons[@]} -gt 0 ] || comparisons=(publish publish-always fanout fanout-paced idle guard)
+[ ${#comparisons[@]} -gt 0 ] || comparisons=(publish publish-always fanout fanout-paced idle guard subscriptions)
 duration=${DURATION:-15s}
 fanout_duration=${FANOUT_DURATION:-20s}
 
@@ -281,6 +285,19 @@ for c in "${comparisons[@]}"; do
 			node_env=()
 		done
 		serve_args=() ;;
+	subscriptions)
+		churn=(churn --churn-rate 500 --duration 20s)
+		fan=(fanout --subscribers 2500 --topics 1 --rate 80 --payload 100 --duration "$fanout_duration")
+		for scen in churn fanout; do
+			if [ "$scen" = churn ]; then args=("${churn[@]}"); else args=("${fan[@]}"); fi
+			serve_args=()
+			run_case "subs-$scen-off" 1 bolt "${args[@]}"
+			serve_args=(--subscriptions --subscriptions-grace 0)
+			run_case "subs-$scen-on" 1 bolt "${args[@]}"
+			serve_args=(--subscriptions)
+			run_case "subs-$scen-grace" 1 bolt "${args[@]}"
+		done
+		serve_args=() ;;
 	*) echo "unknown comparison $c" >&2 ;;
 	esac
 done
@@ -407,6 +424,26 @@ per1k() { awk -v a="$1" -v n="$2" 'BEGIN { if (n + 0 > 0 && a != "") printf "%.4
 				printf "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n" "$scen $v" "$(j $rate "$n")" "$(ratio "$(j $rate "$n")" "$base")" \
 					"$(j .latency_ms.p50 "$n")" "$(j .latency_ms.p99 "$n")" "$(ratio "$(j .latency_ms.p99 "$n")" "$bp99")" \
 					"$(j .lost "$n")" "$(per1k "$(node_cpu "$n")" "$(j $count "$n")")" "${spans:--}"
+			done
+		done
+		echo
+	fi
+	if [ -f "$out/subs-churn-off.json" ]; then
+		echo "## Active subscriptions, one bolt node"
+		echo
+		echo "| run | subscribers connected | connect p50 ms | connect p99 ms | deliveries/s | deliver p99 ms | p99 vs off | lost | node CPU s | vs off | subscription events |"
+		echo "|---|---|---|---|---|---|---|---|---|---|---|"
+		for scen in churn fanout; do
+			bcpu=$(node_cpu "subs-$scen-off")
+			bp99=$(j .latency_ms.p99 "subs-$scen-off")
+			for v in off on grace; do
+				n="subs-$scen-$v"
+				[ -f "$out/$n.json" ] || continue
+				evs=$(awk '/^herald_subscription_events_total\{/ { s += $2 } END { print s + 0 }' "$out/$n-node1.metrics" 2>/dev/null)
+				printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n" "$scen $v" \
+					"$(j .extra.churn.connected "$n")" "$(j .extra.connect_latency.p50 "$n")" "$(j .extra.connect_latency.p99 "$n")" \
+					"$(j .deliveries_per_s "$n")" "$(j .latency_ms.p99 "$n")" "$(ratio "$(j .latency_ms.p99 "$n")" "$bp99")" "$(j .lost "$n")" \
+					"$(node_cpu "$n")" "$(ratio "$(node_cpu "$n")" "$bcpu")" "${evs:--}"
 			done
 		done
 		echo
