@@ -203,6 +203,9 @@ type Hub struct {
 
 	overUntil atomic.Int64 // unix nanos until which the hub counts as overloaded
 
+	// Totals since start, for Counts.
+	nPublished, nOffered atomic.Uint64
+
 	closeOnce sync.Once
 	draining  atomic.Bool // no new subscriptions
 	stopped   atomic.Bool // no new publications
@@ -289,6 +292,7 @@ func (h *Hub) Publish(ctx context.Context, m Message) (*Update, error) {
 		return nil, fmt.Errorf("append: %w", err)
 	}
 	h.m.published(time.Since(start))
+	h.nPublished.Add(1)
 	return u, nil
 }
 
@@ -306,6 +310,7 @@ func (h *Hub) dispatch(u *Update) int {
 	h.lastDispatched.Store(u.Seq)
 	h.lastID.Store(&u.ID)
 	n := h.idx.match(u, (*Subscriber).offer)
+	h.nOffered.Add(uint64(n))
 	h.idx.mu.RUnlock()
 	if span != nil {
 		endDispatch(span, u, n)

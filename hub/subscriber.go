@@ -73,6 +73,7 @@ type Subscriber struct {
 	matchers []*Matcher
 	canRead  func([]string) bool
 	expires  time.Time
+	subject  string
 	resumed  string
 	serial   uint64
 	epoch    uint64 // of the log the replay reads
@@ -136,6 +137,7 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 		matchers: o.Matchers,
 		canRead:  o.CanRead,
 		expires:  o.Expires,
+		subject:  o.Subject,
 		serial:   serials.Add(1),
 		wake:     make(chan struct{}, 1),
 		heapIdx:  -1,

@@ -155,6 +155,7 @@ type Handler struct {
 	// Config.Subscriptions. subsPath is the subscriptions API's path.
 	presence *presence
 	subsPath string
+	revoked  revocations
 	// hold, when set by a test, is called at the named stages of a
 	// subscribe request, to hold it there while a shutdown starts.
 	hold func(stage string)
@@ -212,6 +213,7 @@ func New(cfg Config) (*Handler, error) {
 		log:      cfg.Logger,
 		origins:  make(map[string]bool),
 		streams:  cfg.Streams,
+		revoked:  revocations{ttl: DefaultRevocationTTL},
 	}
 	if h.streams == nil {
 		h.streams = new(stream.Tracker)

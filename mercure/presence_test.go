@@ -50,7 +50,7 @@ func (h *Handler) testJoin(t *testing.T, g *Grant, topic string) *presenceConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := h.presence.join(t.Context(), g, []*hub.Matcher{m})
+	pc, err := h.presence.join(t.Context(), g, []*hub.Matcher{m}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,6 +75,10 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		h.challenge(w, span, http.StatusUnauthorized, "", "a subscriber token is required")
 		return
 	}
+	if h.revoked.has(grant) {
+		h.challenge(w, span, http.StatusUnauthorized, "invalid_token", "token revoked: its subject was disconnected by an administrator")
+		return
+	}
 	opts := hub.SubscribeOptions{Matchers: sp.matchers, Resume: sp.resume, LastEventID: sp.lastID}
 	if span.s != nil {
 		opts.OnLive = span.live
@@ -142,7 +146,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	if h.presence != nil {
 		// Announced once registered, so that a subscriber of its own
 		// subscription's events sees it begin.
-		if pc, err = h.presence.join(r.Context(), grant, sp.matchers); err != nil {
+		if pc, err = h.presence.join(r.Context(), grant, sp.matchers, sub); err != nil {
 			sub.Close()
 			if errors.Is(err, hub.ErrShutdown) {
 				h.refuse(w, sp, span)
@@ -285,7 +289,8 @@ func (h *Handler) stream(ctx context.Context, sub *hub.Subscriber, st streamClos
 	reason := sub.Serve(ctx, st)
 	span.endBeforeLive(reason)
 	switch {
-	case errors.Is(reason, hub.ErrSlowSubscriber), errors.Is(reason, hub.ErrExpired), errors.Is(reason, hub.ErrShutdown), errors.Is(reason, hub.ErrLost):
+	case errors.Is(reason, hub.ErrSlowSubscriber), errors.Is(reason, hub.ErrExpired), errors.Is(reason, hub.ErrShutdown), errors.Is(reason, hub.ErrLost),
+		errors.Is(reason, hub.ErrDisconnected):
 		// Say why before closing; the client reconnects and resumes (after
 		// a loss, to be told earliest). The deadline holds even on a
 		// stream whose client stopped reading, so a shutdown waits for

@@ -2,8 +2,6 @@ package mercure
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,9 +68,13 @@ type activeSub struct {
 
 // presenceConn is one subscriber: a subscribe request and its stream.
 type presenceConn struct {
-	id   string // the subscriber identifier, urn:uuid:…
-	key  string // who it is, to be recognized within the grace period; "" if it cannot be
-	subs []activeSub
+	id      string // the subscriber identifier, urn:uuid:…
+	key     string // who it is, to be recognized within the grace period; "" if it cannot be
+	subject string // its token's sub
+	subs    []activeSub
+	// sub is its hub subscription, to end it on an administrator's
+	// word; guarded by presence.mu, since a return takes it over.
+	sub *hub.Subscriber
 	// left is when its stream ended, zero while it is open.
 	left time.Time
 	// gen counts its grace periods, to tell the queues' entries of the
@@ -150,30 +152,13 @@ func newPresence(h *Handler, grace time.Duration, reg prometheus.Registerer) (*p
 
 // newSubscriberID draws a subscriber identifier: a random (version 4)
 // UUID as a URN, never anything the client sent.
-func newSubscriberID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var out [45]byte
-	copy(out[:], "urn:uuid:")
-	hex.Encode(out[9:17], b[0:4])
-	out[17] = '-'
-	hex.Encode(out[18:22], b[4:6])
-	out[22] = '-'
-	hex.Encode(out[23:27], b[6:8])
-	out[27] = '-'
-	hex.Encode(out[28:32], b[8:10])
-	out[32] = '-'
-	hex.Encode(out[33:45], b[10:16])
-	return string(out[:])
-}
+func newSubscriberID() string { return uuidV4() }
 
 // join records the subscriptions of a new subscriber and announces them,
 // or, when the same subscriber left within the grace period, takes its
 // identifier up again and announces only what changed (a payload). It
 // returns the subscriber's record, for leave.
-func (p *presence) join(ctx context.Context, g *Grant, matchers []*hub.Matcher) (*presenceConn, error) {
+func (p *presence) join(ctx context.Context, g *Grant, matchers []*hub.Matcher, sub *hub.Subscriber) (*presenceConn, error) {
 	subs := make([]activeSub, 0, len(matchers))
 	for _, m := range matchers {
 		a := activeSub{match: m.Value()}
@@ -198,6 +183,7 @@ func (p *presence) join(ctx context.Context, g *Grant, matchers []*hub.Matcher) 
 		return nil, hub.ErrShutdown
 	}
 	if pc := p.takeParked(key); pc != nil {
+		pc.sub = sub
 		changed := make([]activeSub, 0)
 		for i := range pc.subs {
 			if !jsonEqual(pc.subs[i].payload, subs[i].payload) {
@@ -210,7 +196,10 @@ func (p *presence) join(ctx context.Context, g *Grant, matchers []*hub.Matcher) 
 		// The subscription is the same; its document is not.
 		return pc, p.announce(ctx, pc.id, changed, true)
 	}
-	pc := &presenceConn{id: newSubscriberID(), key: key, subs: subs}
+	pc := &presenceConn{id: newSubscriberID(), key: key, subs: subs, sub: sub}
+	if g != nil {
+		pc.subject = g.Subject
+	}
 	for i := range pc.subs {
 		pc.subs[i].topic = p.h.subscriptionTopic(&pc.subs[i], pc.id)
 	}
@@ -515,4 +504,44 @@ func appendPathVar(b []byte, s string) []byte {
 		b = append(b, '%', hexUpper[c>>4], hexUpper[c&15])
 	}
 	return b
+}
+
+// disconnect ends the stream of the subscriber id, announcing its end at
+// once, and reports whether it had an open stream.
+func (p *presence) disconnect(id string) bool {
+	p.mu.Lock()
+	pc := p.conns[id]
+	if pc == nil || !pc.left.IsZero() || pc.sub == nil {
+		p.mu.Unlock()
+		return false
+	}
+	pc.key = "" // no grace: its end is announced as soon as the stream ends
+	s := pc.sub
+	p.mu.Unlock()
+	s.End(hub.ErrDisconnected)
+	return true
+}
+
+// forget makes the subscribers of the token subject sub unrecognizable,
+// so that the ends of their streams are announced at once, without a
+// grace period, and those already in theirs end now.
+func (p *presence) forget(sub string) {
+	p.mu.Lock()
+	var ended []*presenceConn
+	for _, pc := range p.conns {
+		if pc.subject != sub {
+			continue
+		}
+		pc.key = ""
+		if !pc.left.IsZero() {
+			pc.left = time.Time{}
+			p.nParked--
+			delete(p.conns, pc.id)
+			ended = append(ended, pc)
+		}
+	}
+	p.mu.Unlock()
+	for _, pc := range ended {
+		p.end(pc)
+	}
 }

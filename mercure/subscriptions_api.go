@@ -56,6 +56,10 @@ func (h *Handler) serveSubscriptions(w http.ResponseWriter, r *http.Request, res
 		h.challenge(w, reqSpan{}, http.StatusUnauthorized, "", "a subscriber token is required to read the subscriptions API")
 		return
 	}
+	if h.revoked.has(grant) {
+		h.challenge(w, reqSpan{}, http.StatusUnauthorized, "invalid_token", "token revoked: its subject was disconnected by an administrator")
+		return
+	}
 	req, perr := h.parseSubsPath(rest, grant)
 	if perr != nil {
 		plainError(w, perr.status, perr.msg)

@@ -15,6 +15,10 @@ import (
 	"github.com/herald-hub/herald/hub"
 )
 
+// ActionAdmin is the authorization detail action that grants herald's
+// admin API, in a publisher token.
+const ActionAdmin = "admin"
+
 // Action is what a token may allow.
 type Action uint8
 
@@ -362,6 +366,12 @@ type Grant struct {
 	Expires time.Time
 	// Subject and Issuer are the token's sub and iss, possibly empty.
 	Subject, Issuer string
+	// IssuedAt is the token's iat, zero when it has none.
+	IssuedAt time.Time
+	// Admin is set for a draft-08 token whose Mercure authorization
+	// detail grants herald's "admin" action: the admin API's grant. Only
+	// publisher tokens carry it (Validate with ActionPublish).
+	Admin bool
 
 	// details holds the draft-08 subscribe details, in token order, for
 	// payload selection; payload is the draft-07 mercure.payload.
@@ -522,6 +532,9 @@ func (v *Validator) validate(raw string, action Action) (*Grant, *TokenError) {
 	}
 
 	g := &Grant{Legacy: legacy, Subject: claims.Subject, Issuer: claims.Issuer}
+	if claims.IssuedAt != nil {
+		g.IssuedAt = claims.IssuedAt.Time
+	}
 	if terr := v.checkTimes(claims, g, !legacy); terr != nil {
 		return nil, terr
 	}
@@ -631,7 +644,7 @@ func (v *Validator) mercureDetail(i int, obj map[string]json.RawMessage, g *Gran
 	if err := json.Unmarshal(obj["actions"], &actions); err != nil || len(actions) == 0 {
 		return detailError(i, "actions must be a non-empty array")
 	}
-	var publish, subscribe bool
+	var publish, subscribe, admin bool
 	for _, a := range actions {
 		var s string
 		if json.Unmarshal(a, &s) != nil {
@@ -644,6 +657,8 @@ func (v *Validator) mercureDetail(i int, obj map[string]json.RawMessage, g *Gran
 			publish = true
 		case "subscribe":
 			subscribe = true
+		case ActionAdmin:
+			admin = true
 		}
 	}
 
@@ -674,6 +689,9 @@ func (v *Validator) mercureDetail(i int, obj map[string]json.RawMessage, g *Gran
 
 	if publish {
 		g.Publish = append(g.Publish, matchers...)
+	}
+	if admin {
+		g.Admin = true
 	}
 	if subscribe {
 		g.Subscribe = append(g.Subscribe, matchers...)

@@ -40,6 +40,10 @@ type MintOptions struct {
 	Issuer, Audience, Subject string
 	// Legacy mints a draft-07 token: typ JWT and a mercure claim.
 	Legacy bool
+	// Admin adds a Mercure authorization detail with herald's admin
+	// action (ActionAdmin): the admin API's grant. Draft-08 only; sign it
+	// with the publisher key.
+	Admin bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -81,6 +85,9 @@ func Mint(o MintOptions) (string, error) {
 	var claims jwt.MapClaims
 	var err error
 	if o.Legacy {
+		if o.Admin {
+			return "", errors.New("mint: the admin grant is a draft-08 token's")
+		}
 		claims, err = legacyClaims(o, t)
 	} else {
 		claims, err = accessTokenClaims(o, t)
@@ -161,6 +168,9 @@ func accessTokenClaims(o MintOptions, t time.Time) (jwt.MapClaims, error) {
 			d["payload"] = o.Payload
 		}
 		details = append(details, d)
+	}
+	if o.Admin {
+		details = append(details, map[string]any{"type": tokenDetailType, "actions": []string{ActionAdmin}, "topics": []map[string]string{{"match": "*"}}})
 	}
 	return jwt.MapClaims{
 		"iss":                   o.Issuer,

@@ -10,12 +10,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/herald-hub/herald/admin"
 	"github.com/herald-hub/herald/engine/bolt"
 	"github.com/herald-hub/herald/engine/memory"
 	"github.com/herald-hub/herald/engine/redis"
@@ -315,13 +318,26 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	adm, err := admin.New(admin.Config{
+		Hub: h, Mercure: handler, Tokens: tokens, Open: devMode,
+		Node: nodeName(ln.Addr()), Version: version(), Connections: ln.Open,
+		Logger: log.WithGroup("admin"),
+	})
+	if err != nil {
+		return err
+	}
+	adminCtx, stopAdmin := context.WithCancel(ctx)
+	var adminRun sync.WaitGroup
+	adminRun.Go(func() { adm.Run(adminCtx) })
+	defer adminRun.Wait()
+	defer stopAdmin()
 	srv, err = server.New(server.Config{
 		Listener:        ln,
 		AdminAddr:       c.adminAddr,
 		TLSCert:         c.tlsCert,
 		TLSKey:          c.tlsKey,
 		H2C:             c.h2c,
-		Handler:         handler,
+		Handler:         withAdmin(adm, handler),
 		Hub:             h,
 		Streams:         streams,
 		Drained:         handler.Close, // the ends still in their grace period are announced
@@ -340,6 +356,32 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return srv.Serve(ctx)
+}
+
+// withAdmin routes /admin/ to the admin API and everything else to the
+// hub. Not an http.ServeMux: it would clean the paths of the subscriptions
+// API, whose segments are percent-encoded URLs ("https%3A%2F%2F…").
+func withAdmin(adm *admin.Handler, hubHandler http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/admin/") {
+			adm.ServeHTTP(w, r)
+			return
+		}
+		hubHandler.ServeHTTP(w, r)
+	})
+}
+
+// nodeName names this node in the admin API: the host's name and the
+// port it serves on.
+func nodeName(addr net.Addr) string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "herald"
+	}
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		return host + ":" + strconv.Itoa(ta.Port)
+	}
+	return host
 }
 
 // limitText says a limit for the log: its value, or "none".

@@ -31,6 +31,7 @@ func token(args []string, stdout, stderr io.Writer) error {
 	aud := fs.String("aud", "http://localhost:3000"+mercure.DefaultPath, "audience: the hub's --public-url")
 	subject := fs.String("sub", "", "subject (default herald-cli)")
 	legacy := fs.Bool("legacy", false, "draft-07 token with a mercure claim, for hubs and clients of that draft")
+	adminGrant := fs.Bool("admin", false, "grant the admin API and console (sign with the hub's publisher key)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -59,6 +60,7 @@ func token(args []string, stdout, stderr io.Writer) error {
 		Audience:  *aud,
 		Subject:   *subject,
 		Legacy:    *legacy,
+		Admin:     *adminGrant,
 	})
 	if err != nil {
 		return err

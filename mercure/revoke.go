@@ -1,0 +1,88 @@
+package mercure
+
+import (
+	"sync"
+	"time"
+
+	"github.com/herald-hub/herald/hub"
+)
+
+// DefaultRevocationTTL is how long Disconnect refuses the tokens of a
+// subject that were issued before it: longer than any token a sane
+// issuer hands out should live.
+const DefaultRevocationTTL = 24 * time.Hour
+
+// revocations are token subjects whose tokens issued before a time are
+// refused: a subscriber an administrator disconnected that comes back
+// with the same token gets a 401, while a token issued after (the app
+// granted access again) works.
+type revocations struct {
+	mu  sync.Mutex
+	m   map[string]revocation
+	ttl time.Duration
+}
+
+type revocation struct{ at, until time.Time }
+
+// add revokes the tokens of sub issued up to now.
+func (r *revocations) add(sub string, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[string]revocation)
+	}
+	for s, v := range r.m { // few entries: an administrator's acts
+		if now.After(v.until) {
+			delete(r.m, s)
+		}
+	}
+	r.m[sub] = revocation{at: now, until: now.Add(r.ttl)}
+}
+
+// has reports whether g's token is revoked: its subject was revoked after
+// it was issued (a token without iat counts as issued before).
+func (r *revocations) has(g *Grant) bool {
+	if g == nil || g.Subject == "" {
+		return false
+	}
+	r.mu.Lock()
+	v, ok := r.m[g.Subject]
+	r.mu.Unlock()
+	if !ok || time.Now().After(v.until) {
+		return false
+	}
+	// iat has whole seconds: a token issued in the second of the
+	// revocation is refused too.
+	return g.IssuedAt.IsZero() || !g.IssuedAt.After(v.at)
+}
+
+// Disconnect ends, on this node, the streams of every subscriber whose
+// token has the subject sub, and refuses that subject's tokens issued
+// until now for DefaultRevocationTTL (401), so that a subscriber coming
+// back with the same token stays out; a token issued later works. Their
+// subscriptions' ends are announced at once, without a grace period. It
+// returns the number of streams it ended.
+func (h *Handler) Disconnect(sub string) int {
+	if sub == "" {
+		return 0
+	}
+	h.revoked.add(sub, time.Now())
+	if h.presence != nil {
+		h.presence.forget(sub)
+	}
+	return h.hub.EndSubject(sub, hub.ErrDisconnected)
+}
+
+// DisconnectSubscriber ends the stream of the subscriber with the
+// identifier id (active subscriptions only: without them subscribers have
+// none) and reports whether it was open. Its token stays valid.
+func (h *Handler) DisconnectSubscriber(id string) bool {
+	if h.presence == nil {
+		return false
+	}
+	return h.presence.disconnect(id)
+}
+
+// SubscriptionsEnabled reports whether the handler has active
+// subscriptions (Config.Subscriptions).
+func (h *Handler) SubscriptionsEnabled() bool { return h.presence != nil }
