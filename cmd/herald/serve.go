@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -26,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/herald-hub/herald/admin"
+	"github.com/herald-hub/herald/console"
 	"github.com/herald-hub/herald/engine/bolt"
 	"github.com/herald-hub/herald/engine/memory"
 	"github.com/herald-hub/herald/engine/redis"
@@ -57,7 +59,8 @@ type serveConfig struct {
 	connectRate                                          float64
 	trustedProxies                                       string
 	overloadLag, overloadWait                            time.Duration
-	subscriptions                                        bool
+	subscriptions, ui                                    bool
+	nodeName                                             string
 	subscriptionsGrace                                   time.Duration
 }
 
@@ -109,6 +112,8 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&c.overloadWait, "overload-cpu-wait", hub.DefaultOverloadWait, "new connections are reset and new subscriptions sent away with a retry hint while one goroutine in ten waits longer than this for a CPU; 0 turns this test off")
 	fs.BoolVar(&c.subscriptions, "subscriptions", false, "active subscriptions: announce every subscription as it begins and ends on the reserved topic .../subscriptions/..., and serve the subscriptions API")
 	fs.DurationVar(&c.subscriptionsGrace, "subscriptions-grace", mercure.DefaultSubscriptionGrace, "how long the end of a subscription waits to be announced: a subscriber back within it with the same token sub and matchers keeps its identifier and nothing is announced; 0 announces ends at once")
+	fs.StringVar(&c.nodeName, "node-name", "", "this node's name in the admin API and the console (default: the host name and the port)")
+	fs.BoolVar(&c.ui, "ui", false, "serve the live web console at /console/ (and redirect / there); always on in development mode")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.String("config", "", "config file: one \"flag value\" per line")
@@ -320,7 +325,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	adm, err := admin.New(admin.Config{
 		Hub: h, Mercure: handler, Tokens: tokens, Open: devMode,
-		Node: nodeName(ln.Addr()), Version: version(), Connections: ln.Open,
+		Node: cmp.Or(c.nodeName, nodeName(ln.Addr())), Version: version(), Connections: ln.Open,
 		Logger: log.WithGroup("admin"),
 	})
 	if err != nil {
@@ -331,13 +336,26 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	adminRun.Go(func() { adm.Run(adminCtx) })
 	defer adminRun.Wait()
 	defer stopAdmin()
+	var cons *console.Handler
+	if c.ui || devMode {
+		cc := console.Config{HubPath: public.EscapedPath(), Subscriptions: c.subscriptions}
+		if devMode {
+			cc.DevToken = func() (string, error) {
+				return mercure.Mint(mercure.MintOptions{
+					Key: pubKey, Publish: []string{"*"}, Subscribe: []string{"*"}, Admin: true,
+					TTL: 12 * time.Hour, Issuer: c.jwtIssuer, Audience: public.String(), Subject: "herald-console",
+				})
+			}
+		}
+		cons = console.New(cc)
+	}
 	srv, err = server.New(server.Config{
 		Listener:        ln,
 		AdminAddr:       c.adminAddr,
 		TLSCert:         c.tlsCert,
 		TLSKey:          c.tlsKey,
 		H2C:             c.h2c,
-		Handler:         withAdmin(adm, handler),
+		Handler:         routes(adm, cons, handler, public.EscapedPath()),
 		Hub:             h,
 		Streams:         streams,
 		Drained:         handler.Close, // the ends still in their grace period are announced
@@ -358,16 +376,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return srv.Serve(ctx)
 }
 
-// withAdmin routes /admin/ to the admin API and everything else to the
-// hub. Not an http.ServeMux: it would clean the paths of the subscriptions
-// API, whose segments are percent-encoded URLs ("https%3A%2F%2F…").
-func withAdmin(adm *admin.Handler, hubHandler http.Handler) http.Handler {
+// routes sends /admin/ to the admin API, /console/ to the console (when
+// on, with / redirected there) and everything else to the hub. Not an
+// http.ServeMux: it would clean the paths of the subscriptions API, whose
+// segments are percent-encoded URLs ("https%3A%2F%2F…").
+func routes(adm *admin.Handler, cons *console.Handler, hubHandler http.Handler, hubPath string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/admin/") {
+		switch p := r.URL.Path; {
+		case strings.HasPrefix(p, "/admin/"):
 			adm.ServeHTTP(w, r)
-			return
+		case cons != nil && strings.HasPrefix(p, "/console/"):
+			cons.ServeHTTP(w, r)
+		case cons != nil && p == "/console", cons != nil && p == "/" && hubPath != "/":
+			http.Redirect(w, r, "/console/", http.StatusFound)
+		default:
+			hubHandler.ServeHTTP(w, r)
 		}
-		hubHandler.ServeHTTP(w, r)
 	})
 }
 
@@ -582,8 +606,18 @@ func printDevBanner(w io.Writer, c *serveConfig, key *mercure.Key, public *url.U
     curl -d topic=https://example.com/books/1 -d 'data={"title":"Dune"}' \
       -H 'Authorization: Bearer %s' %s
 
-`, tok, hubURL, tok, hubURL)
+  Console:
+    %s
+
+`, tok, hubURL, tok, hubURL, consoleURL(public))
 	return err
+}
+
+// consoleURL is the console's address beside the hub's.
+func consoleURL(public *url.URL) string {
+	u := *public
+	u.Path, u.RawPath, u.RawQuery, u.Fragment = "/console/", "", "", ""
+	return u.String()
 }
 
 // devKey returns the development key, kept in the data directory so that
