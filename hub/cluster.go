@@ -1,0 +1,64 @@
+package hub
+
+import (
+	"context"
+	"time"
+)
+
+// Cluster is implemented by engines shared between nodes (engine/redis):
+// the state nodes share beside the log. Each node keeps there, under its
+// own name, the active subscriptions it serves and a record of itself
+// under a lease it renews; any node reads every node's; a node whose lease
+// has run out is dead, and one surviving node claims it, announces the end
+// of its subscriptions and forgets it. Revocations (an administrator's
+// disconnect of a token subject) are kept there too, so every node
+// refuses the revoked tokens and ends their streams.
+//
+// Node names are unique per process: a restarted node is another node.
+// Every method is safe for concurrent use and bounded by ctx.
+type Cluster interface {
+	// PresenceSet records the subscription id (its event topic) of node
+	// with its document (opaque bytes, JSON in practice), replacing any.
+	PresenceSet(ctx context.Context, node, id string, doc []byte) error
+	// PresenceDelete removes the subscription id of node; removing one
+	// that is not there is no error.
+	PresenceDelete(ctx context.Context, node, id string) error
+	// PresenceList returns the subscriptions of every node still known
+	// (alive, or dead and not yet forgotten), by id.
+	PresenceList(ctx context.Context) (map[string][]byte, error)
+	// PresenceOf returns the subscriptions node still has recorded, by
+	// id: what a node that claimed it must announce the end of.
+	PresenceOf(ctx context.Context, node string) (map[string][]byte, error)
+
+	// Renew registers node if needed, stores info (opaque bytes: its
+	// figures for the admin API) and extends its lease to ttl from now.
+	Renew(ctx context.Context, node string, info []byte, ttl time.Duration) error
+	// Nodes returns every registered node: its info, and whether its
+	// lease still runs.
+	Nodes(ctx context.Context) ([]NodeState, error)
+	// Claim makes the calling node, named by, the one that ends node:
+	// true for exactly one caller among all nodes while the claim lasts
+	// (ttl), and only for a node whose lease has run out.
+	Claim(ctx context.Context, node, by string, ttl time.Duration) (bool, error)
+	// Forget removes node: its record, its lease, its subscriptions and
+	// its claim. A node forgets itself when it stops cleanly.
+	Forget(ctx context.Context, node string) error
+
+	// Revoke refuses, until until, the tokens of the subject sub issued
+	// up to at; a later call for the same sub replaces the earlier.
+	Revoke(ctx context.Context, sub string, at, until time.Time) error
+	// Revocations returns the revocations that still run, by subject.
+	Revocations(ctx context.Context) (map[string]Revocation, error)
+}
+
+// NodeState is one node as Cluster.Nodes sees it.
+type NodeState struct {
+	Name  string
+	Info  []byte
+	Alive bool // its lease still runs
+}
+
+// Revocation is one revoked token subject (Cluster.Revoke).
+type Revocation struct {
+	At, Until time.Time
+}
