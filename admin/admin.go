@@ -60,7 +60,10 @@ type Config struct {
 	// Connections returns the node's open client connections; nil means
 	// unknown (reported as -1).
 	Connections func() int
-	Logger      *slog.Logger
+	// Cluster, when set, lists the other nodes of the cluster beside this
+	// one, from what each stores with its lease (NodeInfo).
+	Cluster hub.Cluster
+	Logger  *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -194,6 +197,7 @@ func (a *Handler) authorize(w http.ResponseWriter, r *http.Request) bool {
 // Node is one node's figures in /admin/nodes.
 type Node struct {
 	Name           string  `json:"name"`
+	Alive          bool    `json:"alive"`
 	Version        string  `json:"version"`
 	Started        string  `json:"started"`
 	UptimeS        float64 `json:"uptime_s"`
@@ -220,6 +224,35 @@ const rateSpan = 5
 
 func (a *Handler) nodes(w http.ResponseWriter, r *http.Request) {
 	a.take() // the figures of now, not of up to a second ago
+	out := []Node{a.node(1)}
+	if c := a.cfg.Cluster; c != nil {
+		states, err := c.Nodes(r.Context())
+		if err != nil {
+			a.log.Warn("admin nodes: list the cluster's nodes", "err", err)
+			plainError(w, http.StatusServiceUnavailable, "the cluster's nodes are unavailable; retry shortly")
+			return
+		}
+		for _, st := range states {
+			var n Node
+			if json.Unmarshal(st.Info, &n) != nil || n.Name == out[0].Name && st.Alive {
+				continue // this node, whose own figures are fresher; or no figures yet
+			}
+			n.Alive = st.Alive
+			out = append(out, n)
+		}
+	}
+	writeJSON(w, map[string]any{"nodes": out})
+}
+
+// NodeInfo is what this node stores with its lease for the others: its
+// figures, with one sample every five seconds of the last five minutes.
+func (a *Handler) NodeInfo() []byte {
+	b, _ := json.Marshal(a.node(5))
+	return b
+}
+
+// node is this node's figures, with every step-th sample of the series.
+func (a *Handler) node(step int) Node {
 	a.mu.Lock()
 	n := min(a.n, historySamples)
 	ss := make([]sample, n)
@@ -229,22 +262,27 @@ func (a *Handler) nodes(w http.ResponseWriter, r *http.Request) {
 	a.mu.Unlock()
 	now := ss[n-1]
 	node := Node{
-		Name: a.cfg.Node, Version: a.cfg.Version, Started: a.started.UTC().Format(time.RFC3339),
+		Name: a.cfg.Node, Alive: true, Version: a.cfg.Version, Started: a.started.UTC().Format(time.RFC3339),
 		UptimeS: round(now.at.Sub(a.started).Seconds()), Connections: now.connections, Subscribers: now.subscribers,
 	}
 	if n > 1 {
 		from := ss[max(0, n-1-rateSpan)]
 		node.PublishesPerS, node.DeliveriesPerS = rates(from, now)
 	}
-	for i := 1; i < n; i++ {
-		p, d := rates(ss[i-1], ss[i])
+	first := 1
+	if step > 1 {
+		first = max(1, n-historySamples/2)
+		first += (n - 1 - first) % step // the last sample always in
+	}
+	for i := first; i < n; i += step {
+		p, d := rates(ss[max(0, i-step)], ss[i])
 		node.Series.T = append(node.Series.T, ss[i].at.Unix())
 		node.Series.Subscribers = append(node.Series.Subscribers, ss[i].subscribers)
 		node.Series.Connections = append(node.Series.Connections, ss[i].connections)
 		node.Series.PublishesPerS = append(node.Series.PublishesPerS, p)
 		node.Series.DeliveriesPerS = append(node.Series.DeliveriesPerS, d)
 	}
-	writeJSON(w, map[string]any{"nodes": []Node{node}})
+	return node
 }
 
 func rates(a, b sample) (publishes, deliveries float64) {
@@ -365,7 +403,7 @@ func (a *Handler) disconnect(w http.ResponseWriter, r *http.Request) {
 	case (sub == "") == (subscriber == ""):
 		plainError(w, http.StatusBadRequest, "give exactly one of sub=<token subject> and subscriber=<subscriber identifier>")
 	case sub != "":
-		n := a.cfg.Mercure.Disconnect(sub)
+		n := a.cfg.Mercure.Disconnect(r.Context(), sub)
 		a.log.Info("admin: disconnected a token subject", "sub", sub, "streams", n)
 		writeJSON(w, map[string]any{"sub": sub, "disconnected": n, "revoked": true})
 	case !a.cfg.Mercure.SubscriptionsEnabled():

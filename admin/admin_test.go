@@ -93,7 +93,7 @@ func newEnv(t *testing.T, h2 bool, s setup) *env {
 		_ = mh.Streams().Shutdown(ctx, hb.EndStreams)
 		srv.Close()
 		mh.Streams().Wait()
-		mh.Close()
+		mh.Close(ctx)
 		hb.Close()
 		_ = eng.Close()
 	})

@@ -5,7 +5,9 @@
 package mercure
 
 import (
+	"context"
 	"encoding/json"
+	"sync"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -132,6 +134,25 @@ type Config struct {
 	// subject and matchers within it keeps its identifier and nothing is
 	// announced. Zero means DefaultSubscriptionGrace; negative, none.
 	SubscriptionGrace time.Duration
+
+	// Cluster, when set (an engine shared between nodes), holds what the
+	// nodes share besides the history: the active subscriptions of every
+	// node, each under a lease the node renews (Run), so that the
+	// subscriptions API answers for the whole cluster and the
+	// subscriptions of a node that died are announced ended by a survivor;
+	// and the revocations of Disconnect, so that every node refuses the
+	// revoked tokens and ends their streams.
+	Cluster hub.Cluster
+	// Node names this node in the cluster; it must be unique per
+	// process. Default: a random name.
+	Node string
+	// Lease is how long a node counts as alive after it last renewed;
+	// a dead node's subscriptions end within about that long. Default
+	// DefaultLease.
+	Lease time.Duration
+	// NodeInfo, when set, is what Run stores with each renewal of the
+	// lease, for the other nodes' admin API.
+	NodeInfo func() []byte
 }
 
 // Handler serves the Mercure endpoints.
@@ -156,6 +177,12 @@ type Handler struct {
 	presence *presence
 	subsPath string
 	revoked  revocations
+	node     string // the node's name in the cluster
+	// closing is closed by Close; Run stops then, and Close waits for
+	// its round in progress (runMu) before it forgets the node.
+	closing   chan struct{}
+	closeOnce sync.Once
+	runMu     sync.Mutex
 	// hold, when set by a test, is called at the named stages of a
 	// subscribe request, to hold it there while a shutdown starts.
 	hold func(stage string)
@@ -214,6 +241,7 @@ func New(cfg Config) (*Handler, error) {
 		origins:  make(map[string]bool),
 		streams:  cfg.Streams,
 		revoked:  revocations{ttl: DefaultRevocationTTL},
+		closing:  make(chan struct{}),
 	}
 	if h.streams == nil {
 		h.streams = new(stream.Tracker)
@@ -227,6 +255,13 @@ func New(cfg Config) (*Handler, error) {
 	_ = h.baseURL.SearchParams()
 	if err := h.limits.init(&h.cfg); err != nil {
 		return nil, fmt.Errorf("mercure: metrics: %w", err)
+	}
+	h.node = cfg.Node
+	if h.node == "" {
+		h.node = "herald-" + strings.TrimPrefix(uuidV4(), "urn:uuid:")
+	}
+	if h.cfg.Lease <= 0 {
+		h.cfg.Lease = DefaultLease
 	}
 	h.subsPath = strings.TrimSuffix(path, "/") + "/subscriptions"
 	if cfg.Subscriptions {
@@ -258,9 +293,21 @@ func (h *Handler) Streams() *stream.Tracker { return h.streams }
 // period (Config.Subscriptions) and releases what the handler holds. Call
 // it once every stream has ended, before the hub stops taking
 // publications. It is a no-op without active subscriptions.
-func (h *Handler) Close() {
+func (h *Handler) Close(ctx context.Context) {
+	h.closeOnce.Do(func() { close(h.closing) })
+	// After Run's round in progress; Run stops at its next.
+	h.runMu.Lock()
+	defer h.runMu.Unlock()
+
 	if h.presence != nil {
 		h.presence.close()
+	}
+	if c := h.cfg.Cluster; c != nil {
+		// Every end is announced: nothing of this node is left for
+		// another to end.
+		if err := c.Forget(ctx, h.node); err != nil {
+			h.log.Warn("cluster: forget this node at shutdown; another will end it when its lease runs out", "err", err)
+		}
 	}
 }
 

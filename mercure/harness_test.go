@@ -139,7 +139,7 @@ func newHub(t *testing.T, m mode, o options) *testHub {
 		}
 		srv.Close()
 		handler.Streams().Wait()
-		handler.Close()
+		handler.Close(ctx)
 		h.Close()
 		_ = eng.Close()
 	})

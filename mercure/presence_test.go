@@ -1,6 +1,7 @@
 package mercure
 
 import (
+	"context"
 	"net/url"
 	"testing"
 	"testing/synctest"
@@ -37,7 +38,7 @@ func presenceHandler(t *testing.T, grace time.Duration) (*Handler, *hub.Hub) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		h.Close()
+		h.Close(context.Background())
 		hb.Close()
 		_ = eng.Close()
 	})
@@ -103,7 +104,7 @@ func TestGraceEndsAnnouncedOnTime(t *testing.T) {
 
 		h.presence.leave(cid)
 		time.Sleep(time.Second)
-		h.Close()
+		h.Close(t.Context())
 		if got := ends(h); got != 4 {
 			t.Fatalf("ends announced at close: %v, want 4", got)
 		}

@@ -1,6 +1,7 @@
 package mercure
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -39,6 +40,21 @@ func (r *revocations) add(sub string, now time.Time) {
 	r.m[sub] = revocation{at: now, until: now.Add(r.ttl)}
 }
 
+// merge takes up a revocation made elsewhere, and reports whether it is
+// news: a subject not revoked here, or revoked here before at.
+func (r *revocations) merge(sub string, at, until time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if v, ok := r.m[sub]; ok && !v.at.Before(at) {
+		return false
+	}
+	if r.m == nil {
+		r.m = make(map[string]revocation)
+	}
+	r.m[sub] = revocation{at: at, until: until}
+	return true
+}
+
 // has reports whether g's token is revoked: its subject was revoked after
 // it was issued (a token without iat counts as issued before).
 func (r *revocations) has(g *Grant) bool {
@@ -56,17 +72,25 @@ func (r *revocations) has(g *Grant) bool {
 	return g.IssuedAt.IsZero() || !g.IssuedAt.After(v.at)
 }
 
-// Disconnect ends, on this node, the streams of every subscriber whose
-// token has the subject sub, and refuses that subject's tokens issued
+// Disconnect ends the streams of every subscriber whose token has the
+// subject sub (on every node of a cluster: the others within a quarter of
+// a lease), and refuses that subject's tokens issued
 // until now for DefaultRevocationTTL (401), so that a subscriber coming
 // back with the same token stays out; a token issued later works. Their
 // subscriptions' ends are announced at once, without a grace period. It
 // returns the number of streams it ended.
-func (h *Handler) Disconnect(sub string) int {
+func (h *Handler) Disconnect(ctx context.Context, sub string) int {
 	if sub == "" {
 		return 0
 	}
-	h.revoked.add(sub, time.Now())
+	now := time.Now()
+	h.revoked.add(sub, now)
+	if c := h.cfg.Cluster; c != nil {
+		// The other nodes take it up within a quarter of a lease (Run).
+		if err := c.Revoke(ctx, sub, now, now.Add(h.revoked.ttl)); err != nil {
+			h.log.Error("cluster: share a revocation; the other nodes will not refuse its tokens", "sub", sub, "err", err)
+		}
+	}
 	if h.presence != nil {
 		h.presence.forget(sub)
 	}

@@ -369,11 +369,23 @@ func (p *presence) announce(ctx context.Context, subscriber string, subs []activ
 			errs = append(errs, err)
 			continue
 		}
-		m := hub.Message{Topics: []string{a.topic}, Private: true, Data: string(data)}
-		if a.form == form8 {
-			m.Type = subscriptionEventType
+		// The shared record changes first, as the local one did: a
+		// client that reads the list, then follows the events from its
+		// cursor, sees the change in one or the other, maybe both.
+		if c := p.h.cfg.Cluster; c != nil {
+			var err error
+			if active {
+				err = c.PresenceSet(ctx, p.h.node, a.topic, data)
+			} else {
+				err = c.PresenceDelete(ctx, p.h.node, a.topic)
+			}
+			if err != nil {
+				p.events.WithLabelValues(state, "failed").Inc()
+				errs = append(errs, fmt.Errorf("record the subscription for the cluster: %w", err))
+				continue
+			}
 		}
-		if _, err := p.h.hub.Publish(ctx, m); err != nil {
+		if err := p.publishEvent(ctx, a.form, a.topic, data); err != nil {
 			p.events.WithLabelValues(state, "failed").Inc()
 			errs = append(errs, err)
 			continue
@@ -381,6 +393,12 @@ func (p *presence) announce(ctx context.Context, subscriber string, subs []activ
 		p.events.WithLabelValues(state, "published").Inc()
 	}
 	return errors.Join(errs...)
+}
+
+// publishEvent publishes one subscription event: private, on its topic,
+// of event type "mercure" in draft-08's form.
+func (p *presence) publishEvent(ctx context.Context, form subForm, topic string, data []byte) error {
+	return p.h.publishSubscriptionEvent(ctx, form, topic, data)
 }
 
 // subscriptionEventType is the SSE event type of draft-08 subscription
@@ -399,8 +417,24 @@ func (p *presence) count() int {
 }
 
 // snapshot returns the active subscriptions of the given form that keep
-// says to, with their subscribers, sorted by topic.
-func (p *presence) snapshot(form subForm, keep func(a *activeSub, subscriber string) bool) []subEntry {
+// says to, with their subscribers, sorted by topic: those of the whole
+// cluster when the hub has one, else this node's.
+func (p *presence) snapshot(ctx context.Context, form subForm, keep func(a *activeSub, subscriber string) bool) ([]subEntry, error) {
+	if c := p.h.cfg.Cluster; c != nil {
+		docs, err := c.PresenceList(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var out []subEntry
+		for id, doc := range docs {
+			e, ok := parseSubDoc(id, doc)
+			if ok && e.sub.form == form && keep(&e.sub, e.subscriber) {
+				out = append(out, e)
+			}
+		}
+		slices.SortFunc(out, func(a, b subEntry) int { return strings.Compare(a.sub.topic, b.sub.topic) })
+		return out, nil
+	}
 	p.mu.Lock()
 	var out []subEntry
 	for _, pc := range p.conns {
@@ -413,7 +447,33 @@ func (p *presence) snapshot(form subForm, keep func(a *activeSub, subscriber str
 	}
 	p.mu.Unlock()
 	slices.SortFunc(out, func(a, b subEntry) int { return strings.Compare(a.sub.topic, b.sub.topic) })
-	return out
+	return out, nil
+}
+
+// parseSubDoc reads back a subscription document a node recorded in the
+// cluster under id; ok is false for one this version cannot read.
+func parseSubDoc(id string, doc []byte) (subEntry, bool) {
+	var d struct {
+		Type       string          `json:"type"`
+		MatchType  string          `json:"match_type"`
+		Match      string          `json:"match"`
+		Topic      string          `json:"topic"`
+		Subscriber string          `json:"subscriber"`
+		Payload    json.RawMessage `json:"payload"`
+	}
+	if json.Unmarshal(doc, &d) != nil || d.Subscriber == "" {
+		return subEntry{}, false
+	}
+	e := subEntry{subscriber: d.Subscriber, sub: activeSub{topic: id, payload: d.Payload}}
+	switch d.Type {
+	case "subscription":
+		e.sub.form, e.sub.matchType, e.sub.match = form8, d.MatchType, d.Match
+	case "Subscription":
+		e.sub.form, e.sub.match = form7, d.Topic
+	default:
+		return subEntry{}, false
+	}
+	return e, true
 }
 
 type subEntry struct {

@@ -95,7 +95,7 @@ func (h *Handler) serveSubscriptions(w http.ResponseWriter, r *http.Request, res
 		plainError(w, http.StatusServiceUnavailable, "history is unavailable; retry shortly")
 		return
 	}
-	entries := h.presence.snapshot(req.form, func(a *activeSub, subscriber string) bool {
+	entries, err := h.presence.snapshot(r.Context(), req.form, func(a *activeSub, subscriber string) bool {
 		switch {
 		case req.single:
 			return a.matchType == req.matchType && a.match == req.match && subscriber == req.subscriber
@@ -104,6 +104,11 @@ func (h *Handler) serveSubscriptions(w http.ResponseWriter, r *http.Request, res
 		}
 		return a.topic > after
 	})
+	if err != nil {
+		h.log.Error("subscriptions API: read the cluster's subscriptions", "err", err)
+		plainError(w, http.StatusServiceUnavailable, "the cluster's subscriptions are unavailable; retry shortly")
+		return
+	}
 
 	hd := w.Header()
 	hd.Set("Cache-Control", "private, no-cache")

@@ -55,7 +55,7 @@ type Config struct {
 	// ended and every request has returned, before the hub closes: the
 	// last moment to publish (the handler announces the end of the
 	// subscriptions it still holds, mercure.Handler.Close).
-	Drained func()
+	Drained func(context.Context)
 	// Registry collects metrics for /metrics; nil means a new registry.
 	Registry *prometheus.Registry
 	// Logger receives server logs; nil discards them.
@@ -323,7 +323,7 @@ func (s *Server) shutdown(parent context.Context) error {
 	}
 	s.guard.Close()
 	if s.cfg.Drained != nil {
-		s.cfg.Drained()
+		s.cfg.Drained(ctx)
 	}
 	if s.admin != nil {
 		_ = s.admin.Shutdown(ctx)

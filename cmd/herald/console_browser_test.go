@@ -116,7 +116,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	s = waitConsole(t, ctx, "the published event in the pane", func(s consoleState) bool { return contains(s.Events, data) })
+	// The event may come through the pane before the publish's answer
+	// is shown: wait for both.
+	s = waitConsole(t, ctx, "the published event in the pane, and the publish's answer", func(s consoleState) bool {
+		return contains(s.Events, data) && strings.HasPrefix(s.Published, "Published ")
+	})
 	id := regexp.MustCompile(`urn:uuid:[0-9a-f-]+`).FindString(s.Published)
 	if id == "" || s.Cursor != id {
 		t.Fatalf("published %q, cursor %q: the cursor must be the event's id", s.Published, s.Cursor)

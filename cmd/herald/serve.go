@@ -61,6 +61,7 @@ type serveConfig struct {
 	overloadLag, overloadWait                            time.Duration
 	subscriptions, ui                                    bool
 	nodeName                                             string
+	nodeLease                                            time.Duration
 	subscriptionsGrace                                   time.Duration
 }
 
@@ -113,6 +114,7 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.BoolVar(&c.subscriptions, "subscriptions", false, "active subscriptions: announce every subscription as it begins and ends on the reserved topic .../subscriptions/..., and serve the subscriptions API")
 	fs.DurationVar(&c.subscriptionsGrace, "subscriptions-grace", mercure.DefaultSubscriptionGrace, "how long the end of a subscription waits to be announced: a subscriber back within it with the same token sub and matchers keeps its identifier and nothing is announced; 0 announces ends at once")
 	fs.StringVar(&c.nodeName, "node-name", "", "this node's name in the admin API and the console (default: the host name and the port)")
+	fs.DurationVar(&c.nodeLease, "node-lease", mercure.DefaultLease, "with --engine redis: how long a node counts as alive after it last renewed its lease (it renews four times per lease); the subscriptions of a node that died are announced ended about this long after")
 	fs.BoolVar(&c.ui, "ui", false, "serve the live web console at /console/ (and redirect / there); always on in development mode")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -180,8 +182,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
-	if c.publishRate < 0 || c.publishBurst < 0 || c.maxStreamsSub < 0 || c.maxSubs < 0 || c.overloadLag < 0 || c.overloadWait < 0 || c.subscriptionsGrace < 0 {
-		return errors.New("--publish-rate, --publish-burst, --max-subscribers, --max-subscriptions-per-sub, --overload-lag, --overload-cpu-wait and --subscriptions-grace cannot be negative")
+	if c.publishRate < 0 || c.publishBurst < 0 || c.maxStreamsSub < 0 || c.maxSubs < 0 || c.overloadLag < 0 || c.overloadWait < 0 || c.subscriptionsGrace < 0 || c.nodeLease < 0 {
+		return errors.New("--publish-rate, --publish-burst, --max-subscribers, --max-subscriptions-per-sub, --overload-lag, --overload-cpu-wait, --subscriptions-grace and --node-lease cannot be negative")
 	}
 	tracer, stopTracing, err := newTracing(ctx, log, c.shutdown)
 	if err != nil {
@@ -283,6 +285,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	hubRef.Store(h)
 	var srv *server.Server
 	streams := new(stream.Tracker)
+	// A cluster is what engines shared between nodes keep besides the
+	// history; the node's name in it is unique per process.
+	cluster, _ := engine.(hub.Cluster)
+	display := cmp.Or(c.nodeName, nodeName(ln.Addr()))
+	var adm *admin.Handler
 	handler, err := mercure.New(mercure.Config{
 		Streams:        streams,
 		HijackedClosed: func() { srv.HijackedClosed() },
@@ -319,13 +326,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 		Subscriptions:     c.subscriptions,
 		SubscriptionGrace: offIfZero(c.subscriptionsGrace),
+		Cluster:           cluster,
+		Node:              display + "/" + randomHex(4),
+		Lease:             c.nodeLease,
+		NodeInfo:          func() []byte { return adm.NodeInfo() },
 	})
 	if err != nil {
 		return err
 	}
-	adm, err := admin.New(admin.Config{
-		Hub: h, Mercure: handler, Tokens: tokens, Open: devMode,
-		Node: cmp.Or(c.nodeName, nodeName(ln.Addr())), Version: version(), Connections: ln.Open,
+	adm, err = admin.New(admin.Config{
+		Hub: h, Mercure: handler, Tokens: tokens, Open: devMode, Cluster: cluster,
+		Node: display, Version: version(), Connections: ln.Open,
 		Logger: log.WithGroup("admin"),
 	})
 	if err != nil {
@@ -334,6 +345,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	adminCtx, stopAdmin := context.WithCancel(ctx)
 	var adminRun sync.WaitGroup
 	adminRun.Go(func() { adm.Run(adminCtx) })
+	adminRun.Go(func() { handler.Run(adminCtx) }) // the node's lease and its cluster duties
 	defer adminRun.Wait()
 	defer stopAdmin()
 	var cons *console.Handler
@@ -611,6 +623,13 @@ func printDevBanner(w io.Writer, c *serveConfig, key *mercure.Key, public *url.U
 
 `, tok, hubURL, tok, hubURL, consoleURL(public))
 	return err
+}
+
+// randomHex returns n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // consoleURL is the console's address beside the hub's.

@@ -1,0 +1,177 @@
+package mercure
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/herald-hub/herald/hub"
+)
+
+// DefaultLease is Config.Lease's default.
+const DefaultLease = 10 * time.Second
+
+// Node returns the node's name in the cluster (Config.Node).
+func (h *Handler) Node() string { return h.node }
+
+// Run keeps the node's place in the cluster (Config.Cluster) until ctx
+// ends: it renews the node's lease a few times per lease; it looks for
+// nodes whose leases ran out, and when it is the one node to claim one,
+// announces the end of that node's subscriptions and forgets it; and it
+// takes up the revocations other nodes made, ending the revoked subjects'
+// streams here. Without a cluster it returns at once.
+func (h *Handler) Run(ctx context.Context) {
+	c := h.cfg.Cluster
+	if c == nil {
+		return
+	}
+	every := max(h.cfg.Lease/4, 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		// One round at a time under runMu, which Close takes after
+		// closing: once Close has forgotten the node, no renewal brings
+		// it back.
+		h.runMu.Lock()
+		select {
+		case <-h.closing:
+			h.runMu.Unlock()
+			return
+		default:
+		}
+		h.renew(ctx)
+		h.reap(ctx)
+		h.syncRevocations(ctx)
+		h.runMu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.closing:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (h *Handler) renew(ctx context.Context) {
+	var info []byte
+	if h.cfg.NodeInfo != nil {
+		info = h.cfg.NodeInfo()
+	}
+	if err := h.cfg.Cluster.Renew(ctx, h.node, info, h.cfg.Lease); err != nil && ctx.Err() == nil {
+		h.log.Warn("cluster: renew this node's lease", "node", h.node, "err", err)
+	}
+}
+
+// reap ends the subscriptions of every node whose lease ran out and that
+// this node claims: each is announced ended once, by one node.
+func (h *Handler) reap(ctx context.Context) {
+	c := h.cfg.Cluster
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			h.log.Warn("cluster: list the nodes", "err", err)
+		}
+		return
+	}
+	for _, n := range nodes {
+		if n.Alive || n.Name == h.node {
+			continue
+		}
+		// The claim outlives the work, so that nobody else starts it
+		// while this node is at it.
+		won, err := c.Claim(ctx, n.Name, h.node, 3*h.cfg.Lease)
+		if err != nil || !won {
+			continue
+		}
+		h.endNode(ctx, n.Name)
+	}
+}
+
+// endNode announces the end of a dead node's subscriptions, deleting each
+// record once its end is announced, and forgets the node. A node that
+// dies in the middle leaves the rest to the next claimer.
+func (h *Handler) endNode(ctx context.Context, node string) {
+	c := h.cfg.Cluster
+	docs, err := c.PresenceOf(ctx, node)
+	if err != nil {
+		h.log.Warn("cluster: read a dead node's subscriptions", "node", node, "err", err)
+		return
+	}
+	ended := 0
+	for id, doc := range docs {
+		e, ok := parseSubDoc(id, doc)
+		if !ok {
+			_ = c.PresenceDelete(ctx, node, id)
+			continue
+		}
+		data, err := json.Marshal(e.sub.document(e.subscriber, false, true))
+		if err != nil {
+			continue
+		}
+		if err := h.presencePublish(ctx, e.sub.form, id, data); err != nil {
+			h.log.Warn("cluster: announce the end of a dead node's subscription; the next claim retries", "node", node, "err", err)
+			return
+		}
+		if err := c.PresenceDelete(ctx, node, id); err != nil {
+			h.log.Warn("cluster: delete a dead node's subscription", "node", node, "err", err)
+			return
+		}
+		ended++
+	}
+	if err := c.Forget(ctx, node); err != nil {
+		h.log.Warn("cluster: forget a dead node", "node", node, "err", err)
+		return
+	}
+	h.log.Info("cluster: a node's lease ran out; its subscriptions are ended", "node", node, "subscriptions", ended)
+}
+
+// presencePublish publishes a subscription event, counted as the
+// handler's own are.
+func (h *Handler) presencePublish(ctx context.Context, form subForm, topic string, data []byte) error {
+	if h.presence == nil {
+		return h.publishSubscriptionEvent(ctx, form, topic, data)
+	}
+	err := h.presence.publishEvent(ctx, form, topic, data)
+	result := "published"
+	if err != nil {
+		result = "failed"
+	}
+	h.presence.events.WithLabelValues("false", result).Inc()
+	return err
+}
+
+// publishSubscriptionEvent publishes a subscription event from a handler
+// without active subscriptions of its own (a node of a cluster started
+// without them still ends a dead node's).
+func (h *Handler) publishSubscriptionEvent(ctx context.Context, form subForm, topic string, data []byte) error {
+	m := hub.Message{Topics: []string{topic}, Private: true, Data: string(data)}
+	if form == form8 {
+		m.Type = subscriptionEventType
+	}
+	_, err := h.hub.Publish(ctx, m)
+	return err
+}
+
+// syncRevocations takes up the revocations made on other nodes: the
+// subject's tokens are refused here too, and its streams here end.
+func (h *Handler) syncRevocations(ctx context.Context) {
+	revs, err := h.cfg.Cluster.Revocations(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			h.log.Warn("cluster: read the revocations", "err", err)
+		}
+		return
+	}
+	for sub, r := range revs {
+		if !h.revoked.merge(sub, r.At, r.Until) {
+			continue // known already
+		}
+		if h.presence != nil {
+			h.presence.forget(sub)
+		}
+		if n := h.hub.EndSubject(sub, hub.ErrDisconnected); n > 0 {
+			h.log.Info("cluster: ended the streams of a subject revoked on another node", "sub", sub, "streams", n)
+		}
+	}
+}
