@@ -1,0 +1,262 @@
+package mercure
+
+import (
+	"context"
+	"maps"
+	"net/url"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/herald-hub/herald/engine/memory"
+	"github.com/herald-hub/herald/hub"
+)
+
+// fakeCluster is hub.Cluster in memory, on the bubble's clock: what
+// engine/redis keeps in Redis, for tests of what the nodes do with it.
+type fakeCluster struct {
+	mu       sync.Mutex
+	presence map[string]map[string][]byte
+	info     map[string][]byte
+	lease    map[string]time.Time
+	claim    map[string]time.Time
+	revoked  map[string]hub.Revocation
+}
+
+func newFakeCluster() *fakeCluster {
+	return &fakeCluster{presence: map[string]map[string][]byte{}, info: map[string][]byte{}, lease: map[string]time.Time{},
+		claim: map[string]time.Time{}, revoked: map[string]hub.Revocation{}}
+}
+
+var _ hub.Cluster = (*fakeCluster)(nil)
+
+func (f *fakeCluster) PresenceSet(_ context.Context, node, id string, doc []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.presence[node] == nil {
+		f.presence[node] = map[string][]byte{}
+	}
+	f.presence[node][id] = doc
+	return nil
+}
+
+func (f *fakeCluster) PresenceDelete(_ context.Context, node, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.presence[node], id)
+	return nil
+}
+
+func (f *fakeCluster) PresenceList(context.Context) (map[string][]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string][]byte{}
+	for _, m := range f.presence {
+		maps.Copy(out, m)
+	}
+	return out, nil
+}
+
+func (f *fakeCluster) PresenceOf(_ context.Context, node string) (map[string][]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.presence[node]), nil
+}
+
+func (f *fakeCluster) Renew(_ context.Context, node string, info []byte, ttl time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.info[node], f.lease[node] = info, time.Now().Add(ttl)
+	return nil
+}
+
+func (f *fakeCluster) Nodes(context.Context) ([]hub.NodeState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []hub.NodeState
+	for _, n := range slices.Sorted(maps.Keys(f.info)) {
+		out = append(out, hub.NodeState{Name: n, Info: f.info[n], Alive: time.Now().Before(f.lease[n])})
+	}
+	return out, nil
+}
+
+func (f *fakeCluster) Claim(_ context.Context, node, _ string, ttl time.Duration) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	if now.Before(f.lease[node]) || now.Before(f.claim[node]) {
+		return false, nil
+	}
+	f.claim[node] = now.Add(ttl)
+	return true, nil
+}
+
+func (f *fakeCluster) Forget(_ context.Context, node string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.presence, node)
+	delete(f.info, node)
+	delete(f.lease, node)
+	delete(f.claim, node)
+	return nil
+}
+
+func (f *fakeCluster) Revoke(_ context.Context, sub string, at, until time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.revoked[sub] = hub.Revocation{At: at, Until: until}
+	return nil
+}
+
+func (f *fakeCluster) Revocations(context.Context) (map[string]hub.Revocation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.revoked), nil
+}
+
+func (f *fakeCluster) nodes() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(maps.Keys(f.info))
+}
+
+// clusterNode is a handler with active subscriptions over its own memory
+// hub, in the fake cluster, its Run going until stop.
+type clusterNode struct {
+	h    *Handler
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+const testLease = 4 * time.Second
+
+func startNode(t *testing.T, fc *fakeCluster, name string) *clusterNode {
+	t.Helper()
+	eng := memory.New(memory.Options{})
+	hb, err := hub.New(hub.Config{Engine: eng, Heartbeat: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ParseKey("subscriber-secret-subscriber-secret-01", nil)
+	v, err := NewValidator(TokenConfig{SubscriberKey: key, Issuer: "herald", Audience: presenceTestBase, Draft8: true, Base: presenceTestBase})
+	if err != nil {
+		t.Fatal(err)
+	}
+	public, _ := url.Parse(presenceTestBase)
+	h, err := New(Config{Hub: hb, Tokens: v, PublicURL: public, Draft8: true, Subscriptions: true, SubscriptionGrace: -1,
+		Cluster: fc, Node: name, Lease: testLease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &clusterNode{h: h, stop: cancel, done: make(chan struct{})}
+	go func() { defer close(n.done); h.Run(ctx) }()
+	t.Cleanup(func() {
+		n.kill()
+		hb.Close()
+		_ = eng.Close()
+	})
+	return n
+}
+
+// kill stops the node's Run, as a SIGKILL would: no goodbye.
+func (n *clusterNode) kill() {
+	n.stop()
+	<-n.done
+}
+
+func leaves(h *Handler) float64 {
+	return testutil.ToFloat64(h.presence.events.WithLabelValues("false", "published"))
+}
+
+func all(*activeSub, string) bool { return true }
+
+// The subscriptions API of any node answers for every node; a node that
+// stops renewing its lease has its subscriptions announced ended once, by
+// one of the survivors, within about a lease, and is forgotten.
+func TestClusterPresence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fc := newFakeCluster()
+		a, b, c := startNode(t, fc, "a"), startNode(t, fc, "b"), startNode(t, fc, "c")
+		a.h.testJoin(t, &Grant{Subject: "ann"}, "https://example.com/x")
+		a.h.testJoin(t, &Grant{Subject: "ann"}, "https://example.com/y")
+		b.h.testJoin(t, &Grant{Subject: "bob"}, "https://example.com/x")
+		synctest.Wait()
+		for _, n := range []*clusterNode{a, b, c} {
+			es, err := n.h.presence.snapshot(t.Context(), form8, all)
+			if err != nil || len(es) != 3 {
+				t.Fatalf("node %s lists %d subscriptions (%v), want the cluster's 3", n.h.node, len(es), err)
+			}
+		}
+		if got := fc.nodes(); !slices.Equal(got, []string{"a", "b", "c"}) {
+			t.Fatalf("nodes %v", got)
+		}
+
+		a.kill()
+		time.Sleep(testLease + testLease/2)
+		synctest.Wait()
+		if got := leaves(b.h) + leaves(c.h); got != 2 {
+			t.Fatalf("ends announced by the survivors: %v, want a's 2, once", got)
+		}
+		if got := fc.nodes(); !slices.Equal(got, []string{"b", "c"}) {
+			t.Fatalf("nodes after a's lease ran out: %v", got)
+		}
+		es, _ := b.h.presence.snapshot(t.Context(), form8, all)
+		if len(es) != 1 || es[0].sub.match != "https://example.com/x" {
+			t.Fatalf("after a died: %+v", es)
+		}
+		// Nothing more is announced later.
+		time.Sleep(3 * testLease)
+		synctest.Wait()
+		if got := leaves(b.h) + leaves(c.h); got != 2 {
+			t.Fatalf("ends announced after a while: %v, want 2", got)
+		}
+	})
+}
+
+// A revocation made on one node reaches the others within a quarter of a
+// lease: they refuse the subject's older tokens too.
+func TestClusterRevocation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fc := newFakeCluster()
+		a, b := startNode(t, fc, "a"), startNode(t, fc, "b")
+		old := &Grant{Subject: "ann", IssuedAt: time.Now().Add(-time.Minute)}
+		a.h.Disconnect(t.Context(), "ann")
+		if !a.h.revoked.has(old) {
+			t.Fatal("not revoked where it was made")
+		}
+		time.Sleep(testLease / 4)
+		synctest.Wait()
+		if !b.h.revoked.has(old) {
+			t.Fatal("the revocation did not reach the other node")
+		}
+		if b.h.revoked.has(&Grant{Subject: "ann", IssuedAt: time.Now().Add(time.Minute)}) {
+			t.Fatal("a token issued after the revocation is refused")
+		}
+	})
+}
+
+// A node that stops cleanly forgets itself: nobody has anything of it to
+// end, and its lease is not renewed after.
+func TestClusterCleanStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fc := newFakeCluster()
+		a, b := startNode(t, fc, "a"), startNode(t, fc, "b")
+		pc := a.h.testJoin(t, &Grant{Subject: "ann"}, "https://example.com/x")
+		synctest.Wait()
+		a.h.presence.leave(pc)
+		a.h.Close(context.Background())
+		time.Sleep(3 * testLease)
+		synctest.Wait()
+		if got := fc.nodes(); !slices.Equal(got, []string{"b"}) {
+			t.Fatalf("nodes after a stopped: %v", got)
+		}
+		if got := leaves(b.h); got != 0 {
+			t.Fatalf("b announced %v ends of a node that stopped cleanly", got)
+		}
+	})
+}
