@@ -7,7 +7,6 @@ package mercure
 import (
 	"context"
 	"encoding/json"
-	"sync"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	whatwg "github.com/nlnwa/whatwg-url/url"
