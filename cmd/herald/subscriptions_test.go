@@ -38,7 +38,11 @@ func subToken(t *testing.T, dir, hubURL, sub string, matchers ...string) string 
 type sseStream struct {
 	events chan sse.Event
 	cancel context.CancelFunc
+	done   chan struct{}
 }
+
+// ended is closed once the stream has ended.
+func (s *sseStream) ended() <-chan struct{} { return s.done }
 
 func openStream(t *testing.T, target, token string) *sseStream {
 	t.Helper()
@@ -56,8 +60,8 @@ func openStream(t *testing.T, target, token string) *sseStream {
 		cancel()
 		t.Fatalf("subscribe %s: %d %s", target, resp.StatusCode, b)
 	}
-	s := &sseStream{events: make(chan sse.Event, 256), cancel: cancel}
-	done := make(chan struct{})
+	s := &sseStream{events: make(chan sse.Event, 256), cancel: cancel, done: make(chan struct{})}
+	done := s.done
 	go func() {
 		defer close(done)
 		defer close(s.events)
