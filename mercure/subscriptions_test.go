@@ -1,7 +1,11 @@
 package mercure_test
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -455,5 +459,29 @@ func eventually(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached within 5s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A malformed percent-encoding in an API path is refused with a 400, by
+// net/http before the handler or by the handler, whichever sees it.
+func TestSubscriptionsAPIMalformedPath(t *testing.T) {
+	th := newHub(t, http1, subsOptions(-1))
+	u, _ := url.Parse(th.url)
+	for _, p := range []string{subsPrefix + "/exact/%zz", subsPrefix + "/exact/a%2", subsPrefix + "/%"} {
+		c, err := net.Dial("tcp", u.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n", p, u.Host, th.token(mercure.ActionSubscribe, false, "*"))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		c.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET %s: %d %s, want 400", p, resp.StatusCode, body)
+		}
 	}
 }
