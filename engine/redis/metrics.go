@@ -63,7 +63,8 @@ func newMetrics() *metrics {
 		Help: "Appends whose answer from Redis was lost and whose outcome the node could not learn in time: refused, though they may be stored.",
 	})
 	m.rttOps = make(map[string]prometheus.Observer)
-	for _, op := range []string{"append", "read", "lookup", "feed", "wait", "trim", "init", "resolve"} {
+	for _, op := range []string{"append", "read", "lookup", "feed", "wait", "trim", "init", "resolve",
+		"presence_set", "presence_delete", "presence_list", "presence_of", "renew", "nodes", "claim", "forget", "revoke", "revocations"} {
 		m.rttOps[op] = m.rtt.WithLabelValues(op)
 	}
 	return m

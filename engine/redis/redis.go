@@ -94,7 +94,8 @@ type Options struct {
 	// Registerer receives the engine's metrics (herald_redis_*); nil
 	// means none. Close unregisters them.
 	Registerer prometheus.Registerer
-	// Now is the clock for retention by age; nil means time.Now.
+	// Now is the clock for retention by age and for the end of
+	// revocations (hub.Cluster); nil means time.Now.
 	Now func() time.Time
 	// Grace is how long an update stays after its append whatever the
 	// retention, so that a node's feed reads it before it goes: a node
@@ -102,6 +103,10 @@ type Options struct {
 	// connection) may find the oldest of what it missed trimmed, and ends
 	// its live streams for the gap. Zero means DefaultGrace.
 	Grace time.Duration
+	// MaxPresence bounds the subscriptions PresenceList reads at once
+	// (hub.Cluster): with more recorded it fails with ErrTooMany. Zero
+	// means DefaultMaxPresence.
+	MaxPresence int
 }
 
 // Errors the engine returns.
@@ -129,6 +134,7 @@ type Engine struct {
 	maxBatch int
 	grace    int64 // ms
 	timeout  time.Duration
+	maxPres  int
 	now      func() time.Time
 	log      *slog.Logger
 	m        *metrics
@@ -155,19 +161,26 @@ type Engine struct {
 }
 
 var (
-	_ hub.Engine = (*Engine)(nil)
-	_ hub.Closer = (*Engine)(nil)
-	_ hub.Health = (*Engine)(nil)
-	_ hub.Stats  = (*Engine)(nil)
+	_ hub.Engine  = (*Engine)(nil)
+	_ hub.Closer  = (*Engine)(nil)
+	_ hub.Health  = (*Engine)(nil)
+	_ hub.Stats   = (*Engine)(nil)
+	_ hub.Cluster = (*Engine)(nil)
 )
 
 type keys struct {
 	meta, log, ids, dups string
+	// The shared state of hub.Cluster (cluster.go); lease, presence and
+	// claim are prefixes, completed by a node's name.
+	nodes, revoked, lease, presence, claim string
 }
 
 func newKeys(prefix string) keys {
 	p := "{" + prefix + "}:"
-	return keys{meta: p + "meta", log: p + "log", ids: p + "ids", dups: p + "dups"}
+	return keys{
+		meta: p + "meta", log: p + "log", ids: p + "ids", dups: p + "dups",
+		nodes: p + "nodes", revoked: p + "revoked", lease: p + "lease:", presence: p + "presence:", claim: p + "claim:",
+	}
 }
 
 // Open connects to the Redis named by rawURL (see ParseURL) and returns an
@@ -209,6 +222,9 @@ func open(ctx context.Context, c *Conn, opts Options) (*Engine, error) {
 	if opts.Grace <= 0 {
 		opts.Grace = DefaultGrace
 	}
+	if opts.MaxPresence <= 0 {
+		opts.MaxPresence = DefaultMaxPresence
+	}
 	// An append whose answer was lost looks for its update after its
 	// deadline; retention must not have dropped it by then.
 	opts.Grace = max(opts.Grace, opts.Timeout+clockSkew+resolveTimeout+100*time.Millisecond)
@@ -226,6 +242,7 @@ func open(ctx context.Context, c *Conn, opts Options) (*Engine, error) {
 		maxBatch: opts.MaxBatch,
 		grace:    opts.Grace.Milliseconds(),
 		timeout:  opts.Timeout,
+		maxPres:  opts.MaxPresence,
 		now:      opts.Now,
 		log:      opts.Logger,
 		queue:    make(chan *appendReq, opts.Workers*opts.MaxBatch),

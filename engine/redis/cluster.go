@@ -1,0 +1,374 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/herald-hub/herald/hub"
+)
+
+// The state nodes share (hub.Cluster) lives beside the log, under the
+// same hash tag, so that a Cluster keeps it in the log's slot and a script
+// may touch several of its keys:
+//
+//	{prefix}:nodes           hash: node -> info
+//	{prefix}:lease:<node>    string with an expiry: the node's lease
+//	{prefix}:presence:<node> hash: subscription id -> document
+//	{prefix}:claim:<node>    string with an expiry: the claimer's name
+//	{prefix}:revoked         hash: subject -> "<at> <until>" (Unix ms)
+//
+// A node name goes into key names as it is. Whatever bytes it holds, the
+// hash tag stays the prefix: Redis takes the tag from the first "{" to the
+// first "}" after it, both in "{prefix}", which holds no braces.
+
+// DefaultMaxPresence is the default of Options.MaxPresence.
+const DefaultMaxPresence = 100_000
+
+// revokedKeep is how long past its end a revocation stays in Redis before
+// a reader deletes it: the clocks of the nodes, whose Now decides, may
+// disagree by that much without one node dropping a revocation that
+// another still enforces.
+const revokedKeep = time.Minute
+
+// ErrTooMany is returned by PresenceList when the nodes have more
+// subscriptions recorded than Options.MaxPresence: they are not read.
+var ErrTooMany = errors.New("redis: too many active subscriptions to list")
+
+// luaRenew stores a node's info and extends its lease. The lease is
+// written first: SET is the only step that can refuse (a bad expiry), and
+// a node must never be registered without a lease.
+//
+// KEYS: nodes, lease. ARGV: node, info, ttl (ms).
+var luaRenew = goredis.NewScript(`
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`)
+
+// luaNodes lists the registered nodes with their info and whether their
+// lease runs: name, info, 0 or 1, for each.
+//
+// KEYS: nodes. ARGV: the lease key prefix.
+var luaNodes = goredis.NewScript(`
+local kv = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #kv, 2 do
+  out[#out + 1] = kv[i]
+  out[#out + 1] = kv[i + 1]
+  out[#out + 1] = redis.call('EXISTS', ARGV[1] .. kv[i])
+end
+return out
+`)
+
+// luaClaim gives the claim on a registered node whose lease has run out
+// to the first caller: 1 for it, 0 for everyone else while the claim
+// lasts, and 0 while the lease runs or once the node is forgotten.
+//
+// KEYS: nodes, lease, claim. ARGV: node, claimer, ttl (ms).
+var luaClaim = goredis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
+return 0
+`)
+
+// luaForget removes everything of a node.
+//
+// KEYS: nodes, lease, presence, claim. ARGV: node.
+var luaForget = goredis.NewScript(`
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+`)
+
+// luaPresenceList merges the presence of every registered node: id, doc,
+// for each. It counts first, which costs one HLEN a node, and reads
+// nothing when there are more than the limit, so that one call cannot
+// hold Redis for long nor fill the node's memory.
+//
+// KEYS: nodes. ARGV: the presence key prefix, limit.
+var luaPresenceList = goredis.NewScript(`
+local nodes = redis.call('HKEYS', KEYS[1])
+local n = 0
+for _, node in ipairs(nodes) do
+  n = n + redis.call('HLEN', ARGV[1] .. node)
+end
+if n > tonumber(ARGV[2]) then
+  return redis.error_reply('TOOMANY ' .. n)
+end
+local out = {}
+for _, node in ipairs(nodes) do
+  local kv = redis.call('HGETALL', ARGV[1] .. node)
+  for i = 1, #kv do out[#out + 1] = kv[i] end
+end
+return out
+`)
+
+// luaRevocations returns the revocations that run at ARGV[1] (Unix ms):
+// subject, "<at> <until>", for each. It deletes those that ended before
+// ARGV[2], and entries it cannot read.
+//
+// KEYS: revoked. ARGV: now, drop before (both Unix ms).
+var luaRevocations = goredis.NewScript(`
+local now, drop = tonumber(ARGV[1]), tonumber(ARGV[2])
+local kv = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #kv, 2 do
+  local untilms = tonumber(string.match(kv[i + 1], '^%-?%d+ (%-?%d+)$') or '')
+  if untilms and untilms > now then
+    out[#out + 1] = kv[i]
+    out[#out + 1] = kv[i + 1]
+  elseif not untilms or untilms < drop then
+    redis.call('HDEL', KEYS[1], kv[i])
+  end
+end
+return out
+`)
+
+// PresenceSet implements hub.Cluster.
+//
+// It does not check that node is registered: a node records its
+// subscriptions before its first Renew as well as after. A node that wrote
+// after it was forgotten (paused past its lease) has them listed again
+// once it renews.
+func (e *Engine) PresenceSet(ctx context.Context, node, id string, doc []byte) error {
+	if err := e.checkNode(node); err != nil {
+		return err
+	}
+	start := time.Now()
+	err := e.rdb.HSet(ctx, e.keys.presence+node, id, doc).Err()
+	if err := e.finish("presence_set", start, err); err != nil {
+		return fmt.Errorf("redis: record presence: %w", err)
+	}
+	return nil
+}
+
+// PresenceDelete implements hub.Cluster.
+func (e *Engine) PresenceDelete(ctx context.Context, node, id string) error {
+	if err := e.checkNode(node); err != nil {
+		return err
+	}
+	start := time.Now()
+	err := e.rdb.HDel(ctx, e.keys.presence+node, id).Err()
+	if err := e.finish("presence_delete", start, err); err != nil {
+		return fmt.Errorf("redis: delete presence: %w", err)
+	}
+	return nil
+}
+
+// PresenceList implements hub.Cluster, in one round trip. More than
+// Options.MaxPresence subscriptions in all fail with ErrTooMany.
+func (e *Engine) PresenceList(ctx context.Context) (map[string][]byte, error) {
+	if e.isClosed() {
+		return nil, hub.ErrClosed
+	}
+	res, err := e.run(ctx, "presence_list", luaPresenceList, []string{e.keys.nodes}, e.keys.presence, e.maxPres)
+	if err != nil {
+		var re goredis.Error
+		if errors.As(err, &re) && strings.HasPrefix(re.Error(), "TOOMANY ") {
+			return nil, fmt.Errorf("%w: %s recorded, at most %d", ErrTooMany, strings.TrimPrefix(re.Error(), "TOOMANY "), e.maxPres)
+		}
+		return nil, fmt.Errorf("redis: list presence: %w", err)
+	}
+	return pairs(res)
+}
+
+// PresenceOf implements hub.Cluster. It reads the whole of what node has
+// recorded, however much: the node that ends it must see all of it.
+func (e *Engine) PresenceOf(ctx context.Context, node string) (map[string][]byte, error) {
+	if err := e.checkNode(node); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	m, err := e.rdb.HGetAll(ctx, e.keys.presence+node).Result()
+	if err := e.finish("presence_of", start, err); err != nil {
+		return nil, fmt.Errorf("redis: read presence: %w", err)
+	}
+	out := make(map[string][]byte, len(m))
+	for id, doc := range m {
+		out[id] = []byte(doc)
+	}
+	return out, nil
+}
+
+// Renew implements hub.Cluster. The lease runs on Redis's clock.
+func (e *Engine) Renew(ctx context.Context, node string, info []byte, ttl time.Duration) error {
+	if err := e.checkNode(node); err != nil {
+		return err
+	}
+	ms, err := ttlMillis(ttl)
+	if err != nil {
+		return err
+	}
+	if _, err := e.run(ctx, "renew", luaRenew, []string{e.keys.nodes, e.keys.lease + node}, node, info, ms); err != nil {
+		return fmt.Errorf("redis: renew lease: %w", err)
+	}
+	return nil
+}
+
+// Nodes implements hub.Cluster, in one round trip, sorted by name.
+func (e *Engine) Nodes(ctx context.Context) ([]hub.NodeState, error) {
+	if e.isClosed() {
+		return nil, hub.ErrClosed
+	}
+	res, err := e.run(ctx, "nodes", luaNodes, []string{e.keys.nodes}, e.keys.lease)
+	if err != nil {
+		return nil, fmt.Errorf("redis: list nodes: %w", err)
+	}
+	v, ok := res.([]any)
+	if !ok || len(v)%3 != 0 {
+		return nil, fmt.Errorf("redis: unexpected reply %v", res)
+	}
+	ns := make([]hub.NodeState, 0, len(v)/3)
+	for i := 0; i < len(v); i += 3 {
+		name, ok1 := v[i].(string)
+		info, ok2 := v[i+1].(string)
+		alive, ok3 := v[i+2].(int64)
+		if !ok1 || !ok2 || !ok3 {
+			return nil, fmt.Errorf("redis: unexpected node entry %v", v[i:i+3])
+		}
+		ns = append(ns, hub.NodeState{Name: name, Info: []byte(info), Alive: alive == 1})
+	}
+	slices.SortFunc(ns, func(a, b hub.NodeState) int { return strings.Compare(a.Name, b.Name) })
+	return ns, nil
+}
+
+// Claim implements hub.Cluster. The claim is a key that Redis expires
+// after ttl; the claimer does not extend it, and calling again while it
+// lasts returns false, to the claimer too. A node never registered, or
+// already forgotten, cannot be claimed.
+func (e *Engine) Claim(ctx context.Context, node, by string, ttl time.Duration) (bool, error) {
+	if err := e.checkNode(node); err != nil {
+		return false, err
+	}
+	if err := e.checkNode(by); err != nil {
+		return false, err
+	}
+	ms, err := ttlMillis(ttl)
+	if err != nil {
+		return false, err
+	}
+	res, err := e.run(ctx, "claim", luaClaim, []string{e.keys.nodes, e.keys.lease + node, e.keys.claim + node}, node, by, ms)
+	if err != nil {
+		return false, fmt.Errorf("redis: claim node: %w", err)
+	}
+	n, ok := res.(int64)
+	if !ok {
+		return false, fmt.Errorf("redis: unexpected reply %v", res)
+	}
+	return n == 1, nil
+}
+
+// Forget implements hub.Cluster, atomically.
+func (e *Engine) Forget(ctx context.Context, node string) error {
+	if err := e.checkNode(node); err != nil {
+		return err
+	}
+	keys := []string{e.keys.nodes, e.keys.lease + node, e.keys.presence + node, e.keys.claim + node}
+	if _, err := e.run(ctx, "forget", luaForget, keys, node); err != nil {
+		return fmt.Errorf("redis: forget node: %w", err)
+	}
+	return nil
+}
+
+// Revoke implements hub.Cluster. Times are kept to the millisecond.
+func (e *Engine) Revoke(ctx context.Context, sub string, at, until time.Time) error {
+	if e.isClosed() {
+		return hub.ErrClosed
+	}
+	v := strconv.FormatInt(at.UnixMilli(), 10) + " " + strconv.FormatInt(until.UnixMilli(), 10)
+	start := time.Now()
+	err := e.rdb.HSet(ctx, e.keys.revoked, sub, v).Err()
+	if err := e.finish("revoke", start, err); err != nil {
+		return fmt.Errorf("redis: revoke: %w", err)
+	}
+	return nil
+}
+
+// Revocations implements hub.Cluster: those whose until is after
+// Options.Now. It deletes those that ended a while ago.
+func (e *Engine) Revocations(ctx context.Context) (map[string]hub.Revocation, error) {
+	if e.isClosed() {
+		return nil, hub.ErrClosed
+	}
+	now := e.now()
+	res, err := e.run(ctx, "revocations", luaRevocations, []string{e.keys.revoked},
+		now.UnixMilli(), now.Add(-revokedKeep).UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("redis: list revocations: %w", err)
+	}
+	m, err := pairs(res)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]hub.Revocation, len(m))
+	for sub, v := range m {
+		a, u, _ := strings.Cut(string(v), " ")
+		at, err1 := strconv.ParseInt(a, 10, 64)
+		until, err2 := strconv.ParseInt(u, 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("redis: corrupt revocation %q", v)
+		}
+		out[sub] = hub.Revocation{At: time.UnixMilli(at), Until: time.UnixMilli(until)}
+	}
+	return out, nil
+}
+
+// checkNode refuses a name no node may have, before anything is sent, and
+// calls on a closed engine.
+func (e *Engine) checkNode(node string) error {
+	if e.isClosed() {
+		return hub.ErrClosed
+	}
+	if node == "" {
+		return errors.New("redis: empty node name")
+	}
+	if strings.IndexByte(node, 0) >= 0 {
+		return fmt.Errorf("redis: node name %q holds a NUL byte", node)
+	}
+	return nil
+}
+
+// ttlMillis converts a lease or claim ttl to Redis's milliseconds,
+// rounding up so that a positive ttl never becomes zero.
+func ttlMillis(ttl time.Duration) (int64, error) {
+	if ttl <= 0 {
+		return 0, fmt.Errorf("redis: ttl %v is not positive", ttl)
+	}
+	return int64((ttl + time.Millisecond - 1) / time.Millisecond), nil
+}
+
+// finish times one command and reports a call cut off by Close as
+// hub.ErrClosed, as run does for scripts.
+func (e *Engine) finish(op string, start time.Time, err error) error {
+	e.m.roundTrip(op, time.Since(start))
+	if err != nil && e.shut.Load() {
+		return hub.ErrClosed
+	}
+	return err
+}
+
+// pairs reads a script's flat list of names and values.
+func pairs(res any) (map[string][]byte, error) {
+	v, ok := res.([]any)
+	if !ok || len(v)%2 != 0 {
+		return nil, fmt.Errorf("redis: unexpected reply %v", res)
+	}
+	out := make(map[string][]byte, len(v)/2)
+	for i := 0; i < len(v); i += 2 {
+		k, ok1 := v[i].(string)
+		d, ok2 := v[i+1].(string)
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("redis: unexpected entry %v", v[i:i+2])
+		}
+		out[k] = []byte(d)
+	}
+	return out, nil
+}
