@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/herald-hub/herald/hub"
 	"github.com/herald-hub/herald/internal/redistest"
 )
@@ -71,4 +73,59 @@ func redisCPU(b *testing.B, srv *redistest.Server) float64 {
 		s += v
 	}
 	return s
+}
+
+// BenchmarkPresenceList is what listing every node's subscriptions costs,
+// up to DefaultMaxPresence of them over 8 nodes: the time per list, and
+// Redis's CPU per list (spread over a round trip a page, between which
+// Redis serves the other clients).
+func BenchmarkPresenceList(b *testing.B) {
+	for _, subs := range []int{1_000, DefaultMaxPresence} {
+		b.Run(fmt.Sprintf("subscriptions=%d", subs), func(b *testing.B) { benchPresenceList(b, subs) })
+	}
+}
+
+func benchPresenceList(b *testing.B, subs int) {
+	const nodes = 8
+	srv := redistest.Start(b, redistest.Options{})
+	e, err := Open(b.Context(), srv.URL(), Options{Prefix: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	// A subscription's document as the hub records it: JSON-LD of a
+	// topic, a subscriber and a few payload fields.
+	doc := []byte(`{"@context":"https://mercure.rocks/","id":"/.well-known/mercure/subscriptions/` + strings.Repeat("t", 40) +
+		`","type":"Subscription","topic":"https://example.com/books/{id}","subscriber":"urn:uuid:` + strings.Repeat("u", 36) +
+		`","active":true,"payload":{"user":"https://example.com/users/1"}}`)
+	for n := range nodes {
+		node := "node-" + strconv.Itoa(n)
+		if err := e.Renew(b.Context(), node, nil, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		for from := n; from < subs; from += nodes * 1000 {
+			_, err := e.rdb.Pipelined(b.Context(), func(p goredis.Pipeliner) error {
+				for i := from; i < min(subs, from+nodes*1000); i += nodes {
+					p.HSet(b.Context(), e.keys.presence+node, "/.well-known/mercure/subscriptions/"+strconv.Itoa(i), doc)
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	cpu0 := redisCPU(b, srv)
+	b.ResetTimer()
+	for b.Loop() {
+		m, err := e.PresenceList(b.Context())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(m) != subs {
+			b.Fatalf("listed %d, want %d", len(m), subs)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric((redisCPU(b, srv)-cpu0)/float64(b.N)*1e3, "redis-ms/list")
 }

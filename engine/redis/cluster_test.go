@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/herald-hub/herald/hub"
 	"github.com/herald-hub/herald/internal/redistest"
 )
@@ -195,6 +197,46 @@ func TestPresenceLimit(t *testing.T) {
 	}
 	got, err = e.PresenceList(t.Context())
 	wantPresence(t, "PresenceList of 3", got, err, map[string]string{"a/1": "1", "a/2": "2", "b/1": "1"})
+}
+
+// TestPresenceLarge: a node with more than a page of subscriptions is
+// read a page at a time, beside nodes with few, read together; nothing is
+// lost nor mixed up.
+func TestPresenceLarge(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	e := openNode(t, srv.URL(), "large", Options{})
+	want := map[string]string{}
+	big := 2*presencePage + 500
+	_, err := e.rdb.Pipelined(t.Context(), func(p goredis.Pipeliner) error {
+		for i := range big {
+			id := fmt.Sprintf("big/%d", i)
+			p.HSet(t.Context(), e.keys.presence+"big", id, "doc "+id)
+			want[id] = "doc " + id
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renew(t, e, "big", "", long)
+	for _, n := range []string{"s1", "s2", "s3"} {
+		renew(t, e, n, "", long)
+		for i := range 3 {
+			id := fmt.Sprintf("%s/%d", n, i)
+			presenceSet(t, e, n, id, "doc "+id)
+			want[id] = "doc " + id
+		}
+	}
+	renew(t, e, "empty", "", long)
+	got, err := e.PresenceList(t.Context())
+	wantPresence(t, "PresenceList", got, err, want)
+	got, err = e.PresenceOf(t.Context(), "big")
+	if err != nil || len(got) != big || string(got["big/1234"]) != "doc big/1234" {
+		t.Fatalf("PresenceOf(big) = %d entries, big/1234 %q, %v; want %d", len(got), got["big/1234"], err, big)
+	}
+	if n := histCount(e.m.rttOps["presence_of"]); n < 3 {
+		t.Errorf("PresenceOf(big) took %d round trips, want a page each", n)
+	}
 }
 
 // TestLease: renewed nodes are listed, sorted, with their info and alive;

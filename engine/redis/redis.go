@@ -16,6 +16,10 @@
 // flushed, or failed over to a replica that missed writes) becomes a new
 // epoch instead of a silent renumbering.
 //
+// Beside the log, under the same hash tag, the engine keeps the state the
+// nodes share (hub.Cluster, cluster.go): each node's active subscriptions,
+// its lease, the claims on dead nodes, and revocations.
+//
 // The client is github.com/redis/go-redis/v9. Measured against rueidis on
 // this engine's own scripts (Redis 7.0, 2 cores): on the engine's shape,
 // four workers sending 64 updates per script, rueidis was 6 to 16% faster
