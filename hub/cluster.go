@@ -32,7 +32,11 @@ type Cluster interface {
 
 	// Renew registers node if needed, stores info (opaque bytes: its
 	// figures for the admin API) and extends its lease to ttl from now.
-	Renew(ctx context.Context, node string, info []byte, ttl time.Duration) error
+	// fresh is true when node was not registered: at its first renewal,
+	// and at one after another node found its lease run out and forgot
+	// it (the node was paused, or cut off, for longer than a lease), when
+	// the node must record its subscriptions again.
+	Renew(ctx context.Context, node string, info []byte, ttl time.Duration) (fresh bool, err error)
 	// Nodes returns every registered node: its info, and whether its
 	// lease still runs.
 	Nodes(ctx context.Context) ([]NodeState, error)

@@ -58,9 +58,21 @@ func (h *Handler) renew(ctx context.Context) {
 	if h.cfg.NodeInfo != nil {
 		info = h.cfg.NodeInfo()
 	}
-	if err := h.cfg.Cluster.Renew(ctx, h.node, info, h.cfg.Lease); err != nil && ctx.Err() == nil {
-		h.log.Warn("cluster: renew this node's lease", "node", h.node, "err", err)
+	fresh, err := h.cfg.Cluster.Renew(ctx, h.node, info, h.cfg.Lease)
+	if err != nil {
+		if ctx.Err() == nil {
+			h.log.Warn("cluster: renew this node's lease", "node", h.node, "err", err)
+		}
+		return
 	}
+	if fresh && h.registered && h.presence != nil {
+		// Another node found this one's lease run out (a pause, a cut
+		// longer than a lease), announced the end of its subscriptions
+		// and forgot it; they are alive: record and announce them again.
+		n := h.presence.reannounce(ctx)
+		h.log.Warn("cluster: this node's lease had run out and another node ended its subscriptions; announced them again", "node", h.node, "subscribers", n)
+	}
+	h.registered = true
 }
 
 // reap ends the subscriptions of every node whose lease ran out and that

@@ -67,11 +67,12 @@ func (f *fakeCluster) PresenceOf(_ context.Context, node string) (map[string][]b
 	return maps.Clone(f.presence[node]), nil
 }
 
-func (f *fakeCluster) Renew(_ context.Context, node string, info []byte, ttl time.Duration) error {
+func (f *fakeCluster) Renew(_ context.Context, node string, info []byte, ttl time.Duration) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	_, known := f.info[node]
 	f.info[node], f.lease[node] = info, time.Now().Add(ttl)
-	return nil
+	return !known, nil
 }
 
 func (f *fakeCluster) Nodes(context.Context) ([]hub.NodeState, error) {
@@ -257,6 +258,41 @@ func TestClusterCleanStop(t *testing.T) {
 		}
 		if got := leaves(b.h); got != 0 {
 			t.Fatalf("b announced %v ends of a node that stopped cleanly", got)
+		}
+	})
+}
+
+// A node paused for longer than its lease is taken for dead and ended by
+// another; when it comes back it finds itself forgotten, and records and
+// announces its subscriptions again.
+func TestClusterNodeBackFromThePause(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fc := newFakeCluster()
+		a, b := startNode(t, fc, "a"), startNode(t, fc, "b")
+		a.h.testJoin(t, &Grant{Subject: "ann"}, "https://example.com/x")
+		synctest.Wait()
+		a.kill() // paused: no renewals, its streams still open
+		time.Sleep(2 * testLease)
+		synctest.Wait()
+		if got := leaves(b.h); got != 1 {
+			t.Fatalf("b announced %v ends of the paused node, want 1", got)
+		}
+		if es, _ := b.h.presence.snapshot(t.Context(), form8, all); len(es) != 0 {
+			t.Fatalf("the paused node's subscription still listed: %+v", es)
+		}
+		begins := func() float64 { return testutil.ToFloat64(a.h.presence.events.WithLabelValues("true", "published")) }
+		before := begins()
+		// It wakes up.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); a.h.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		synctest.Wait()
+		if es, _ := b.h.presence.snapshot(t.Context(), form8, all); len(es) != 1 {
+			t.Fatalf("after the node came back, the cluster lists %d subscriptions, want its 1", len(es))
+		}
+		if got := begins() - before; got != 1 {
+			t.Fatalf("the node announced %v beginnings on its return, want 1", got)
 		}
 	})
 }

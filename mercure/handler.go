@@ -183,6 +183,8 @@ type Handler struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 	runMu     sync.Mutex
+	// registered: the node has renewed its lease once (Run's only).
+	registered bool
 	// hold, when set by a test, is called at the named stages of a
 	// subscribe request, to hold it there while a shutdown starts.
 	hold func(stage string)

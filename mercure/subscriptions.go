@@ -566,6 +566,28 @@ func appendPathVar(b []byte, s string) []byte {
 	return b
 }
 
+// reannounce records and announces again, as active, every subscription
+// of this node, and returns the number of subscribers: for a node the
+// cluster took for dead and ended.
+func (p *presence) reannounce(ctx context.Context) int {
+	type one struct {
+		id   string
+		subs []activeSub
+	}
+	p.mu.Lock()
+	all := make([]one, 0, len(p.conns))
+	for _, pc := range p.conns {
+		all = append(all, one{pc.id, slices.Clone(pc.subs)})
+	}
+	p.mu.Unlock()
+	for _, o := range all {
+		if err := p.announce(ctx, o.id, o.subs, true); err != nil {
+			p.log.Warn("could not announce a subscription again", "subscriber", o.id, "err", err)
+		}
+	}
+	return len(all)
+}
+
 // disconnect ends the stream of the subscriber id, announcing its end at
 // once, and reports whether it had an open stream.
 func (p *presence) disconnect(id string) bool {

@@ -100,7 +100,7 @@ func benchPresenceList(b *testing.B, subs int) {
 		`","active":true,"payload":{"user":"https://example.com/users/1"}}`)
 	for n := range nodes {
 		node := "node-" + strconv.Itoa(n)
-		if err := e.Renew(b.Context(), node, nil, time.Minute); err != nil {
+		if _, err := e.Renew(b.Context(), node, nil, time.Minute); err != nil {
 			b.Fatal(err)
 		}
 		for from := n; from < subs; from += nodes * 1000 {

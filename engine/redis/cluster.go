@@ -45,11 +45,11 @@ var ErrTooMany = errors.New("redis: too many active subscriptions to list")
 // written first: SET is the only step that can refuse (a bad expiry), and
 // a node must never be registered without a lease.
 //
-// KEYS: nodes, lease. ARGV: node, info, ttl (ms).
+// KEYS: nodes, lease. ARGV: node, info, ttl (ms). It returns 1 when the
+// node was not registered, else 0 (HSET's count of new fields).
 var luaRenew = goredis.NewScript(`
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
+return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 `)
 
 // luaNodes lists the registered nodes with their info and whether their
@@ -271,18 +271,23 @@ func (e *Engine) scanPresence(ctx context.Context, op, node string, out map[stri
 }
 
 // Renew implements hub.Cluster. The lease runs on Redis's clock.
-func (e *Engine) Renew(ctx context.Context, node string, info []byte, ttl time.Duration) error {
+func (e *Engine) Renew(ctx context.Context, node string, info []byte, ttl time.Duration) (bool, error) {
 	if err := e.checkNode(node); err != nil {
-		return err
+		return false, err
 	}
 	ms, err := ttlMillis(ttl)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if _, err := e.run(ctx, "renew", luaRenew, []string{e.keys.nodes, e.keys.lease + node}, node, info, ms); err != nil {
-		return fmt.Errorf("redis: renew lease: %w", err)
+	res, err := e.run(ctx, "renew", luaRenew, []string{e.keys.nodes, e.keys.lease + node}, node, info, ms)
+	if err != nil {
+		return false, fmt.Errorf("redis: renew lease: %w", err)
 	}
-	return nil
+	added, ok := res.(int64)
+	if !ok {
+		return false, fmt.Errorf("redis: unexpected reply %v", res)
+	}
+	return added == 1, nil
 }
 
 // Nodes implements hub.Cluster, in one round trip, sorted by name.

@@ -54,7 +54,7 @@ func openNode(t *testing.T, url, prefix string, opts Options) *Engine {
 
 func renew(t *testing.T, e *Engine, node, info string, ttl time.Duration) {
 	t.Helper()
-	if err := e.Renew(t.Context(), node, []byte(info), ttl); err != nil {
+	if _, err := e.Renew(t.Context(), node, []byte(info), ttl); err != nil {
 		t.Fatalf("Renew(%q): %v", node, err)
 	}
 }
@@ -534,7 +534,7 @@ func TestClusterClosed(t *testing.T) {
 		"PresenceDelete": func() error { return e.PresenceDelete(ctx, "n", "id") },
 		"PresenceList":   func() error { _, err := e.PresenceList(ctx); return err },
 		"PresenceOf":     func() error { _, err := e.PresenceOf(ctx, "n"); return err },
-		"Renew":          func() error { return e.Renew(ctx, "n", nil, long) },
+		"Renew":          func() error { _, err := e.Renew(ctx, "n", nil, long); return err },
 		"Nodes":          func() error { _, err := e.Nodes(ctx); return err },
 		"Claim":          func() error { _, err := e.Claim(ctx, "n", "x", long); return err },
 		"Forget":         func() error { return e.Forget(ctx, "n") },
@@ -563,7 +563,7 @@ func TestClusterBadInput(t *testing.T) {
 			"PresenceSet":    func() error { return e.PresenceSet(ctx, name, "id", nil) },
 			"PresenceDelete": func() error { return e.PresenceDelete(ctx, name, "id") },
 			"PresenceOf":     func() error { _, err := e.PresenceOf(ctx, name); return err },
-			"Renew":          func() error { return e.Renew(ctx, name, nil, long) },
+			"Renew":          func() error { _, err := e.Renew(ctx, name, nil, long); return err },
 			"Claim":          func() error { _, err := e.Claim(ctx, name, "x", long); return err },
 			"Claim by":       func() error { _, err := e.Claim(ctx, "x", name, long); return err },
 			"Forget":         func() error { return e.Forget(ctx, name) },
@@ -575,7 +575,7 @@ func TestClusterBadInput(t *testing.T) {
 		}
 	}
 	for _, ttl := range []time.Duration{0, -time.Second} {
-		if err := e.Renew(ctx, "n", nil, ttl); err == nil || !strings.Contains(err.Error(), "ttl") {
+		if _, err := e.Renew(ctx, "n", nil, ttl); err == nil || !strings.Contains(err.Error(), "ttl") {
 			t.Errorf("Renew with ttl %v = %v, want a ttl error", ttl, err)
 		}
 		if _, err := e.Claim(ctx, "n", "x", ttl); err == nil || !strings.Contains(err.Error(), "ttl") {
@@ -644,5 +644,26 @@ func TestClusterKeySlot(t *testing.T) {
 	}
 	if got := owner.Do(t, "EXISTS", e.keys.claim+"dead", e.keys.presence+"dead"); got != "0" {
 		t.Errorf("after Forget: %s of dead's keys remain", got)
+	}
+}
+
+// Renew says when the node was not registered: at its first renewal, and
+// at the first after it was forgotten, when it must record its
+// subscriptions again.
+func TestRenewFresh(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	e := openNode(t, srv.URL(), "fresh", Options{})
+	ctx := t.Context()
+	for i, want := range []bool{true, false, false} {
+		fresh, err := e.Renew(ctx, "n", nil, long)
+		if err != nil || fresh != want {
+			t.Fatalf("renewal %d: fresh %v, %v; want %v", i, fresh, err, want)
+		}
+	}
+	if err := e.Forget(ctx, "n"); err != nil {
+		t.Fatal(err)
+	}
+	if fresh, err := e.Renew(ctx, "n", nil, long); err != nil || !fresh {
+		t.Fatalf("renewal after Forget: fresh %v, %v; want true", fresh, err)
 	}
 }
