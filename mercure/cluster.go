@@ -65,6 +65,9 @@ func (h *Handler) renew(ctx context.Context) {
 		}
 		return
 	}
+	if !h.registered && h.presence != nil {
+		h.presence.recordKept(ctx)
+	}
 	if fresh && h.registered && h.presence != nil {
 		// Another node found this one's lease run out (a pause, a cut
 		// longer than a lease), announced the end of its subscriptions

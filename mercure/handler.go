@@ -153,6 +153,14 @@ type Config struct {
 	// NodeInfo, when set, is what Run stores with each renewal of the
 	// lease, for the other nodes' admin API.
 	NodeInfo func() []byte
+	// PresenceFile, when set, keeps active subscriptions across a
+	// restart: Close writes there the subscribers in their grace period
+	// (those whose streams the shutdown ended among them) instead of
+	// announcing their ends, and New takes them back, in their grace
+	// period from then. Clients that come back within it keep their
+	// identifiers, and nothing is announced. Use it with a durable
+	// history, where those subscriptions' beginnings are.
+	PresenceFile string
 }
 
 // Handler serves the Mercure endpoints.
@@ -273,6 +281,17 @@ func New(cfg Config) (*Handler, error) {
 		}
 		if h.presence, err = newPresence(h, grace, cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("mercure: metrics: %w", err)
+		}
+		if f := cfg.PresenceFile; f != "" && grace > 0 {
+			h.presence.file = f
+			kept, err := loadKept(f)
+			if err != nil {
+				h.log.Warn("subscriptions kept by the last run are lost", "err", err)
+			}
+			h.presence.keep(kept)
+			if len(kept) > 0 {
+				h.log.Info("took back the subscribers kept by the last run, in their grace period", "subscribers", len(kept))
+			}
 		}
 	}
 	segs := strings.Split(strings.Trim(cfg.PublicURL.Path, "/"), "/")

@@ -3,6 +3,8 @@ package mercure
 import (
 	"context"
 	"net/url"
+	"os"
+	"path/filepath"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -191,6 +193,69 @@ func TestGraceLeaveReturnLeave(t *testing.T) {
 		}
 		if Parked(h) != 0 || h.presence.count() != 0 {
 			t.Fatalf("parked %d, active %d after both ended", Parked(h), h.presence.count())
+		}
+	})
+}
+
+// A hub that stops keeps its subscribers in their grace period in a file;
+// the next start takes them back: one that returns keeps its identifier
+// and nothing is announced, the end of one that does not is announced
+// once the grace period is over.
+func TestPresenceKeptAcrossRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const grace = 10 * time.Second
+		eng := memory.New(memory.Options{})
+		defer eng.Close()
+		file := filepath.Join(t.TempDir(), "subscriptions.json")
+		start := func() (*Handler, *hub.Hub) {
+			hb, err := hub.New(hub.Config{Engine: eng, Heartbeat: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, _ := ParseKey("subscriber-secret-subscriber-secret-01", nil)
+			v, _ := NewValidator(TokenConfig{SubscriberKey: key, Issuer: "herald", Audience: presenceTestBase, Draft8: true, Base: presenceTestBase})
+			public, _ := url.Parse(presenceTestBase)
+			h, err := New(Config{Hub: hb, Tokens: v, PublicURL: public, Draft8: true, Subscriptions: true, SubscriptionGrace: grace, PresenceFile: file})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return h, hb
+		}
+		h1, hb1 := start()
+		ann := &Grant{Subject: "ann", Issuer: "herald"}
+		a := h1.testJoin(t, ann, "https://example.com/a")
+		b := h1.testJoin(t, &Grant{Subject: "bob", Issuer: "herald"}, "https://example.com/b")
+		h1.presence.leave(a) // the shutdown ends the streams
+		h1.presence.leave(b)
+		h1.Close(context.Background())
+		hb1.Close()
+		if got := ends(h1); got != 0 {
+			t.Fatalf("the stopping hub announced %v ends, want none: they are kept", got)
+		}
+
+		h2, hb2 := start()
+		defer hb2.Close()
+		defer h2.Close(context.Background())
+		if Parked(h2) != 2 {
+			t.Fatalf("the new start took back %d subscribers, want 2", Parked(h2))
+		}
+		if _, err := os.Stat(file); !os.IsNotExist(err) {
+			t.Fatalf("the file is still there after it was read: %v", err)
+		}
+		back := h2.testJoin(t, ann, "https://example.com/a")
+		begins := testutil.ToFloat64(h2.presence.events.WithLabelValues("true", "published"))
+		if back.id != a.id || begins != 0 {
+			t.Fatalf("ann came back as %s (was %s), %v beginnings announced", back.id, a.id, begins)
+		}
+		time.Sleep(grace - time.Nanosecond)
+		synctest.Wait()
+		if got := ends(h2); got != 0 {
+			t.Fatalf("ends before the grace period is over: %v", got)
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if got := ends(h2); got != 1 {
+			t.Fatalf("ends once the period is over: %v, want bob's alone", got)
 		}
 	})
 }

@@ -112,6 +112,11 @@ type presence struct {
 	nParked int
 	timer   *time.Timer // armed while some are parked
 	closed  bool
+	// file keeps, across a restart, the subscribers in their grace
+	// period at close (Config.PresenceFile); unrecorded: some taken back
+	// from it are not yet recorded in the cluster.
+	file       string
+	unrecorded bool
 	wg      sync.WaitGroup // the timer's runs
 
 	events  *prometheus.CounterVec
@@ -349,6 +354,14 @@ func (p *presence) close() {
 	p.leaving, p.nParked = nil, 0
 	p.mu.Unlock()
 	p.wg.Wait()
+	if p.file != "" && len(ended) > 0 {
+		if err := saveKept(p.file, ended, time.Now()); err == nil {
+			p.log.Info("kept the subscribers in their grace period for the next start", "subscribers", len(ended), "file", p.file)
+			ended = nil
+		} else {
+			p.log.Warn("could not keep the subscribers for the next start; announcing their ends", "err", err)
+		}
+	}
 	for _, pc := range ended {
 		p.end(pc)
 	}

@@ -290,6 +290,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cluster, _ := engine.(hub.Cluster)
 	display := cmp.Or(c.nodeName, nodeName(ln.Addr()))
 	var adm *admin.Handler
+	// Subscribers in their grace period at shutdown are kept for the next
+	// start, with a history that outlives the process.
+	presenceFile := ""
+	if c.subscriptions && c.engine != "memory" {
+		if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+			return fmt.Errorf("--data-dir: %w", err)
+		}
+		presenceFile = filepath.Join(c.dataDir, "subscriptions.json")
+	}
 	handler, err := mercure.New(mercure.Config{
 		Streams:        streams,
 		HijackedClosed: func() { srv.HijackedClosed() },
@@ -330,6 +339,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Node:              display + "/" + randomHex(4),
 		Lease:             c.nodeLease,
 		NodeInfo:          func() []byte { return adm.NodeInfo() },
+		PresenceFile:      presenceFile,
 	})
 	if err != nil {
 		return err

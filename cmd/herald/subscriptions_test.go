@@ -103,14 +103,14 @@ func (s *sseStream) subDoc(t *testing.T) (match string, active bool) {
 
 var cursorRE = regexp.MustCompile(`last-event-id="([^"]+)"`)
 
-// A hub that stops announces the end of every subscription it held, those
-// in their grace period included, before it goes: a watcher that follows
-// the events from a cursor taken before the restart learns, from the
-// restarted hub's history, that they are gone.
+// Without a grace period, a hub that stops announces the end of every
+// subscription it held before it goes: a watcher that follows the events
+// from a cursor taken before the restart learns, from the restarted hub's
+// history, that they are gone.
 func TestSubscriptionsEndAtShutdown(t *testing.T) {
 	work, logs := t.TempDir(), t.TempDir()
 	addr := freeAddr(t)
-	h := startHub(t, work, logs, addr, "--subscriptions", "--subscriptions-grace", "1h")
+	h := startHub(t, work, logs, addr, "--subscriptions", "--subscriptions-grace", "0")
 	hubURL := h.hubURL()
 	const watched = "/.well-known/mercure/subscriptions/*"
 	watchTok := subToken(t, work, hubURL, "watcher", "urlpattern:"+watched)
@@ -140,7 +140,7 @@ func TestSubscriptionsEndAtShutdown(t *testing.T) {
 	if err := h.interrupt(15 * time.Second); err != nil {
 		t.Fatalf("hub ended with %s after SIGINT", exitCode(err))
 	}
-	h = startHub(t, work, logs, addr, "--subscriptions", "--subscriptions-grace", "1h")
+	h = startHub(t, work, logs, addr, "--subscriptions", "--subscriptions-grace", "0")
 	w2 := openStream(t, hubURL+"?match_urlpattern="+url.QueryEscape(watched)+"&last_event_id="+url.QueryEscape(cur[1]), watchTok)
 	ended := map[string]bool{}
 	for range 3 { // the two ends, and the new watcher's own beginning
@@ -152,4 +152,85 @@ func TestSubscriptionsEndAtShutdown(t *testing.T) {
 	if !ended[topic] || !ended[watched] {
 		t.Fatalf("after the restart, the ends announced were %v; want ann's and the first watcher's", ended)
 	}
+}
+
+// A restart within the grace period floods nobody: the stopping hub keeps
+// its subscribers, the restarted one takes them back, and those that come
+// back keep their identifiers; a watcher following from a cursor taken
+// before the restart sees no end and no beginning of theirs.
+func TestSubscriptionsKeptAcrossRestart(t *testing.T) {
+	work, logs := t.TempDir(), t.TempDir()
+	addr := freeAddr(t)
+	args := []string{"--subscriptions", "--subscriptions-grace", "1m"}
+	h := startHub(t, work, logs, addr, args...)
+	hubURL := h.hubURL()
+	const watched = "/.well-known/mercure/subscriptions/*"
+	watchTok := subToken(t, work, hubURL, "watcher", "urlpattern:"+watched)
+	w := openStream(t, hubURL+"?match_urlpattern="+url.QueryEscape(watched), watchTok)
+	w.subDoc(t)
+	const topic = "https://example.com/doc/1"
+	annTok := subToken(t, work, hubURL, "ann", topic)
+	ann := openStream(t, hubURL+"?match="+url.QueryEscape(topic), annTok)
+	w.subDoc(t)
+	reader := subToken(t, work, hubURL, "reader", "*")
+	before, cur := subscribers(t, addr, reader)
+	if len(before) != 2 {
+		t.Fatalf("before the restart: %v", before)
+	}
+
+	if err := h.interrupt(15 * time.Second); err != nil {
+		t.Fatalf("hub ended with %s after SIGINT", exitCode(err))
+	}
+	ann.cancel()
+	w.cancel()
+	startHub(t, work, logs, addr, args...)
+	// Both come back, as EventSource would.
+	openStream(t, hubURL+"?match="+url.QueryEscape(topic), annTok)
+	w2 := openStream(t, hubURL+"?match_urlpattern="+url.QueryEscape(watched)+"&last_event_id="+url.QueryEscape(cur), watchTok)
+	after, _ := subscribers(t, addr, reader)
+	if len(after) != len(before) {
+		t.Fatalf("after the restart: %v, before: %v", after, before)
+	}
+	for m, id := range before {
+		if after[m] != id {
+			t.Fatalf("subscriber of %s was %s before the restart, %s after", m, id, after[m])
+		}
+	}
+	// The sentinel: the first event after the cursor is a newcomer's.
+	const sentinel = "https://example.com/sentinel"
+	openStream(t, hubURL+"?match="+url.QueryEscape(sentinel), subToken(t, work, hubURL, "zed", sentinel))
+	if m, active := w2.subDoc(t); m != sentinel || !active {
+		t.Fatalf("first event after the restart: %s (active %v), want the sentinel's beginning", m, active)
+	}
+}
+
+// subscribers reads the subscriptions API of addr: subscriber by match,
+// and the cursor.
+func subscribers(t *testing.T, addr, token string) (map[string]string, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/.well-known/mercure/subscriptions", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var c struct {
+		Subscriptions []struct{ Match, Subscriber string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	cur := cursorRE.FindStringSubmatch(resp.Header.Get("Link"))
+	if cur == nil {
+		t.Fatalf("no cursor in %q", resp.Header.Get("Link"))
+	}
+	out := map[string]string{}
+	for _, s := range c.Subscriptions {
+		if _, dup := out[s.Match]; dup {
+			t.Fatalf("two subscriptions of %s: %+v", s.Match, c.Subscriptions)
+		}
+		out[s.Match] = s.Subscriber
+	}
+	return out, cur[1]
 }
