@@ -114,12 +114,12 @@ function renderNodes(nodes) {
   box.replaceChildren();
   for (const n of nodes) {
     const card = document.createElement("article");
-    card.className = "node";
+    card.className = n.alive === false ? "node down" : "node";
     const h = document.createElement("h3");
     h.textContent = n.name;
     const meta = document.createElement("div");
     meta.className = "meta";
-    meta.textContent = n.version + " · up " + uptime(n.uptime_s);
+    meta.textContent = (n.alive === false ? "lease ran out · " : "") + n.version + " · up " + uptime(n.uptime_s);
     const figs = document.createElement("div");
     figs.className = "figures";
     const s = n.series || {};
