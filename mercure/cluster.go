@@ -65,10 +65,10 @@ func (h *Handler) renew(ctx context.Context) {
 		}
 		return
 	}
-	if !h.registered && h.presence != nil {
-		h.presence.recordKept(ctx)
-	}
-	if fresh && h.registered && h.presence != nil {
+	// Forgotten: after a pause longer than a lease, or, for a node that
+	// took back the subscribers its last run kept, after a restart longer
+	// than one. Another node announced their ends.
+	if fresh && (h.registered || h.presence != nil && h.presence.took) && h.presence != nil {
 		// Another node found this one's lease run out (a pause, a cut
 		// longer than a lease), announced the end of its subscriptions
 		// and forgot it; they are alive: record and announce them again.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -295,4 +296,93 @@ func TestClusterNodeBackFromThePause(t *testing.T) {
 			t.Fatalf("the node announced %v beginnings on its return, want 1", got)
 		}
 	})
+}
+
+// startNodeKept is startNode with a file for subscribers kept across a
+// restart, and a memory engine the caller gives (the history outlives the
+// node).
+func startNodeKept(t *testing.T, fc *fakeCluster, eng *memory.Engine, name, file string) *clusterNode {
+	t.Helper()
+	hb, err := hub.New(hub.Config{Engine: eng, Heartbeat: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ParseKey("subscriber-secret-subscriber-secret-01", nil)
+	v, _ := NewValidator(TokenConfig{SubscriberKey: key, Issuer: "herald", Audience: presenceTestBase, Draft8: true, Base: presenceTestBase})
+	public, _ := url.Parse(presenceTestBase)
+	h, err := New(Config{Hub: hb, Tokens: v, PublicURL: public, Draft8: true, Subscriptions: true, SubscriptionGrace: time.Minute,
+		Cluster: fc, Node: name, Lease: testLease, PresenceFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &clusterNode{h: h, stop: cancel, done: make(chan struct{})}
+	go func() { defer close(n.done); h.Run(ctx) }()
+	t.Cleanup(func() {
+		n.kill()
+		hb.Close()
+	})
+	return n
+}
+
+// A node of a cluster that restarts keeps its subscribers and its name:
+// back within a lease, it takes both up and nothing is announced; back
+// later, another node has ended them, and it announces them again.
+func TestClusterKeptAcrossRestart(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(map[bool]string{false: "in time", true: "late"}[late], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				fc := newFakeCluster()
+				b := startNode(t, fc, "b")
+				eng := memory.New(memory.Options{})
+				defer eng.Close()
+				file := filepath.Join(t.TempDir(), "subscriptions.json")
+				a := startNodeKept(t, fc, eng, "a-1", file)
+				ann := &Grant{Subject: "ann", Issuer: "herald"}
+				pc := a.h.testJoin(t, ann, "https://example.com/x")
+				synctest.Wait()
+				a.h.presence.leave(pc) // the shutdown ends the stream
+				a.h.Close(context.Background())
+				a.kill()
+				if got := fc.nodes(); !slices.Contains(got, "a-1") {
+					t.Fatalf("the stopping node forgot itself though it kept a subscriber: %v", got)
+				}
+				if late {
+					time.Sleep(2 * testLease)
+					synctest.Wait()
+					if got := leaves(b.h); got != 1 {
+						t.Fatalf("b announced %v ends of the node that stayed away, want 1", got)
+					}
+				}
+				a2 := startNodeKept(t, fc, eng, "a-2", file)
+				synctest.Wait()
+				if a2.h.node != "a-1" {
+					t.Fatalf("the restarted node is %q, want its old name a-1", a2.h.node)
+				}
+				if back := a2.h.testJoin(t, ann, "https://example.com/x"); back.id != pc.id {
+					t.Fatalf("ann came back as %s, was %s", back.id, pc.id)
+				}
+				begins := testutil.ToFloat64(a2.h.presence.events.WithLabelValues("true", "published"))
+				want := 0.0
+				if late {
+					want = 1 // its end was announced: it begins again
+				}
+				if begins != want {
+					t.Fatalf("the restarted node announced %v beginnings, want %v", begins, want)
+				}
+				time.Sleep(3 * testLease)
+				synctest.Wait()
+				wantEnds := 0.0
+				if late {
+					wantEnds = 1
+				}
+				if got := leaves(b.h) + leaves(a2.h); got != wantEnds {
+					t.Fatalf("ends announced in all: %v, want %v", got, wantEnds)
+				}
+				if es, _ := b.h.presence.snapshot(t.Context(), form8, all); len(es) != 1 {
+					t.Fatalf("the cluster lists %d subscriptions, want ann's", len(es))
+				}
+			})
+		})
+	}
 }

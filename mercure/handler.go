@@ -144,7 +144,9 @@ type Config struct {
 	// revoked tokens and ends their streams.
 	Cluster hub.Cluster
 	// Node names this node in the cluster; it must be unique per
-	// process. Default: a random name.
+	// process (herald adds a random suffix to the name it is given).
+	// Default: a random name. A start that takes back subscribers kept
+	// by the last run (PresenceFile) takes that run's name again.
 	Node string
 	// Lease is how long a node counts as alive after it last renewed;
 	// a dead node's subscriptions end within about that long. Default
@@ -284,12 +286,19 @@ func New(cfg Config) (*Handler, error) {
 		}
 		if f := cfg.PresenceFile; f != "" && grace > 0 {
 			h.presence.file = f
-			kept, err := loadKept(f)
+			kept, node, err := loadKept(f)
 			if err != nil {
 				h.log.Warn("subscriptions kept by the last run are lost", "err", err)
 			}
-			h.presence.keep(kept)
 			if len(kept) > 0 {
+				h.presence.keep(kept)
+				h.presence.took = true
+				if node != "" {
+					// The same node again: its records in the cluster are
+					// that name's, and they are still there unless the
+					// restart took longer than a lease (see renew).
+					h.node = node
+				}
 				h.log.Info("took back the subscribers kept by the last run, in their grace period", "subscribers", len(kept))
 			}
 		}
@@ -323,9 +332,11 @@ func (h *Handler) Close(ctx context.Context) {
 	if h.presence != nil {
 		h.presence.close()
 	}
-	if c := h.cfg.Cluster; c != nil {
+	if c := h.cfg.Cluster; c != nil && (h.presence == nil || !h.presence.kept) {
 		// Every end is announced: nothing of this node is left for
-		// another to end.
+		// another to end. A node that kept subscribers for its next start
+		// leaves them, and itself, to its lease: it takes them up again
+		// if it comes back in time, and another node ends them if not.
 		if err := c.Forget(ctx, h.node); err != nil {
 			h.log.Warn("cluster: forget this node at shutdown; another will end it when its lease runs out", "err", err)
 		}

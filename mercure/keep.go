@@ -1,7 +1,6 @@
 package mercure
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,8 +24,11 @@ import (
 const keptFormat = "herald-subscriptions-1"
 
 type keptFile struct {
-	Format      string       `json:"format"`
-	Saved       time.Time    `json:"saved"`
+	Format string    `json:"format"`
+	Saved  time.Time `json:"saved"`
+	// Node is the node's name in the cluster, which the next start takes
+	// again: its subscriptions' records in the cluster are that name's.
+	Node        string       `json:"node,omitempty"`
 	Subscribers []keptSubber `json:"subscribers"`
 }
 
@@ -47,8 +49,8 @@ type keptSub struct {
 }
 
 // save writes pcs to path, atomically (a temporary file renamed).
-func saveKept(path string, pcs []*presenceConn, now time.Time) error {
-	f := keptFile{Format: keptFormat, Saved: now}
+func saveKept(path, node string, pcs []*presenceConn, now time.Time) error {
+	f := keptFile{Format: keptFormat, Saved: now, Node: node}
 	for _, pc := range pcs {
 		k := keptSubber{ID: pc.id, Key: pc.key, Subject: pc.subject, Left: pc.left}
 		for _, a := range pc.subs {
@@ -67,23 +69,24 @@ func saveKept(path string, pcs []*presenceConn, now time.Time) error {
 	return os.Rename(tmp, path)
 }
 
-// loadKept reads and removes the file at path; no file is no error.
-func loadKept(path string) ([]*presenceConn, error) {
+// loadKept reads and removes the file at path, and returns the
+// subscribers in it and the node's name then; no file is no error.
+func loadKept(path string) ([]*presenceConn, string, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, "", nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	// Read once: a hub that crashes after this must not take the same
 	// subscribers back twice.
 	if err := os.Remove(path); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var f keptFile
 	if err := json.Unmarshal(b, &f); err != nil || f.Format != keptFormat {
-		return nil, fmt.Errorf("%s is not a file of kept subscriptions (%v)", filepath.Base(path), err)
+		return nil, "", fmt.Errorf("%s is not a file of kept subscriptions (%v)", filepath.Base(path), err)
 	}
 	out := make([]*presenceConn, 0, len(f.Subscribers))
 	for _, k := range f.Subscribers {
@@ -96,7 +99,7 @@ func loadKept(path string) ([]*presenceConn, error) {
 		}
 		out = append(out, pc)
 	}
-	return out, nil
+	return out, f.Node, nil
 }
 
 // keep takes back the subscribers a stopped hub kept, as in their grace
@@ -119,39 +122,5 @@ func (p *presence) keep(pcs []*presenceConn) {
 	}
 	if p.timer == nil && p.grace > 0 {
 		p.arm(p.grace)
-	}
-	p.unrecorded = true
-}
-
-// recordKept records, in the cluster, the subscribers taken back from the
-// file (which a node cannot do before it runs): they are active, and
-// were announced so before the restart.
-func (p *presence) recordKept(ctx context.Context) {
-	p.mu.Lock()
-	if !p.unrecorded {
-		p.mu.Unlock()
-		return
-	}
-	p.unrecorded = false
-	var recs []struct {
-		id  string
-		doc []byte
-	}
-	for _, pc := range p.conns {
-		for i := range pc.subs {
-			a := &pc.subs[i]
-			if doc, err := json.Marshal(a.document(pc.id, true, true)); err == nil {
-				recs = append(recs, struct {
-					id  string
-					doc []byte
-				}{a.topic, doc})
-			}
-		}
-	}
-	p.mu.Unlock()
-	for _, r := range recs {
-		if err := p.h.cfg.Cluster.PresenceSet(ctx, p.h.node, r.id, r.doc); err != nil {
-			p.log.Warn("cluster: record a subscription kept across the restart", "err", err)
-		}
 	}
 }

@@ -113,10 +113,10 @@ type presence struct {
 	timer   *time.Timer // armed while some are parked
 	closed  bool
 	// file keeps, across a restart, the subscribers in their grace
-	// period at close (Config.PresenceFile); unrecorded: some taken back
-	// from it are not yet recorded in the cluster.
+	// period at close (Config.PresenceFile); kept is set when close kept
+	// some there, took is set when New took some back.
 	file       string
-	unrecorded bool
+	kept, took bool
 	wg      sync.WaitGroup // the timer's runs
 
 	events  *prometheus.CounterVec
@@ -355,9 +355,10 @@ func (p *presence) close() {
 	p.mu.Unlock()
 	p.wg.Wait()
 	if p.file != "" && len(ended) > 0 {
-		if err := saveKept(p.file, ended, time.Now()); err == nil {
+		if err := saveKept(p.file, p.h.node, ended, time.Now()); err == nil {
 			p.log.Info("kept the subscribers in their grace period for the next start", "subscribers", len(ended), "file", p.file)
 			ended = nil
+			p.kept = true
 		} else {
 			p.log.Warn("could not keep the subscribers for the next start; announcing their ends", "err", err)
 		}
