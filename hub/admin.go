@@ -97,6 +97,13 @@ func (h *Hub) Recent(ctx context.Context, topic string, before uint64, limit, sc
 	h.idx.mu.RLock()
 	epoch, head := h.epoch, h.lastDispatched.Load()
 	h.idx.mu.RUnlock()
+	// The history may hold more than the dispatcher has handed out: a
+	// publish is answered once it is durable, before it is dispatched.
+	r, err := h.engine.Read(ctx, Position{Epoch: epoch, Seq: head}, 1)
+	if err != nil {
+		return nil, 0, err
+	}
+	head = max(head, r.Head)
 	if before == 0 || before > head+1 {
 		before = head + 1
 	}
