@@ -48,6 +48,21 @@ type Cluster interface {
 	// its claim. A node forgets itself when it stops cleanly.
 	Forget(ctx context.Context, node string) error
 
+	// Park records that node's subscriber id, which key recognizes (its
+	// token's issuer and subject and its matchers), is in its grace
+	// period until until, so that the node where it comes back can take
+	// it over and it keeps its identifier.
+	Park(ctx context.Context, key, node, id string, until time.Time) error
+	// TakeParked takes the subscriber of key parked first whose period
+	// has not ended, whose node is not by and whose node's lease still
+	// runs; once taken, no other caller gets it and Unpark reports it
+	// gone. ok is false when there is none.
+	TakeParked(ctx context.Context, key, by string) (node, id string, ok bool, err error)
+	// Unpark takes node's subscriber id out of the parked ones of key and
+	// reports whether it was still there: false means another node took
+	// it (or it was never parked, or its period ended long ago).
+	Unpark(ctx context.Context, key, node, id string) (bool, error)
+
 	// Revoke refuses, until until, the tokens of the subject sub issued
 	// up to at; a later call for the same sub replaces the earlier.
 	Revoke(ctx context.Context, sub string, at, until time.Time) error

@@ -26,11 +26,49 @@ type fakeCluster struct {
 	lease    map[string]time.Time
 	claim    map[string]time.Time
 	revoked  map[string]hub.Revocation
+	parked   map[string][]fakeParked
+}
+
+type fakeParked struct {
+	node, id string
+	until    time.Time
+}
+
+func (f *fakeCluster) Park(_ context.Context, key, node, id string, until time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.parked[key] = append(f.parked[key], fakeParked{node, id, until})
+	return nil
+}
+
+func (f *fakeCluster) TakeParked(_ context.Context, key, by string) (string, string, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	for i, p := range f.parked[key] {
+		if p.node != by && now.Before(p.until) && now.Before(f.lease[p.node]) {
+			f.parked[key] = slices.Delete(f.parked[key], i, i+1)
+			return p.node, p.id, true, nil
+		}
+	}
+	return "", "", false, nil
+}
+
+func (f *fakeCluster) Unpark(_ context.Context, key, node, id string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, p := range f.parked[key] {
+		if p.node == node && p.id == id {
+			f.parked[key] = slices.Delete(f.parked[key], i, i+1)
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func newFakeCluster() *fakeCluster {
 	return &fakeCluster{presence: map[string]map[string][]byte{}, info: map[string][]byte{}, lease: map[string]time.Time{},
-		claim: map[string]time.Time{}, revoked: map[string]hub.Revocation{}}
+		claim: map[string]time.Time{}, revoked: map[string]hub.Revocation{}, parked: map[string][]fakeParked{}}
 }
 
 var _ hub.Cluster = (*fakeCluster)(nil)
@@ -303,6 +341,11 @@ func TestClusterNodeBackFromThePause(t *testing.T) {
 // node).
 func startNodeKept(t *testing.T, fc *fakeCluster, eng *memory.Engine, name, file string) *clusterNode {
 	t.Helper()
+	return startNodeKeptGrace(t, fc, eng, name, file, time.Minute)
+}
+
+func startNodeKeptGrace(t *testing.T, fc *fakeCluster, eng *memory.Engine, name, file string, grace time.Duration) *clusterNode {
+	t.Helper()
 	hb, err := hub.New(hub.Config{Engine: eng, Heartbeat: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -310,7 +353,7 @@ func startNodeKept(t *testing.T, fc *fakeCluster, eng *memory.Engine, name, file
 	key, _ := ParseKey("subscriber-secret-subscriber-secret-01", nil)
 	v, _ := NewValidator(TokenConfig{SubscriberKey: key, Issuer: "herald", Audience: presenceTestBase, Draft8: true, Base: presenceTestBase})
 	public, _ := url.Parse(presenceTestBase)
-	h, err := New(Config{Hub: hb, Tokens: v, PublicURL: public, Draft8: true, Subscriptions: true, SubscriptionGrace: time.Minute,
+	h, err := New(Config{Hub: hb, Tokens: v, PublicURL: public, Draft8: true, Subscriptions: true, SubscriptionGrace: grace,
 		Cluster: fc, Node: name, Lease: testLease, PresenceFile: file})
 	if err != nil {
 		t.Fatal(err)
@@ -385,4 +428,60 @@ func TestClusterKeptAcrossRestart(t *testing.T) {
 			})
 		})
 	}
+}
+
+// startNodeGrace is startNode with a grace period.
+func startNodeGrace(t *testing.T, fc *fakeCluster, name string, grace time.Duration) *clusterNode {
+	t.Helper()
+	eng := memory.New(memory.Options{})
+	t.Cleanup(func() { _ = eng.Close() })
+	return startNodeKeptGrace(t, fc, eng, name, "", grace)
+}
+
+// A subscriber that leaves one node and comes back to another within its
+// grace period keeps its identifier there, its record moves, and nothing
+// is announced by either node; one that came back to the node it left
+// cannot be taken over by another.
+func TestClusterTakeOver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fc := newFakeCluster()
+		a, b := startNodeGrace(t, fc, "a", time.Minute), startNodeGrace(t, fc, "b", time.Minute)
+		synctest.Wait()
+		ann := &Grant{Subject: "ann", Issuer: "herald"}
+		pc := a.h.testJoin(t, ann, "https://example.com/x")
+		a.h.presence.leave(pc)
+		back := b.h.testJoin(t, ann, "https://example.com/x")
+		if back.id != pc.id {
+			t.Fatalf("ann came back to b as %s, left a as %s", back.id, pc.id)
+		}
+		begins := func(n *clusterNode) float64 {
+			return testutil.ToFloat64(n.h.presence.events.WithLabelValues("true", "published"))
+		}
+		if got := begins(b); got != 0 {
+			t.Fatalf("b announced %v beginnings for a returning subscriber", got)
+		}
+		es, _ := b.h.presence.snapshot(t.Context(), form8, all)
+		if len(es) != 1 || es[0].subscriber != pc.id {
+			t.Fatalf("the cluster lists %+v", es)
+		}
+		if got := len(fc.presence["a"]); got != 0 {
+			t.Fatalf("a still has %d records of the subscriber b took over", got)
+		}
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		if got := leaves(a.h) + leaves(b.h); got != 0 {
+			t.Fatalf("%v ends announced for a subscriber that lives on b", got)
+		}
+
+		// Bob leaves a and comes back to a: b cannot take him.
+		bob := &Grant{Subject: "bob", Issuer: "herald"}
+		p1 := a.h.testJoin(t, bob, "https://example.com/y")
+		a.h.presence.leave(p1)
+		if again := a.h.testJoin(t, bob, "https://example.com/y"); again.id != p1.id {
+			t.Fatal("bob not recognized on the node he left")
+		}
+		if other := b.h.testJoin(t, bob, "https://example.com/y"); other.id == p1.id {
+			t.Fatal("b took over a subscriber connected to a")
+		}
+	})
 }

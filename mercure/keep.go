@@ -33,11 +33,12 @@ type keptFile struct {
 }
 
 type keptSubber struct {
-	ID      string    `json:"id"`
-	Key     string    `json:"key"`
-	Subject string    `json:"subject,omitempty"`
-	Subs    []keptSub `json:"subs"`
-	Left    time.Time `json:"left"`
+	ParkedKey string    `json:"parked_key,omitempty"`
+	ID        string    `json:"id"`
+	Key       string    `json:"key"`
+	Subject   string    `json:"subject,omitempty"`
+	Subs      []keptSub `json:"subs"`
+	Left      time.Time `json:"left"`
 }
 
 type keptSub struct {
@@ -52,7 +53,7 @@ type keptSub struct {
 func saveKept(path, node string, pcs []*presenceConn, now time.Time) error {
 	f := keptFile{Format: keptFormat, Saved: now, Node: node}
 	for _, pc := range pcs {
-		k := keptSubber{ID: pc.id, Key: pc.key, Subject: pc.subject, Left: pc.left}
+		k := keptSubber{ID: pc.id, Key: pc.key, Subject: pc.subject, Left: pc.left, ParkedKey: pc.parkedKey}
 		for _, a := range pc.subs {
 			k.Subs = append(k.Subs, keptSub{Form: uint8(a.form), MatchType: a.matchType, Match: a.match, Topic: a.topic, Payload: a.payload})
 		}
@@ -93,7 +94,7 @@ func loadKept(path string) ([]*presenceConn, string, error) {
 		if k.ID == "" || k.Key == "" || len(k.Subs) == 0 {
 			continue
 		}
-		pc := &presenceConn{id: k.ID, key: k.Key, subject: k.Subject}
+		pc := &presenceConn{id: k.ID, key: k.Key, subject: k.Subject, parkedKey: k.ParkedKey}
 		for _, s := range k.Subs {
 			pc.subs = append(pc.subs, activeSub{form: subForm(s.Form), matchType: s.MatchType, match: s.Match, topic: s.Topic, payload: s.Payload})
 		}

@@ -80,6 +80,9 @@ type presenceConn struct {
 	// gen counts its grace periods, to tell the queues' entries of the
 	// current one from those of periods it came back from.
 	gen uint64
+	// parkedKey is its key while it is parked in the cluster too, for
+	// another node to take over (guarded by presence.mu).
+	parkedKey string
 }
 
 // parkEntry is a subscriber in a queue of those in their grace period;
@@ -117,7 +120,7 @@ type presence struct {
 	// some there, took is set when New took some back.
 	file       string
 	kept, took bool
-	wg      sync.WaitGroup // the timer's runs
+	wg         sync.WaitGroup // the timer's runs
 
 	events  *prometheus.CounterVec
 	resumed prometheus.Counter
@@ -145,7 +148,11 @@ func newPresence(h *Handler, grace time.Duration, reg prometheus.Registerer) (*p
 			Name: "herald_active_subscriptions",
 			Help: "Active subscriptions on this node (one per matcher of each subscriber), those in their grace period included.",
 		}, func() float64 { return float64(p.count()) })
-		for _, c := range []prometheus.Collector{p.events, p.resumed, active} {
+		inGrace := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_subscribers_in_grace",
+			Help: "Subscribers whose stream ended and whose end is not announced yet: they may come back within the grace period.",
+		}, func() float64 { p.mu.Lock(); defer p.mu.Unlock(); return float64(p.nParked) })
+		for _, c := range []prometheus.Collector{p.events, p.resumed, active, inGrace} {
 			if err := reg.Register(c); err != nil {
 				p.stop()
 				return nil, err
@@ -187,7 +194,31 @@ func (p *presence) join(ctx context.Context, g *Grant, matchers []*hub.Matcher, 
 		p.mu.Unlock()
 		return nil, hub.ErrShutdown
 	}
-	if pc := p.takeParked(key); pc != nil {
+	pc := p.takeParked(key)
+	var clusterKey string
+	if pc != nil {
+		clusterKey, pc.parkedKey = pc.parkedKey, ""
+	}
+	p.mu.Unlock()
+	c := p.h.cfg.Cluster
+	if pc != nil && c != nil && clusterKey != "" {
+		// Parked in the cluster too: another node may have taken it.
+		if ok, err := c.Unpark(ctx, clusterKey, p.h.node, pc.id); err == nil && !ok {
+			p.mu.Lock()
+			delete(p.conns, pc.id) // it lives on there; that node deleted its records here
+			p.mu.Unlock()
+			pc = nil
+		}
+	}
+	if pc == nil && c != nil && key != "" {
+		if node, id, ok, err := c.TakeParked(ctx, key, p.h.node); err != nil {
+			p.log.Warn("cluster: look for a returning subscriber on other nodes", "err", err)
+		} else if ok {
+			return p.takeOver(ctx, node, id, key, g, subs, sub), nil
+		}
+	}
+	p.mu.Lock()
+	if pc != nil {
 		pc.sub = sub
 		changed := make([]activeSub, 0)
 		for i := range pc.subs {
@@ -201,7 +232,7 @@ func (p *presence) join(ctx context.Context, g *Grant, matchers []*hub.Matcher, 
 		// The subscription is the same; its document is not.
 		return pc, p.announce(ctx, pc.id, changed, true)
 	}
-	pc := &presenceConn{id: newSubscriberID(), key: key, subs: subs, sub: sub}
+	pc = &presenceConn{id: newSubscriberID(), key: key, subs: subs, sub: sub}
 	if g != nil {
 		pc.subject = g.Subject
 	}
@@ -247,7 +278,63 @@ func (p *presence) leave(pc *presenceConn) {
 	if p.timer == nil {
 		p.arm(p.grace)
 	}
+	key, until := pc.key, pc.left.Add(p.grace)
 	p.mu.Unlock()
+	if c := p.h.cfg.Cluster; c != nil {
+		// The other nodes may take it over if it comes back there.
+		ctx, cancel := context.WithTimeout(p.ctx, presenceAnnounceTimeout)
+		err := c.Park(ctx, key, p.h.node, pc.id, until)
+		cancel()
+		if err != nil {
+			p.log.Warn("cluster: park a subscriber for the other nodes", "err", err)
+			return
+		}
+		p.mu.Lock()
+		still := pc.left.Equal(until.Add(-p.grace)) // not back meanwhile
+		if still {
+			pc.parkedKey = key
+		}
+		p.mu.Unlock()
+		if !still {
+			// Back here already: no other node may take it over.
+			ctx, cancel := context.WithTimeout(p.ctx, presenceAnnounceTimeout)
+			_, _ = c.Unpark(ctx, key, p.h.node, pc.id)
+			cancel()
+		}
+	}
+}
+
+// takeOver makes a subscriber parked on another node, come back here,
+// this node's: it keeps its identifier, its records move here, and
+// nothing is announced (the node it left finds it gone when its period
+// ends, and says nothing either).
+func (p *presence) takeOver(ctx context.Context, node, id, key string, g *Grant, subs []activeSub, sub *hub.Subscriber) *presenceConn {
+	pc := &presenceConn{id: id, key: key, subs: subs, sub: sub}
+	if g != nil {
+		pc.subject = g.Subject
+	}
+	for i := range pc.subs {
+		pc.subs[i].topic = p.h.subscriptionTopic(&pc.subs[i], id)
+	}
+	p.mu.Lock()
+	p.conns[id] = pc
+	p.mu.Unlock()
+	c := p.h.cfg.Cluster
+	for i := range pc.subs {
+		a := &pc.subs[i]
+		doc, err := json.Marshal(a.document(id, true, true))
+		if err == nil {
+			err = c.PresenceSet(ctx, p.h.node, a.topic, doc)
+		}
+		if err == nil {
+			err = c.PresenceDelete(ctx, node, a.topic)
+		}
+		if err != nil {
+			p.log.Warn("cluster: move a returning subscriber's record", "from", node, "err", err)
+		}
+	}
+	p.resumed.Inc()
+	return pc
 }
 
 // takeParked returns the subscriber of key that left first and is still
@@ -323,10 +410,20 @@ func (p *presence) expire() {
 	}
 }
 
-// end announces the end of pc's subscriptions.
+// end announces the end of pc's subscriptions, unless another node took
+// it over from its grace period.
 func (p *presence) end(pc *presenceConn) {
 	ctx, cancel := context.WithTimeout(p.ctx, presenceAnnounceTimeout)
 	defer cancel()
+	p.mu.Lock()
+	key := pc.parkedKey
+	pc.parkedKey = ""
+	p.mu.Unlock()
+	if c := p.h.cfg.Cluster; c != nil && key != "" {
+		if ok, err := c.Unpark(ctx, key, p.h.node, pc.id); err == nil && !ok {
+			return // it lives on another node, which holds its records now
+		}
+	}
 	if err := p.announce(ctx, pc.id, pc.subs, false); err != nil {
 		p.log.Warn("could not announce the end of a subscription", "subscriber", pc.id, "err", err)
 	}

@@ -198,3 +198,63 @@ func TestNodesPresence(t *testing.T) {
 		t.Fatalf("/admin/nodes: %d %s", status, body)
 	}
 }
+
+// A subscriber that leaves one node and comes back to another within its
+// grace period (no sticky sessions behind the load balancer) keeps its
+// identifier, and nothing is announced.
+func TestNodesTakeOver(t *testing.T) {
+	rd := redistest.Start(t, redistest.Options{})
+	work, logs := t.TempDir(), t.TempDir()
+	addrs := []string{freeAddr(t), freeAddr(t)}
+	admins := []string{freeAddr(t), freeAddr(t)}
+	public := "http://" + addrs[0] + "/.well-known/mercure"
+	for i, addr := range addrs {
+		startHub(t, work, logs, addr, "--engine", rd.URL(), "--jwt-key", nodeSecret, "--public-url", public,
+			"--subscriptions", "--subscriptions-grace", "1m", "--admin-addr", admins[i])
+	}
+	const watched = "/.well-known/mercure/subscriptions/*"
+	reader := nodesTokenArgs(t, public, "--sub", "reader", "--subscribe", "*")
+	w := openStream(t, "http://"+addrs[1]+"/.well-known/mercure?match_urlpattern="+url.QueryEscape(watched), reader)
+	w.subDoc(t)
+	ann := nodesTokenArgs(t, public, "--sub", "ann", "--subscribe", topicA)
+	first := openStream(t, "http://"+addrs[0]+"/.well-known/mercure?match="+url.QueryEscape(topicA), ann)
+	w.subDoc(t)
+	before := subscriberOf(t, addrs[1], reader, topicA)
+
+	first.cancel()
+	until(t, "node 1 to see ann leave", func() bool {
+		return scrapeMetric(t, admins[0], "herald_subscribers_in_grace") == 1
+	})
+	openStream(t, "http://"+addrs[1]+"/.well-known/mercure?match="+url.QueryEscape(topicA), ann)
+	if after := subscriberOf(t, addrs[0], reader, topicA); after != before {
+		t.Fatalf("ann was %s on node 1 and is %s on node 2", before, after)
+	}
+	openStream(t, "http://"+addrs[0]+"/.well-known/mercure?match=https://example.com/sentinel",
+		nodesTokenArgs(t, public, "--sub", "zed", "--subscribe", "https://example.com/sentinel"))
+	if m, active := w.subDoc(t); m != "https://example.com/sentinel" || !active {
+		t.Fatalf("after ann moved: %s (active %v), want the sentinel's beginning first", m, active)
+	}
+}
+
+// subscriberOf reads the subscriptions API of addr and returns the one
+// subscriber of match.
+func subscriberOf(t *testing.T, addr, token, match string) string {
+	t.Helper()
+	status, body := apiGet(t, addr, "/.well-known/mercure/subscriptions", token)
+	var c struct {
+		Subscriptions []struct{ Match, Subscriber string }
+	}
+	if err := json.Unmarshal([]byte(body), &c); err != nil || status != http.StatusOK {
+		t.Fatalf("subscriptions API: %d %s", status, body)
+	}
+	var out []string
+	for _, s := range c.Subscriptions {
+		if s.Match == match {
+			out = append(out, s.Subscriber)
+		}
+	}
+	if len(out) != 1 {
+		t.Fatalf("subscribers of %s: %v", match, out)
+	}
+	return out[0]
+}

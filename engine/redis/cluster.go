@@ -23,6 +23,8 @@ import (
 //	{prefix}:presence:<node> hash: subscription id -> document
 //	{prefix}:claim:<node>    string with an expiry: the claimer's name
 //	{prefix}:revoked         hash: subject -> "<at> <until>" (Unix ms)
+//	{prefix}:parked:<sha1>   list: "<until ms>\x00<node>\x00<id>", the
+//	                         subscribers of one key in their grace period
 //
 // A node name goes into key names as it is. Whatever bytes it holds, the
 // hash tag stays the prefix: Redis takes the tag from the first "{" to the

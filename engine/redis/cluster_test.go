@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -665,5 +666,101 @@ func TestRenewFresh(t *testing.T) {
 	}
 	if fresh, err := e.Renew(ctx, "n", nil, long); err != nil || !fresh {
 		t.Fatalf("renewal after Forget: fresh %v, %v; want true", fresh, err)
+	}
+}
+
+// Park, TakeParked and Unpark: a parked subscriber is taken once, not by
+// its own node, not from a node whose lease ran out, not after its period;
+// Unpark says whether it was still there.
+func TestParked(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	a := openNode(t, srv.URL(), "park", Options{})
+	b := openNode(t, srv.URL(), "park", Options{})
+	ctx := t.Context()
+	renew(t, a, "a", "", long)
+	renew(t, b, "b", "", long)
+	const key = `"herald" "ann" 0 "exact" "https://example.com/x"`
+	if err := a.Park(ctx, key, "a", "id1", time.Now().Add(long)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok, err := a.TakeParked(ctx, key, "a"); err != nil || ok {
+		t.Fatalf("its own node took it: %v %v", ok, err)
+	}
+	node, id, ok, err := b.TakeParked(ctx, key, "b")
+	if err != nil || !ok || node != "a" || id != "id1" {
+		t.Fatalf("take: %q %q %v %v", node, id, ok, err)
+	}
+	if _, _, ok, _ := b.TakeParked(ctx, key, "b"); ok {
+		t.Fatal("taken twice")
+	}
+	if still, err := a.Unpark(ctx, key, "a", "id1"); err != nil || still {
+		t.Fatalf("unpark after it was taken: %v %v", still, err)
+	}
+
+	// Unpark of one still there removes it.
+	_ = a.Park(ctx, key, "a", "id2", time.Now().Add(long))
+	if still, err := a.Unpark(ctx, key, "a", "id2"); err != nil || !still {
+		t.Fatalf("unpark: %v %v", still, err)
+	}
+	if _, _, ok, _ := b.TakeParked(ctx, key, "b"); ok {
+		t.Fatal("taken after it was unparked")
+	}
+
+	// An ended period, and a dead node's, are not taken.
+	_ = a.Park(ctx, key, "a", "id3", time.Now().Add(-time.Second))
+	renew(t, a, "dead", "", 200*time.Millisecond)
+	_ = a.Park(ctx, key, "dead", "id4", time.Now().Add(long))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ns, err := b.Nodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := slices.IndexFunc(ns, func(n hub.NodeState) bool { return n.Name == "dead" }); i >= 0 && !ns[i].Alive {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lease did not run out")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if node, id, ok, _ := b.TakeParked(ctx, key, "b"); ok {
+		t.Fatalf("took %s of %s: ended or dead", id, node)
+	}
+}
+
+// Among nodes racing to take one parked subscriber, one gets it.
+func TestTakeParkedOneWinner(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	s := seed(t)
+	rng := rand.New(rand.NewPCG(s, s))
+	var engines []*Engine
+	for range 4 {
+		engines = append(engines, openNode(t, srv.URL(), "race", Options{}))
+	}
+	renew(t, engines[0], "owner", "", long)
+	ctx := t.Context()
+	for round := range 20 {
+		key := fmt.Sprint("k", round)
+		_ = engines[0].Park(ctx, key, "owner", "id", time.Now().Add(long))
+		n := 2 + rng.IntN(8)
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				if _, _, ok, err := engines[i%len(engines)].TakeParked(ctx, key, fmt.Sprint("taker", i)); err == nil && ok {
+					wins.Add(1)
+				}
+			})
+		}
+		wg.Go(func() {
+			if ok, err := engines[0].Unpark(ctx, key, "owner", "id"); err == nil && ok {
+				wins.Add(1)
+			}
+		})
+		wg.Wait()
+		if w := wins.Load(); w != 1 {
+			t.Fatalf("round %d, %d takers and the owner: %d got it", round, n, w)
+		}
 	}
 }

@@ -177,6 +177,7 @@ type keys struct {
 	// The shared state of hub.Cluster (cluster.go); lease, presence and
 	// claim are prefixes, completed by a node's name.
 	nodes, revoked, lease, presence, claim string
+	parked                                 string // prefix, completed by a key's hash
 }
 
 func newKeys(prefix string) keys {
@@ -184,6 +185,7 @@ func newKeys(prefix string) keys {
 	return keys{
 		meta: p + "meta", log: p + "log", ids: p + "ids", dups: p + "dups",
 		nodes: p + "nodes", revoked: p + "revoked", lease: p + "lease:", presence: p + "presence:", claim: p + "claim:",
+		parked: p + "parked:",
 	}
 }
 
