@@ -176,31 +176,7 @@ const testLease = 4 * time.Second
 
 func startNode(t *testing.T, fc *fakeCluster, name string) *clusterNode {
 	t.Helper()
-	eng := memory.New(memory.Options{})
-	hb, err := hub.New(hub.Config{Engine: eng, Heartbeat: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := ParseKey("subscriber-secret-subscriber-secret-01", nil)
-	v, err := NewValidator(TokenConfig{SubscriberKey: key, Issuer: "herald", Audience: presenceTestBase, Draft8: true, Base: presenceTestBase})
-	if err != nil {
-		t.Fatal(err)
-	}
-	public, _ := url.Parse(presenceTestBase)
-	h, err := New(Config{Hub: hb, Tokens: v, PublicURL: public, Draft8: true, Subscriptions: true, SubscriptionGrace: -1,
-		Cluster: fc, Node: name, Lease: testLease})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &clusterNode{h: h, stop: cancel, done: make(chan struct{})}
-	go func() { defer close(n.done); h.Run(ctx) }()
-	t.Cleanup(func() {
-		n.kill()
-		hb.Close()
-		_ = eng.Close()
-	})
-	return n
+	return startNodeGrace(t, fc, name, -1)
 }
 
 // kill stops the node's Run, as a SIGKILL would: no goodbye.

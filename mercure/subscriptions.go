@@ -399,15 +399,21 @@ func (p *presence) expire() {
 				p.parked[pc.key] = q[1:]
 			}
 		}
-		pc.left = time.Time{} // out of every queue, lazily
-		p.nParked--
-		delete(p.conns, pc.id)
-		ended = append(ended, pc)
+		ended = append(ended, p.drop(pc))
 	}
 	p.mu.Unlock()
 	for _, pc := range ended {
 		p.end(pc)
 	}
+}
+
+// drop ends pc's grace period here: it leaves every queue (lazily) and
+// the node's list; p.mu is held. It returns pc.
+func (p *presence) drop(pc *presenceConn) *presenceConn {
+	pc.left = time.Time{}
+	p.nParked--
+	delete(p.conns, pc.id)
+	return pc
 }
 
 // end announces the end of pc's subscriptions, unless another node took
@@ -441,14 +447,12 @@ func (p *presence) close() {
 	p.timer = nil
 	var ended []*presenceConn
 	for _, e := range p.leaving {
-		if pc := e.pc; e.live() {
-			pc.left = time.Time{}
-			delete(p.conns, pc.id)
-			ended = append(ended, pc)
+		if e.live() {
+			ended = append(ended, p.drop(e.pc))
 		}
 	}
 	clear(p.parked)
-	p.leaving, p.nParked = nil, 0
+	p.leaving = nil
 	p.mu.Unlock()
 	p.wg.Wait()
 	if p.file != "" && len(ended) > 0 {
@@ -727,10 +731,7 @@ func (p *presence) forget(sub string) {
 		}
 		pc.key = ""
 		if !pc.left.IsZero() {
-			pc.left = time.Time{}
-			p.nParked--
-			delete(p.conns, pc.id)
-			ended = append(ended, pc)
+			ended = append(ended, p.drop(pc))
 		}
 	}
 	p.mu.Unlock()

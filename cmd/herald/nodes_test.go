@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,14 +59,7 @@ func startNodes(t *testing.T, redisURL, publicURL string, addrs ...string) *node
 // publish on every topic of the hub at publicURL.
 func nodeToken(t *testing.T, publicURL string) string {
 	t.Helper()
-	cmd := exec.Command(heraldBin, "token", "--key", nodeSecret, "--publish", "*", "--aud", publicURL)
-	cmd.Env = heraldEnv()
-	cmd.WaitDelay = time.Second
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("herald token: %v", err)
-	}
-	return strings.TrimSpace(string(out))
+	return nodesTokenArgs(t, publicURL, "--publish", "*")
 }
 
 // hubClient returns a client of the hub at base (scheme and host) that

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -16,14 +15,7 @@ import (
 // nodesTokenArgs runs `herald token` with the nodes' key.
 func nodesTokenArgs(t *testing.T, publicURL string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(heraldBin, append([]string{"token", "--key", nodeSecret, "--aud", publicURL}, args...)...)
-	cmd.Env = heraldEnv()
-	cmd.WaitDelay = time.Second
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("herald token: %v", err)
-	}
-	return strings.TrimSpace(string(out))
+	return heraldToken(t, "", append([]string{"--key", nodeSecret, "--aud", publicURL}, args...)...)
 }
 
 // apiGet reads path on node addr with token; it returns the status and body.

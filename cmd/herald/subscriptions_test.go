@@ -16,20 +16,28 @@ import (
 	"github.com/herald-hub/herald/sse"
 )
 
-// subToken runs `herald token` for a subscriber sub granted each matcher.
+// subToken runs `herald token` in dir, with the development key there,
+// for a subscriber sub granted each matcher.
 func subToken(t *testing.T, dir, hubURL, sub string, matchers ...string) string {
 	t.Helper()
-	args := []string{"token", "--key", "@herald-data/dev.key", "--aud", hubURL, "--sub", sub}
+	args := []string{"--key", "@herald-data/dev.key", "--aud", hubURL, "--sub", sub}
 	for _, m := range matchers {
 		args = append(args, "--subscribe", m)
 	}
-	cmd := exec.Command(heraldBin, args...)
+	return heraldToken(t, dir, args...)
+}
+
+// heraldToken runs `herald token` with args in dir ("" for the test's
+// own) and returns the token.
+func heraldToken(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(heraldBin, append([]string{"token"}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = heraldEnv()
 	cmd.WaitDelay = time.Second
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("herald token: %v", err)
+		t.Fatalf("herald token %v: %v", args, err)
 	}
 	return strings.TrimSpace(string(out))
 }
