@@ -27,7 +27,9 @@
 #   subscriptions   10,000 subscribers joining and leaving (churn, 500/s), then
 #                   2,500 subscribers x 80 updates/s, on one bolt node: without
 #                   --subscriptions, with it (every begin and end announced at
-#                   once: --subscriptions-grace 0), and with it at the default grace
+#                   once: --subscriptions-grace 0), and with it at the default
+#                   grace; then the churn on one redis node, without and with
+#                   (grace 0: every subscription recorded in Redis and announced)
 #   guard           64 durable publishers, then 2,500 subscribers x 80 updates/s,
 #                   on one bolt node: every limit off (--max-connections 0, no
 #                   overload check), every limit on but none reached, and the
@@ -297,6 +299,12 @@ for c in "${comparisons[@]}"; do
 			serve_args=(--subscriptions)
 			run_case "subs-$scen-grace" 1 bolt "${args[@]}"
 		done
+		start_redis everysec
+		serve_args=()
+		run_case subs-churn-redis-off 1 redis "${churn[@]}"
+		serve_args=(--subscriptions --subscriptions-grace 0)
+		run_case subs-churn-redis-on 1 redis "${churn[@]}"
+		stop_redis
 		serve_args=() ;;
 	*) echo "unknown comparison $c" >&2 ;;
 	esac
@@ -433,7 +441,7 @@ per1k() { awk -v a="$1" -v n="$2" 'BEGIN { if (n + 0 > 0 && a != "") printf "%.4
 		echo
 		echo "| run | subscribers connected | connect p50 ms | connect p99 ms | deliveries/s | deliver p99 ms | p99 vs off | lost | node CPU s | vs off | subscription events |"
 		echo "|---|---|---|---|---|---|---|---|---|---|---|"
-		for scen in churn fanout; do
+		for scen in churn fanout churn-redis; do
 			bcpu=$(node_cpu "subs-$scen-off")
 			bp99=$(j .latency_ms.p99 "subs-$scen-off")
 			for v in off on grace; do
