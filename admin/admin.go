@@ -120,12 +120,9 @@ func (a *Handler) Run(ctx context.Context) {
 	}
 }
 
+// take records a sample in the ring.
 func (a *Handler) take() {
-	p, d := a.cfg.Hub.Counts()
-	s := sample{at: a.cfg.Now(), published: p, delivered: d, subscribers: a.cfg.Hub.Subscribers(), connections: -1}
-	if a.cfg.Connections != nil {
-		s.connections = a.cfg.Connections()
-	}
+	s := a.sampleNow()
 	a.mu.Lock()
 	a.samples[a.n%historySamples] = s
 	a.n++
@@ -219,11 +216,20 @@ type Series struct {
 	DeliveriesPerS []float64 `json:"deliveries_per_s"`
 }
 
+// sampleNow reads the node's figures.
+func (a *Handler) sampleNow() sample {
+	p, d := a.cfg.Hub.Counts()
+	s := sample{at: a.cfg.Now(), published: p, delivered: d, subscribers: a.cfg.Hub.Subscribers(), connections: -1}
+	if a.cfg.Connections != nil {
+		s.connections = a.cfg.Connections()
+	}
+	return s
+}
+
 // rateSpan is how far back the current rates look.
 const rateSpan = 5
 
 func (a *Handler) nodes(w http.ResponseWriter, r *http.Request) {
-	a.take() // the figures of now, not of up to a second ago
 	out := []Node{a.node(1)}
 	if c := a.cfg.Cluster; c != nil {
 		states, err := c.Nodes(r.Context())
@@ -252,15 +258,19 @@ func (a *Handler) NodeInfo() []byte {
 }
 
 // node is this node's figures, with every step-th sample of the series.
+// The series ends with the figures of the moment, which the ring does not
+// keep: a page polled often must not shorten the minutes it covers.
 func (a *Handler) node(step int) Node {
+	now := a.sampleNow()
 	a.mu.Lock()
 	n := min(a.n, historySamples)
-	ss := make([]sample, n)
+	ss := make([]sample, n, n+1)
 	for i := range n {
 		ss[i] = a.samples[(a.n-n+i)%historySamples]
 	}
 	a.mu.Unlock()
-	now := ss[n-1]
+	ss = append(ss, now)
+	n++
 	node := Node{
 		Name: a.cfg.Node, Alive: true, Version: a.cfg.Version, Started: a.started.UTC().Format(time.RFC3339),
 		UptimeS: round(now.at.Sub(a.started).Seconds()), Connections: now.connections, Subscribers: now.subscribers,

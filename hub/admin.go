@@ -18,9 +18,6 @@ var ErrDisconnected = errors.New("disconnected by an administrator")
 // Safe to call at any time, more than once: the first reason stays.
 func (s *Subscriber) End(reason error) { s.end(reason) }
 
-// Subject returns the token subject the subscriber was registered with.
-func (s *Subscriber) Subject() string { return s.subject }
-
 // EndSubject ends, with reason, the stream of every subscriber registered
 // with subject (SubscribeOptions.Subject), and returns how many there
 // were. An empty subject ends nothing.

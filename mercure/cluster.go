@@ -11,9 +11,6 @@ import (
 // DefaultLease is Config.Lease's default.
 const DefaultLease = 10 * time.Second
 
-// Node returns the node's name in the cluster (Config.Node).
-func (h *Handler) Node() string { return h.node }
-
 // Run keeps the node's place in the cluster (Config.Cluster) until ctx
 // ends: it renews the node's lease a few times per lease; it looks for
 // nodes whose leases ran out, and when it is the one node to claim one,
@@ -124,7 +121,15 @@ func (h *Handler) endNode(ctx context.Context, node string) {
 		if err != nil {
 			continue
 		}
-		if err := h.presencePublish(ctx, e.sub.form, id, data); err != nil {
+		err = h.publishSubscriptionEvent(ctx, e.sub.form, id, data)
+		if h.presence != nil {
+			result := "published"
+			if err != nil {
+				result = "failed"
+			}
+			h.presence.events.WithLabelValues("false", result).Inc()
+		}
+		if err != nil {
 			h.log.Warn("cluster: announce the end of a dead node's subscription; the next claim retries", "node", node, "err", err)
 			return
 		}
@@ -141,24 +146,9 @@ func (h *Handler) endNode(ctx context.Context, node string) {
 	h.log.Info("cluster: a node's lease ran out; its subscriptions are ended", "node", node, "subscriptions", ended)
 }
 
-// presencePublish publishes a subscription event, counted as the
-// handler's own are.
-func (h *Handler) presencePublish(ctx context.Context, form subForm, topic string, data []byte) error {
-	if h.presence == nil {
-		return h.publishSubscriptionEvent(ctx, form, topic, data)
-	}
-	err := h.presence.publishEvent(ctx, form, topic, data)
-	result := "published"
-	if err != nil {
-		result = "failed"
-	}
-	h.presence.events.WithLabelValues("false", result).Inc()
-	return err
-}
-
-// publishSubscriptionEvent publishes a subscription event from a handler
-// without active subscriptions of its own (a node of a cluster started
-// without them still ends a dead node's).
+// publishSubscriptionEvent publishes one subscription event: private, on
+// its topic, of event type "mercure" in draft-08's form. A node of a
+// cluster started without active subscriptions still ends a dead node's.
 func (h *Handler) publishSubscriptionEvent(ctx context.Context, form subForm, topic string, data []byte) error {
 	m := hub.Message{Topics: []string{topic}, Private: true, Data: string(data)}
 	if form == form8 {

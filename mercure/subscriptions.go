@@ -222,7 +222,7 @@ func (p *presence) join(ctx context.Context, g *Grant, matchers []*hub.Matcher, 
 		pc.sub = sub
 		changed := make([]activeSub, 0)
 		for i := range pc.subs {
-			if !jsonEqual(pc.subs[i].payload, subs[i].payload) {
+			if string(pc.subs[i].payload) != string(subs[i].payload) {
 				pc.subs[i].payload = subs[i].payload
 				changed = append(changed, pc.subs[i])
 			}
@@ -500,7 +500,7 @@ func (p *presence) announce(ctx context.Context, subscriber string, subs []activ
 				continue
 			}
 		}
-		if err := p.publishEvent(ctx, a.form, a.topic, data); err != nil {
+		if err := p.h.publishSubscriptionEvent(ctx, a.form, a.topic, data); err != nil {
 			p.events.WithLabelValues(state, "failed").Inc()
 			errs = append(errs, err)
 			continue
@@ -508,12 +508,6 @@ func (p *presence) announce(ctx context.Context, subscriber string, subs []activ
 		p.events.WithLabelValues(state, "published").Inc()
 	}
 	return errors.Join(errs...)
-}
-
-// publishEvent publishes one subscription event: private, on its topic,
-// of event type "mercure" in draft-08's form.
-func (p *presence) publishEvent(ctx context.Context, form subForm, topic string, data []byte) error {
-	return p.h.publishSubscriptionEvent(ctx, form, topic, data)
 }
 
 // subscriptionEventType is the SSE event type of draft-08 subscription
@@ -610,8 +604,6 @@ func presenceKey(g *Grant, subs []activeSub) string {
 	}
 	return b.String()
 }
-
-func jsonEqual(a, b json.RawMessage) bool { return string(a) == string(b) }
 
 // document is the subscription's JSON document, in its draft's form.
 // withContext adds draft-07's @context (which a collection carries once).
