@@ -293,8 +293,19 @@ func TestSubscriptionsAPIDraft8(t *testing.T) {
 		sub("dan", "https://example.com/d")
 		follow := th.subscribe("match_urlpattern="+url.QueryEscape(subsPrefix+"/*")+"&last_event_id="+url.QueryEscape(cur[1]),
 			map[string]string{"Authorization": "Bearer " + all})
-		if d := decodeSub(t, follow.next(t)); d.Match != "https://example.com/d" || !d.Active {
-			t.Fatalf("first event after the cursor: %+v, want dan's subscription", d)
+		// The cursor is the last update dispatched when the list was
+		// read; a beginning already in the list may come again (its
+		// publish was answered before its dispatch), nothing else.
+		listed := map[string]bool{}
+		for _, d := range c.Subscriptions {
+			listed[d.ID] = true
+		}
+		d := decodeSub(t, follow.next(t))
+		for listed[d.ID] && d.Active {
+			d = decodeSub(t, follow.next(t))
+		}
+		if d.Match != "https://example.com/d" || !d.Active {
+			t.Fatalf("first event after the cursor and the listed ones: %+v, want dan's subscription", d)
 		}
 	})
 }
