@@ -58,7 +58,15 @@ type Range struct {
 	// longer retained: between it and Updates[0], or, when Updates is
 	// empty, between it and Head. Retention drops the oldest updates
 	// first, so a reader that meets a gap has lost what it covers.
+	//
+	// Presence updates dropped under Retention.MaxPresence leave no Gap:
+	// they are dropped from the middle of the log, and only readers that
+	// want them care (PresenceGap).
 	Gap bool
+	// PresenceGap is true when Presence updates after the position read
+	// from are no longer retained, whichever retention dropped them. A
+	// reader that never wants presence updates ignores it.
+	PresenceGap bool
 	// Head is the Seq of the last update appended as of the read (zero
 	// for an empty log). A reader at Head has read everything.
 	Head uint64
@@ -149,16 +157,32 @@ var (
 )
 
 // Retention bounds an engine's history. Zero values mean no bound of that
-// kind; engines apply their own defaults when both are zero. Retention drops
-// updates from the oldest end only: an update with an old Time behind a
-// newer one stays until the newer one goes. An engine may keep an update
-// a little longer than its retention says, never shorter: an engine shared
-// between nodes keeps each update until every node's feed has had a
-// moment to read it, so that a small history does not turn a burst of
-// publishes into skips.
+// kind; engines apply their own defaults when both MaxCount and MaxAge are
+// zero. Retention drops updates from the oldest end only: an update with
+// an old Time behind a newer one stays until the newer one goes. An engine
+// may keep an update a little longer than its retention says, never
+// shorter: an engine shared between nodes keeps each update until every
+// node's feed has had a moment to read it, so that a small history does not
+// turn a burst of publishes into skips.
+//
+// Presence updates (Update.Presence) are counted apart, so that no number
+// of them pushes another update out of the history: MaxCount counts the
+// others, and MaxPresence keeps the most recent presence updates, dropping
+// older ones from the middle of the log. A presence update never outlives
+// an older update of the other kind: when retention drops an update, it
+// drops every presence update before it too, so that the log keeps a
+// single oldest end.
 type Retention struct {
-	// MaxCount is the number of most recent updates kept.
+	// MaxCount is the number of most recent updates kept, presence
+	// updates not counted.
 	MaxCount int
-	// MaxAge drops updates older than this.
+	// MaxAge drops updates older than this, of both kinds.
 	MaxAge time.Duration
+	// MaxPresence is the number of most recent presence updates kept;
+	// zero means DefaultMaxPresence.
+	MaxPresence int
 }
+
+// DefaultMaxPresence is the number of presence updates an engine keeps when
+// Retention.MaxPresence is zero.
+const DefaultMaxPresence = 10_000

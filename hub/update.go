@@ -25,6 +25,12 @@ type Update struct {
 	Topics []string
 	// Private updates go only to subscribers authorized for one of Topics.
 	Private bool
+	// Presence marks an update that tells who is listening (a subscription
+	// event) rather than carrying an application's data. Engines retain
+	// presence updates apart from the others (Retention.MaxPresence), so
+	// that a churn of subscribers never pushes application updates out of
+	// the history.
+	Presence bool
 	// Time is when the hub accepted the update; retention by age uses it.
 	Time time.Time
 	// Frame is the complete SSE frame, ending with the blank line.
@@ -46,6 +52,13 @@ func (u *Update) size() int { return len(u.Frame) + 64 }
 // codecVersion prefixes every encoded update so that the format can evolve.
 const codecVersion = 1
 
+// Bits of the flags byte of an encoded update. Records written before a
+// bit existed have it clear.
+const (
+	flagPrivate  = 1 << 0
+	flagPresence = 1 << 1
+)
+
 // ErrCorrupt reports an encoded update that cannot be decoded.
 var ErrCorrupt = errors.New("hub: corrupt update record")
 
@@ -62,7 +75,10 @@ func (u *Update) MarshalBinary() ([]byte, error) {
 	b = binary.AppendVarint(b, u.Time.UnixNano())
 	flags := byte(0)
 	if u.Private {
-		flags = 1
+		flags |= flagPrivate
+	}
+	if u.Presence {
+		flags |= flagPresence
 	}
 	b = append(b, flags)
 	b = appendString(b, u.ID)
@@ -91,7 +107,8 @@ func (u *Update) UnmarshalBinary(data []byte) error {
 	}
 	d = d[n:]
 	u.Time = time.Unix(0, ns)
-	u.Private = d[0]&1 != 0
+	u.Private = d[0]&flagPrivate != 0
+	u.Presence = d[0]&flagPresence != 0
 	d = d[1:]
 	var err error
 	if u.ID, d, err = readString(d); err != nil {
@@ -130,6 +147,20 @@ func RecordHead(data []byte) (id []byte, t time.Time, err error) {
 		return nil, time.Time{}, ErrCorrupt
 	}
 	return d[n : n+int(l)], time.Unix(0, ns), nil
+}
+
+// RecordPresence reports whether an update encoded by MarshalBinary is a
+// presence update, without decoding the rest. It is false for a record it
+// cannot read.
+func RecordPresence(data []byte) bool {
+	if len(data) < 1 || data[0] != codecVersion {
+		return false
+	}
+	_, n := binary.Varint(data[1:])
+	if n <= 0 || len(data) < 1+n+1 {
+		return false
+	}
+	return data[1+n]&flagPresence != 0
 }
 
 func readString(d []byte) (string, []byte, error) {

@@ -13,6 +13,8 @@ func TestUpdateCodec(t *testing.T) {
 	for _, u := range []*Update{
 		{ID: "urn:uuid:1", Topics: []string{"https://example.com/a", "b"}, Private: true, Time: at, Frame: []byte("id: urn:uuid:1\ndata: x\n\n")},
 		{ID: "x", Topics: []string{"t"}, Time: time.Unix(0, -5), Frame: []byte{}},
+		{ID: "urn:uuid:2", Topics: []string{"/.well-known/mercure/subscriptions/a/b"}, Private: true, Presence: true, Time: at, Frame: []byte("data: {}\n\n")},
+		{ID: "p", Topics: []string{"t"}, Presence: true, Time: at, Frame: []byte("data: {}\n\n")},
 		{ID: "", Topics: []string{}, Time: time.Unix(0, 0), Frame: []byte("data:\n\n")},
 	} {
 		rec, err := u.MarshalBinary()
@@ -23,13 +25,16 @@ func TestUpdateCodec(t *testing.T) {
 		if err := got.UnmarshalBinary(rec); err != nil {
 			t.Fatalf("%q: %v", u.ID, err)
 		}
-		if got.ID != u.ID || got.Private != u.Private || !got.Time.Equal(u.Time) ||
+		if got.ID != u.ID || got.Private != u.Private || got.Presence != u.Presence || !got.Time.Equal(u.Time) ||
 			!reflect.DeepEqual(got.Topics, u.Topics) || !bytes.Equal(got.Frame, u.Frame) {
 			t.Errorf("round trip of %+v gave %+v", u, got)
 		}
 		id, tm, err := RecordHead(rec)
 		if err != nil || string(id) != u.ID || !tm.Equal(u.Time) {
 			t.Errorf("RecordHead of %q = %q, %v, %v", u.ID, id, tm, err)
+		}
+		if p := RecordPresence(rec); p != u.Presence {
+			t.Errorf("RecordPresence of %q = %v, want %v", u.ID, p, u.Presence)
 		}
 	}
 }
@@ -64,6 +69,7 @@ func TestUpdateCodecCorrupt(t *testing.T) {
 func FuzzUpdateCodec(f *testing.F) {
 	for _, u := range []*Update{
 		{ID: "urn:uuid:1", Topics: []string{"a", "b"}, Private: true, Time: time.Unix(5, 6), Frame: []byte("data: x\n\n")},
+		{ID: "urn:uuid:2", Topics: []string{"a"}, Private: true, Presence: true, Time: time.Unix(5, 6), Frame: []byte("data: x\n\n")},
 		{ID: "", Topics: nil, Time: time.Unix(0, 0)},
 	} {
 		rec, _ := u.MarshalBinary()
@@ -79,6 +85,9 @@ func FuzzUpdateCodec(f *testing.F) {
 		if err != nil || string(id) != u.ID || !tm.Equal(u.Time) {
 			t.Fatalf("decoded %+v, but RecordHead = %q, %v, %v", u, id, tm, err)
 		}
+		if RecordPresence(data) != u.Presence {
+			t.Fatalf("decoded %+v, but RecordPresence = %v", u, !u.Presence)
+		}
 		rec, err := u.MarshalBinary()
 		if err != nil {
 			t.Fatal(err)
@@ -87,7 +96,7 @@ func FuzzUpdateCodec(f *testing.F) {
 		if err := again.UnmarshalBinary(rec); err != nil {
 			t.Fatal(err)
 		}
-		if again.ID != u.ID || again.Private != u.Private || !again.Time.Equal(u.Time) ||
+		if again.ID != u.ID || again.Private != u.Private || again.Presence != u.Presence || !again.Time.Equal(u.Time) ||
 			!reflect.DeepEqual(again.Topics, u.Topics) || !bytes.Equal(again.Frame, u.Frame) {
 			t.Fatalf("re-encoding %+v gave %+v", u, again)
 		}

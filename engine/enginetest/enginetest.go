@@ -56,6 +56,7 @@ func Run(t *testing.T, open Factory, opts Options) {
 	t.Run("DuplicateIDs", s.testDuplicateIDs)
 	t.Run("RetentionCount", s.testRetentionCount)
 	t.Run("RetentionAge", s.testRetentionAge)
+	t.Run("Presence", s.testPresence)
 	t.Run("ContextDone", s.testContextDone)
 	t.Run("Closed", s.testClosed)
 	t.Run("CloseWhileBusy", s.testCloseWhileBusy)
@@ -159,7 +160,8 @@ func (in *instance) read(after uint64, limit int) []*hub.Update {
 
 // readRange reads and checks what holds of every Range: order, the limit,
 // a Head at least as far as what was returned, and a Gap exactly where
-// Seqs jump (Seqs take every position, so a jump is a dropped update).
+// Seqs jump (Seqs take every position, so a jump is a dropped update). It
+// is for logs without presence updates, which testPresence checks.
 func (in *instance) readRange(after uint64, limit int) hub.Range {
 	in.t.Helper()
 	r, err := in.e.Read(in.t.Context(), hub.Position{Epoch: in.head.Epoch, Seq: after}, limit)
@@ -183,6 +185,9 @@ func (in *instance) readRange(after uint64, limit int) hub.Range {
 	wantGap := len(us) > 0 && us[0].Seq > after+1 || len(us) == 0 && r.Head > after
 	if r.Gap != wantGap {
 		in.t.Fatalf("Read(%d, %d) = Seqs %v, Head %d: Gap %v, want %v", after, limit, seqs(us), r.Head, r.Gap, wantGap)
+	}
+	if r.PresenceGap {
+		in.t.Fatalf("Read(%d, %d): PresenceGap in a log without presence updates", after, limit)
 	}
 	return r
 }
@@ -279,7 +284,7 @@ func (r *recorder) feed(b hub.Batch) {
 		switch {
 		case err != nil:
 			r.fail(fmt.Sprintf("feed: Read of the batch being fed: %v", err))
-		case !rg.Gap && len(rg.Updates) != len(b.Updates):
+		case !rg.Gap && !rg.PresenceGap && len(rg.Updates) != len(b.Updates):
 			r.fail(fmt.Sprintf("feed: batch of Seqs %v fed while Read returns %v", seqs(b.Updates), seqs(rg.Updates)))
 		case rg.Head < b.Updates[len(b.Updates)-1].Seq:
 			r.fail(fmt.Sprintf("feed: Read's Head %d is before the batch fed (last Seq %d)", rg.Head, b.Updates[len(b.Updates)-1].Seq))

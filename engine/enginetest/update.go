@@ -45,6 +45,8 @@ func diff(got, want *hub.Update) string {
 		return fmt.Sprintf("seq %d: Topics %q, want %q", got.Seq, got.Topics, want.Topics)
 	case got.Private != want.Private:
 		return fmt.Sprintf("seq %d: Private %v, want %v", got.Seq, got.Private, want.Private)
+	case got.Presence != want.Presence:
+		return fmt.Sprintf("seq %d: Presence %v, want %v", got.Seq, got.Presence, want.Presence)
 	case !got.Time.Equal(want.Time):
 		return fmt.Sprintf("seq %d: Time %v, want %v", got.Seq, got.Time, want.Time)
 	case !bytes.Equal(got.Frame, want.Frame):
