@@ -176,6 +176,7 @@ func (h *Hub) deliver(b Batch) {
 // holds, and a later update must not overtake them.
 func (h *Hub) catchUp(until uint64) {
 	backoff := catchUpRetryMin
+	presenceLost := false
 	for {
 		last := h.lastDispatched.Load()
 		if last >= until {
@@ -210,6 +211,12 @@ func (h *Hub) catchUp(until uint64) {
 				to = r.Updates[0].Seq - 1
 			}
 			h.skip(last, min(to, until), ErrLost)
+		} else if r.PresenceGap && !presenceLost {
+			// Presence updates the dispatcher had not offered were
+			// dropped from the middle of the history: the live
+			// subscribers that may want them have lost some.
+			presenceLost = true
+			h.losePresence()
 		}
 		offered := 0
 		for _, u := range r.Updates {
@@ -239,6 +246,22 @@ func (h *Hub) skip(from, to uint64, reason error) {
 	h.subs.each(func(s *Subscriber) { s.skipped(to, reason) })
 	h.idx.mu.Unlock()
 	h.log.Warn("updates dropped before dispatch", "from", from+1, "to", to, "reason", reason)
+}
+
+// losePresence ends with ErrLost every subscription that may want
+// presence updates, when some were dropped before the dispatcher offered
+// them. Those still replaying end too: one may be past its last read and
+// about to take its queue, which will never hold the dropped ones.
+func (h *Hub) losePresence() {
+	n := 0
+	h.subs.each(func(s *Subscriber) {
+		if s.presence {
+			n++
+			h.m.lost()
+			s.end(ErrLost)
+		}
+	})
+	h.log.Warn("presence updates dropped before dispatch", "ended", n)
 }
 
 // newEpoch moves the hub to the log of epoch, whose feed continues after

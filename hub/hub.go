@@ -253,6 +253,9 @@ type Message struct {
 	Topics []string
 	// Private restricts delivery to authorized subscribers.
 	Private bool
+	// Presence marks a subscription event, retained apart from the
+	// application's updates (Update.Presence).
+	Presence bool
 	// Type, Data and Retry become the SSE event, data and retry fields.
 	Type, Data, Retry string
 }
@@ -278,7 +281,7 @@ func (h *Hub) Publish(ctx context.Context, m Message) (*Update, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &Update{ID: m.ID, Topics: m.Topics, Private: m.Private, Time: h.cfg.Now(), Frame: frame}
+	u := &Update{ID: m.ID, Topics: m.Topics, Private: m.Private, Presence: m.Presence, Time: h.cfg.Now(), Frame: frame}
 	var span trace.Span
 	if h.cfg.Tracer != nil {
 		ctx, span = h.startAppend(ctx, u)

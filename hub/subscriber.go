@@ -31,6 +31,12 @@ type SubscribeOptions struct {
 	// Subject is the token subject the subscription is counted against
 	// for Config.MaxPatternsPerSubject; empty for anonymous subscribers.
 	Subject string
+	// Presence is true when the subscriber may receive presence updates
+	// (Update.Presence): a presence update that retention dropped before
+	// it was read (Range.PresenceGap) is then a loss for it, reported
+	// like any other. False means no presence update is for it, and
+	// their loss does not concern it. When in doubt, true.
+	Presence bool
 	// OnLive, when set, is called once by Serve when the subscription
 	// goes live: once its replay has written everything up to the
 	// handover, or at once when it does not replay. It is not called for
@@ -74,6 +80,7 @@ type Subscriber struct {
 	canRead  func([]string) bool
 	expires  time.Time
 	subject  string
+	presence bool // SubscribeOptions.Presence
 	resumed  string
 	serial   uint64
 	epoch    uint64 // of the log the replay reads
@@ -138,6 +145,7 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 		canRead:  o.CanRead,
 		expires:  o.Expires,
 		subject:  o.Subject,
+		presence: o.Presence,
 		serial:   serials.Add(1),
 		wake:     make(chan struct{}, 1),
 		heapIdx:  -1,
@@ -221,7 +229,7 @@ func (h *Hub) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, e
 			s.endReplaySpan(err)
 			s.Close()
 			return nil, err
-		case r.Gap:
+		case s.lost(r):
 			// What followed the resume point was dropped (between the
 			// lookup and this read, or long ago for "earliest"): the
 			// replay starts after a loss, and the response says so.
@@ -350,6 +358,12 @@ func (s *Subscriber) skipped(to uint64, reason error) {
 		s.cursor = max(s.cursor, to)
 	}
 	s.mu.Unlock()
+}
+
+// lost reports whether r, read from the history, misses updates this
+// subscriber may want.
+func (s *Subscriber) lost(r Range) bool {
+	return r.Gap || r.PresenceGap && s.presence
 }
 
 // wants reports whether a replayed update is for this subscriber.
@@ -578,7 +592,7 @@ func (s *Subscriber) replayLoop(ctx context.Context, w Stream) error {
 			return ErrLost
 		case err != nil:
 			return err
-		case r.Gap:
+		case s.lost(r):
 			h.m.lost()
 			return ErrLost
 		case len(r.Updates) == 0:

@@ -6,6 +6,7 @@ package memory
 import (
 	"context"
 	"errors"
+	"sort"
 	"sync"
 	"time"
 
@@ -24,12 +25,12 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Engine is an in-memory hub.Engine: a ring of the most recent updates, an
-// index from id to position, and a feed called synchronously by Append.
+// Engine is an in-memory hub.Engine: a ring of the most recent updates of
+// each kind (presence updates apart, see hub.Retention), an index from id to
+// position, and a feed called synchronously by Append.
 type Engine struct {
-	maxCount int
-	maxAge   time.Duration
-	now      func() time.Time
+	maxAge time.Duration
+	now    func() time.Time
 
 	// turn serializes Append and the feed call that goes with it, so feed
 	// calls never overlap and arrive in Seq order. It is a channel rather
@@ -38,21 +39,38 @@ type Engine struct {
 	feed   func(hub.Batch) // set by Listen, read only under turn
 	closed bool            // guarded by turn (and read under mu by readers)
 
-	// mu guards the ring and the index. Appends hold it only to insert and
-	// evict, never across the feed, so a slow feed does not block Read.
-	mu    sync.RWMutex
-	buf   []*hub.Update // ring; grows up to maxCount
-	head  int           // index in buf of the oldest retained update
-	n     int           // retained updates
-	last  uint64        // Seq of the last appended update
-	epoch uint64        // names this log; Reset draws a new one
-	ids   map[string]uint64
-	// dups holds, for ids that occur more than once in the ring, the Seqs of
-	// the occurrences after the earliest (which is in ids), oldest first.
-	// Updates with unique ids, the common case, never touch it, and
-	// eviction never walks the ring to find the next occurrence.
+	// mu guards the rings and the index. Appends hold it only to insert
+	// and evict, never across the feed, so a slow feed does not block Read.
+	mu sync.RWMutex
+	// rings hold the retained updates of each kind, in Seq order: the
+	// others, then presence updates. Their Seqs interleave.
+	rings [2]ring
+	// dropped is, per kind, the Seq of the newest update retention
+	// dropped: a reader after a smaller Seq has lost one (Range.Gap,
+	// Range.PresenceGap).
+	dropped [2]uint64
+	last    uint64 // Seq of the last appended update
+	epoch   uint64 // names this log; Reset draws a new one
+	ids     map[string]uint64
+	// dups holds, for ids that occur more than once in the rings, the
+	// Seqs of the occurrences after the earliest (which is in ids), oldest
+	// first. Updates with unique ids, the common case, never touch it,
+	// and eviction never walks a ring to find the next occurrence.
 	dups map[string][]uint64
 	shut bool // mirror of closed under mu, for readers
+}
+
+// The kinds of update, as indexes of Engine.rings and Engine.dropped.
+const (
+	others   = 0
+	presence = 1
+)
+
+func kindOf(u *hub.Update) int {
+	if u.Presence {
+		return presence
+	}
+	return others
 }
 
 var (
@@ -64,20 +82,24 @@ var (
 // New returns an empty Engine.
 func New(opts Options) *Engine {
 	e := &Engine{
-		maxCount: opts.Retention.MaxCount,
-		maxAge:   opts.Retention.MaxAge,
-		now:      opts.Now,
-		turn:     make(chan struct{}, 1),
-		ids:      make(map[string]uint64),
-		dups:     make(map[string][]uint64),
+		maxAge: opts.Retention.MaxAge,
+		now:    opts.Now,
+		turn:   make(chan struct{}, 1),
+		ids:    make(map[string]uint64),
+		dups:   make(map[string][]uint64),
 	}
-	if e.maxCount <= 0 {
-		e.maxCount = DefaultMaxCount
+	maxCount, maxPresence := opts.Retention.MaxCount, opts.Retention.MaxPresence
+	if maxCount <= 0 {
+		maxCount = DefaultMaxCount
 	}
+	if maxPresence <= 0 {
+		maxPresence = hub.DefaultMaxPresence
+	}
+	e.rings[others].init(maxCount)
+	e.rings[presence].init(maxPresence)
 	if e.now == nil {
 		e.now = time.Now
 	}
-	e.buf = make([]*hub.Update, min(e.maxCount, 64))
 	e.epoch = hub.NewEpoch()
 	return e
 }
@@ -102,8 +124,11 @@ func (e *Engine) Reset() {
 		return
 	}
 	e.mu.Lock()
-	clear(e.buf)
-	e.head, e.n, e.last = 0, 0, 0
+	for k := range e.rings {
+		e.rings[k].clear()
+	}
+	e.dropped = [2]uint64{}
+	e.last = 0
 	clear(e.ids)
 	clear(e.dups)
 	e.epoch = hub.NewEpoch()
@@ -144,17 +169,14 @@ func (e *Engine) Append(ctx context.Context, u *hub.Update) error {
 	return nil
 }
 
-// push adds u at the end of the ring, evicting the oldest update when full.
+// push adds u at the end of its kind's ring, dropping the oldest update of
+// that kind when the ring is full.
 func (e *Engine) push(u *hub.Update) {
-	if e.n == len(e.buf) {
-		if len(e.buf) < e.maxCount {
-			e.grow()
-		} else {
-			e.dropOldest()
-		}
+	k := kindOf(u)
+	if e.rings[k].full() {
+		e.dropOldest(k)
 	}
-	e.buf[(e.head+e.n)%len(e.buf)] = u
-	e.n++
+	e.rings[k].push(u)
 	if _, ok := e.ids[u.ID]; ok {
 		e.dups[u.ID] = append(e.dups[u.ID], u.Seq)
 	} else {
@@ -162,51 +184,82 @@ func (e *Engine) push(u *hub.Update) {
 	}
 }
 
-func (e *Engine) grow() {
-	nb := make([]*hub.Update, min(2*len(e.buf), e.maxCount))
-	for i := range e.n {
-		nb[i] = e.buf[(e.head+i)%len(e.buf)]
+// dropOldest removes the oldest update of kind k. Dropping one of the
+// others drops the presence updates before it too, so that the log keeps
+// a single oldest end.
+func (e *Engine) dropOldest(k int) {
+	u := e.rings[k].pop()
+	e.dropped[k] = u.Seq
+	e.unindex(u)
+	if k != others {
+		return
 	}
-	e.buf, e.head = nb, 0
+	p := &e.rings[presence]
+	for p.n > 0 && p.front().Seq < u.Seq {
+		v := p.pop()
+		e.dropped[presence] = v.Seq
+		e.unindex(v)
+	}
 }
 
-// dropOldest removes the oldest update. Eviction goes in Seq order, so the
-// evicted update is always the earliest occurrence of its id: the one in
-// ids, replaced by the next occurrence if there is one.
-func (e *Engine) dropOldest() {
-	u := e.buf[e.head]
-	e.buf[e.head] = nil
-	e.head = (e.head + 1) % len(e.buf)
-	e.n--
-	if next, ok := e.dups[u.ID]; ok {
+// unindex forgets the occurrence of u's id at u.Seq. Each kind drops in
+// Seq order, but presence updates go from the middle of the log, so the
+// occurrence dropped is not always the earliest of its id.
+func (e *Engine) unindex(u *hub.Update) {
+	next, dup := e.dups[u.ID]
+	switch {
+	case e.ids[u.ID] != u.Seq:
+		for i, seq := range next {
+			if seq == u.Seq {
+				next = append(next[:i], next[i+1:]...)
+				break
+			}
+		}
+		if len(next) == 0 {
+			delete(e.dups, u.ID)
+		} else {
+			e.dups[u.ID] = next
+		}
+	case !dup:
+		delete(e.ids, u.ID)
+	default:
 		e.ids[u.ID] = next[0]
 		if len(next) == 1 {
 			delete(e.dups, u.ID)
 		} else {
 			e.dups[u.ID] = next[1:]
 		}
-	} else {
-		delete(e.ids, u.ID)
 	}
 }
 
-// evict drops from the front the updates older than maxAge. Like every
-// engine it only looks at the front: an old update behind a recent one waits
-// for it.
+// evict drops from the front of each ring the updates older than maxAge.
+// Like every engine it only looks at the fronts: an old update behind a
+// recent one waits for it.
 func (e *Engine) evict(now time.Time) {
 	if e.maxAge <= 0 {
 		return
 	}
 	cutoff := now.Add(-e.maxAge)
-	for e.n > 0 && e.buf[e.head].Time.Before(cutoff) {
-		e.dropOldest()
+	for k := range e.rings {
+		for r := &e.rings[k]; r.n > 0 && r.front().Time.Before(cutoff); {
+			e.dropOldest(k)
+		}
 	}
 }
 
-// expiredFront reports whether the oldest update is past maxAge. Call with
-// mu held.
+// expiredFront reports whether the oldest update of a kind is past maxAge.
+// Call with mu held.
 func (e *Engine) expiredFront(now time.Time) bool {
-	return e.maxAge > 0 && e.n > 0 && e.buf[e.head].Time.Before(now.Add(-e.maxAge))
+	if e.maxAge <= 0 {
+		return false
+	}
+	cutoff := now.Add(-e.maxAge)
+	for k := range e.rings {
+		if r := &e.rings[k]; r.n > 0 && r.front().Time.Before(cutoff) {
+			return true
+		}
+	}
+	return false
 }
 
 // rlock read-locks mu after dropping expired updates, so that retention by
@@ -257,19 +310,23 @@ func (e *Engine) Read(ctx context.Context, after hub.Position, limit int) (hub.R
 	if after.Seq >= e.last {
 		return r, nil
 	}
-	// The ring holds Seqs last-n+1 .. last, without gaps.
-	first := e.last - uint64(e.n) + 1
-	r.Gap = after.Seq+1 < first
-	start := 0
-	if after.Seq >= first {
-		start = int(after.Seq - first + 1)
-	}
-	if start == e.n {
+	r.Gap = after.Seq < e.dropped[others]
+	r.PresenceGap = after.Seq < e.dropped[presence]
+	a, b := &e.rings[others], &e.rings[presence]
+	i, j := a.after(after.Seq), b.after(after.Seq)
+	n := min(limit, a.n-i+b.n-j)
+	if n == 0 {
 		return r, nil
 	}
-	r.Updates = make([]*hub.Update, 0, min(limit, e.n-start))
-	for i := start; i < e.n && len(r.Updates) < limit; i++ {
-		r.Updates = append(r.Updates, e.buf[(e.head+i)%len(e.buf)])
+	r.Updates = make([]*hub.Update, 0, n)
+	for len(r.Updates) < n {
+		if j == b.n || i < a.n && a.at(i).Seq < b.at(j).Seq {
+			r.Updates = append(r.Updates, a.at(i))
+			i++
+		} else {
+			r.Updates = append(r.Updates, b.at(j))
+			j++
+		}
 	}
 	return r, nil
 }
@@ -280,7 +337,7 @@ func (e *Engine) HistoryLen() int {
 		return 0
 	}
 	defer e.mu.RUnlock()
-	return e.n
+	return e.rings[others].n + e.rings[presence].n
 }
 
 // Close implements hub.Closer. It waits for the Append in progress, if any,
@@ -295,9 +352,62 @@ func (e *Engine) Close() error {
 	e.feed = nil
 	e.mu.Lock()
 	e.shut = true
-	clear(e.buf)
+	for k := range e.rings {
+		e.rings[k].clear()
+	}
 	e.ids, e.dups = nil, nil
-	e.n = 0
 	e.mu.Unlock()
 	return nil
+}
+
+// ring is a bounded queue of updates in Seq order, growing up to max.
+type ring struct {
+	buf  []*hub.Update
+	head int // index in buf of the oldest update
+	n    int // updates held
+	max  int
+}
+
+func (r *ring) init(max int) {
+	r.max = max
+	r.buf = make([]*hub.Update, min(max, 64))
+}
+
+func (r *ring) full() bool { return r.n == r.max }
+
+func (r *ring) at(i int) *hub.Update { return r.buf[(r.head+i)%len(r.buf)] }
+
+func (r *ring) front() *hub.Update { return r.buf[r.head] }
+
+// push appends u; the ring must not be full.
+func (r *ring) push(u *hub.Update) {
+	if r.n == len(r.buf) {
+		nb := make([]*hub.Update, min(2*len(r.buf), r.max))
+		for i := range r.n {
+			nb[i] = r.at(i)
+		}
+		r.buf, r.head = nb, 0
+	}
+	r.buf[(r.head+r.n)%len(r.buf)] = u
+	r.n++
+}
+
+// pop removes and returns the oldest update.
+func (r *ring) pop() *hub.Update {
+	u := r.buf[r.head]
+	r.buf[r.head] = nil
+	r.head = (r.head + 1) % len(r.buf)
+	r.n--
+	return u
+}
+
+// after returns the index of the first update whose Seq is greater than
+// seq, or n.
+func (r *ring) after(seq uint64) int {
+	return sort.Search(r.n, func(i int) bool { return r.at(i).Seq > seq })
+}
+
+func (r *ring) clear() {
+	clear(r.buf)
+	r.head, r.n = 0, 0
 }

@@ -44,6 +44,70 @@ func TestDefaultCapacity(t *testing.T) {
 	}
 }
 
+// An id shared by a presence update and another update: dropping the
+// presence one from the middle of the log leaves the other findable, and
+// dropping the other (the earliest occurrence) moves the index on.
+func TestSharedIDAcrossKinds(t *testing.T) {
+	e := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 2, MaxPresence: 1}})
+	defer e.Close()
+	if _, err := e.Listen(func(hub.Batch) {}); err != nil {
+		t.Fatal(err)
+	}
+	add := func(id string, presence bool) {
+		t.Helper()
+		u := enginetest.NewUpdate(id)
+		u.Presence = presence
+		if err := e.Append(t.Context(), u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lookup := func(id string, want uint64) {
+		t.Helper()
+		pos, ok, err := e.Lookup(t.Context(), id)
+		if err != nil || ok != (want != 0) || ok && pos.Seq != want {
+			t.Fatalf("Lookup(%q) = %d, %v, %v; want %d", id, pos.Seq, ok, err, want)
+		}
+	}
+	add("a", false) // 1
+	add("x", true)  // 2
+	add("x", false) // 3
+	add("a", true)  // 4, drops 2 from the middle
+	lookup("x", 3)
+	lookup("a", 1)
+	add("b", false) // 5, drops 1
+	lookup("a", 4)
+	add("y", true) // 6, drops 4
+	lookup("a", 0)
+	lookup("x", 3)
+	if n := e.HistoryLen(); n != 3 {
+		t.Fatalf("HistoryLen() = %d, want 3 (Seqs 3, 5, 6)", n)
+	}
+}
+
+// BenchmarkAppendPresence is BenchmarkAppend with every other update a
+// presence one, so that both rings drop one on most appends.
+func BenchmarkAppendPresence(b *testing.B) {
+	e := memory.New(memory.Options{Retention: hub.Retention{MaxCount: 1000, MaxPresence: 1000}})
+	defer e.Close()
+	_, _ = e.Listen(func(hub.Batch) {})
+	u := enginetest.NewUpdate("x")
+	p := *u
+	p.Presence = true
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for i := 0; pb.Next(); i++ {
+			v := *u
+			if i%2 == 1 {
+				v = p
+			}
+			if err := e.Append(b.Context(), &v); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkAppend measures the ring with 8 concurrent publishers.
 func BenchmarkAppend(b *testing.B) {
 	e := memory.New(memory.Options{})
