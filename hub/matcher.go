@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -235,6 +236,26 @@ func (m *Matcher) testPattern(topic string) (ok bool) {
 		}
 	}()
 	return m.pattern.Test(topic, m.base.raw)
+}
+
+// MayMatchPrefix reports whether m may match a topic that begins with
+// prefix, a path ("/…") or any raw topic text. It never says false of a
+// matcher that matches such a topic; it may say true of one that matches
+// none, for patterns it cannot see through. For a path, URL patterns are
+// judged by the literal start of their pathname.
+func (m *Matcher) MayMatchPrefix(prefix string) bool {
+	compatible := func(p string) bool { return strings.HasPrefix(prefix, p) || strings.HasPrefix(p, prefix) }
+	switch {
+	case m.any:
+		return true
+	case m.literal():
+		return strings.HasPrefix(m.value, prefix)
+	case m.kind == MatchSelector:
+		return compatible(m.route.prefix)
+	case m.route.host && strings.HasPrefix(prefix, "/"):
+		return compatible(m.route.prefix)
+	}
+	return true
 }
 
 // MatchAny reports whether one of topics matches.

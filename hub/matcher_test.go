@@ -50,6 +50,58 @@ func TestMatchers(t *testing.T) {
 	}
 }
 
+// MayMatchPrefix never says false of a matcher that matches a topic with
+// the prefix, and says false where a matcher's literal start rules the
+// prefix out.
+func TestMayMatchPrefix(t *testing.T) {
+	const prefix = "/.well-known/mercure/subscriptions/"
+	topics := []string{
+		prefix + "exact/https%3A%2F%2Fexample.com%2Fbooks%2F1/urn%3Auuid%3A1",
+		prefix + "https%3A%2F%2Fexample.com%2Fbooks%2F1/urn%3Auuid%3A1",
+		prefix + "x",
+	}
+	cases := []struct {
+		kind  hub.MatchKind
+		value string
+		want  bool
+	}{
+		{hub.MatchExact, "*", true},
+		{hub.MatchExact, prefix + "x", true},
+		{hub.MatchExact, "https://example.com/a", false},
+		{hub.MatchExact, "/.well-known/mercure/subscriptions", false},
+		{hub.MatchURLPattern, "*", true},
+		{hub.MatchURLPattern, "/.well-known/mercure/subscriptions/*", true},
+		{hub.MatchURLPattern, "/.well-known/mercure/subscriptions/:type/:match/:subscriber", true},
+		{hub.MatchURLPattern, "/.well-known/mercure/*", true},
+		{hub.MatchURLPattern, "https://hub.example/.well-known/mercure/subscriptions/*", true},
+		{hub.MatchURLPattern, "https://example.com/books/:id", false},
+		{hub.MatchURLPattern, "/books/*", false},
+		{hub.MatchURLPattern, "*://*/.well-known/mercure/subscriptions/*", true},
+		{hub.MatchURLPattern, "https://:host/*", true},
+		{hub.MatchSelector, "*", true},
+		{hub.MatchSelector, "{+any}", true},
+		{hub.MatchSelector, "/.well-known/mercure/subscriptions{/topic}{/subscriber}", true},
+		{hub.MatchSelector, "/.well-known/mercure/subscriptions/{topic}/{subscriber}", true},
+		{hub.MatchSelector, "https://example.com/books/{id}", false},
+		{hub.MatchSelector, "plain", false},
+	}
+	for _, c := range cases {
+		m, err := hub.NewMatcher(c.kind, c.value, base)
+		if err != nil {
+			t.Fatalf("%s %q: %v", c.kind, c.value, err)
+		}
+		got := m.MayMatchPrefix(prefix)
+		if got != c.want {
+			t.Errorf("%s %q: MayMatchPrefix = %v, want %v", c.kind, c.value, got, c.want)
+		}
+		for _, topic := range topics {
+			if m.Match(topic) && !got {
+				t.Errorf("%s %q matches %q, yet MayMatchPrefix says no", c.kind, c.value, topic)
+			}
+		}
+	}
+}
+
 func TestMatcherRejects(t *testing.T) {
 	for _, c := range []struct {
 		kind  hub.MatchKind

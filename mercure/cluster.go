@@ -150,7 +150,7 @@ func (h *Handler) endNode(ctx context.Context, node string) {
 // its topic, of event type "mercure" in draft-08's form. A node of a
 // cluster started without active subscriptions still ends a dead node's.
 func (h *Handler) publishSubscriptionEvent(ctx context.Context, form subForm, topic string, data []byte) error {
-	m := hub.Message{Topics: []string{topic}, Private: true, Data: string(data)}
+	m := hub.Message{Topics: []string{topic}, Private: true, Presence: true, Data: string(data)}
 	if form == form8 {
 		m.Type = subscriptionEventType
 	}

@@ -56,6 +56,7 @@ type options struct {
 	path           string // hub path; default the well-known one
 	tune           func(*mercure.Config)
 	tracer         trace.Tracer // for the hub and the handler both
+	retention      hub.Retention
 }
 
 func defaults() options { return options{draft7: true, draft8: true} }
@@ -86,7 +87,7 @@ func newHub(t *testing.T, m mode, o options) *testHub {
 	}
 	hubURL := fmt.Sprintf("%s://%s%s", scheme, srv.Listener.Addr(), path)
 	public, _ := url.Parse(hubURL)
-	eng := memory.New(memory.Options{})
+	eng := memory.New(memory.Options{Retention: o.retention})
 	heartbeat := o.heartbeat
 	if heartbeat == 0 {
 		heartbeat = -1

@@ -87,6 +87,9 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		opts.CanRead = grant.CanRead
 		opts.Expires = grant.Expires
 		opts.Subject = grant.Subject
+		// Subscription events are private: only a subscriber with a
+		// token, and a selector that may reach their topics, watches.
+		opts.Presence = h.watchesPresence(sp.matchers)
 	}
 	if h.cfg.MaxLifetime > 0 {
 		if limit := time.Now().Add(h.cfg.MaxLifetime); opts.Expires.IsZero() || limit.Before(opts.Expires) {

@@ -641,6 +641,20 @@ type subDoc7 struct {
 	Payload    json.RawMessage `json:"payload,omitempty"`
 }
 
+// watchesPresence reports whether a subscriber with these selectors may
+// receive subscription events, whose topics all begin with the hub's
+// subscriptions path. It does not depend on --subscriptions: another node
+// of the cluster may announce them.
+func (h *Handler) watchesPresence(ms []*hub.Matcher) bool {
+	prefix := h.subsPath + "/"
+	for _, m := range ms {
+		if m.MayMatchPrefix(prefix) {
+			return true
+		}
+	}
+	return false
+}
+
 // subscriptionTopic is the topic of a's events: the hub's path, then
 // /subscriptions/{match_type}/{match}/{subscriber} (draft-08) or
 // /subscriptions/{topic}/{subscriber} (draft-07), each variable

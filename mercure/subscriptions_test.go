@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-hub/herald/hub"
 	"github.com/herald-hub/herald/mercure"
 	"github.com/herald-hub/herald/sse"
 )
@@ -81,6 +82,63 @@ func (th *testHub) watch8(t *testing.T) (*stream, string) {
 		t.Fatalf("watcher's own event: %+v", own)
 	}
 	return s, own.Subscriber
+}
+
+// Subscription events are kept apart from the application's updates: a
+// churn of subscribers far beyond --subscriptions-history pushes none of
+// them out of a small history. A subscriber resuming from the oldest
+// loses nothing; a watcher of subscription events resuming from the same
+// place is told that some were dropped.
+func TestSubscriptionEventsKeepHistory(t *testing.T) {
+	run(t, func(t *testing.T, m mode) {
+		o := subsOptions(-1)
+		o.retention = hub.Retention{MaxCount: 5, MaxPresence: 4}
+		th := newHub(t, m, o)
+		for i := range 5 {
+			if r := th.publish(fmt.Sprintf("topic=https://example.com/a&id=a%d&data=x", i)); r.status != http.StatusOK {
+				t.Fatalf("publish: %d %s", r.status, r.body)
+			}
+		}
+		w, _ := th.watch8(t)
+		tok := th.token(mercure.ActionSubscribe, false, "https://example.com/c")
+		for range 30 {
+			s := th.subscribe("match=https://example.com/c", map[string]string{"Authorization": "Bearer " + tok})
+			if d := decodeSub(t, w.next(t)); !d.Active {
+				t.Fatalf("begin: %+v", d)
+			}
+			s.close()
+			if d := decodeSub(t, w.next(t)); d.Active {
+				t.Fatalf("end: %+v", d)
+			}
+		}
+		if n := th.engine.HistoryLen(); n != 5+4 {
+			t.Fatalf("HistoryLen() = %d, want the 5 updates and 4 subscription events", n)
+		}
+
+		reader := th.token(mercure.ActionSubscribe, false, "https://example.com/a")
+		a := th.subscribe("match=https://example.com/a", map[string]string{"Authorization": "Bearer " + reader, "Last-Event-ID": "a0"})
+		if got := a.resp.Header.Get("Mercure-Last-Event-ID"); got != "a0" {
+			t.Fatalf("a subscriber to a resumed from %q, want a0", got)
+		}
+		watcher := th.token(mercure.ActionSubscribe, false, "urlpattern:"+subsPrefix+"/*")
+		w2 := th.subscribe("match_urlpattern="+url.QueryEscape(subsPrefix+"/*"), map[string]string{"Authorization": "Bearer " + watcher, "Last-Event-ID": "a0"})
+		if got := w2.resp.Header.Get("Mercure-Last-Event-ID"); got != "earliest" {
+			t.Fatalf("a watcher of subscription events resumed from %q after 57 were dropped, want earliest", got)
+		}
+		if r := th.publish("topic=https://example.com/a&id=sentinel&data=x"); r.status != http.StatusOK {
+			t.Fatalf("publish: %d %s", r.status, r.body)
+		}
+		var got []string
+		for {
+			ev := a.next(t)
+			if got = append(got, ev.ID); ev.ID == "sentinel" {
+				break
+			}
+		}
+		if fmt.Sprint(got) != "[a1 a2 a3 a4 sentinel]" {
+			t.Fatalf("the subscriber to a got %v", got)
+		}
+	})
 }
 
 // Every subscription is announced when it begins and when it ends, with

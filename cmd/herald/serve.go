@@ -48,7 +48,7 @@ type serveConfig struct {
 	corsOrigins, protocols, writeDelay                   string
 	heartbeat, historyMaxAge, writeTimeout, shutdown     time.Duration
 	maxLifetime                                          time.Duration
-	historySize, queueBytes                              int
+	historySize, queueBytes, subscriptionsHistory        int
 	maxPatterns, maxPatternsSubject, maxPatternsSub      int
 	maxBody                                              int64
 	tlsCert, tlsKey, logFormat, logLevel                 string
@@ -113,6 +113,7 @@ func serveFlags(c *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&c.overloadWait, "overload-cpu-wait", hub.DefaultOverloadWait, "new connections are reset and new subscriptions sent away with a retry hint while one goroutine in ten waits longer than this for a CPU; 0 turns this test off")
 	fs.BoolVar(&c.subscriptions, "subscriptions", false, "active subscriptions: announce every subscription as it begins and ends on the reserved topic .../subscriptions/..., and serve the subscriptions API")
 	fs.DurationVar(&c.subscriptionsGrace, "subscriptions-grace", mercure.DefaultSubscriptionGrace, "how long the end of a subscription waits to be announced: a subscriber back within it with the same token sub and matchers keeps its identifier and nothing is announced; 0 announces ends at once")
+	fs.IntVar(&c.subscriptionsHistory, "subscriptions-history", hub.DefaultMaxPresence, "subscription events kept for resume, apart from --history-size: however many come and go, they never push other updates out of the history")
 	fs.StringVar(&c.nodeName, "node-name", "", "this node's name in the admin API and the console (default: the host name and the port)")
 	fs.DurationVar(&c.nodeLease, "node-lease", mercure.DefaultLease, "with --engine redis: how long a node counts as alive after it last renewed its lease (it renews four times per lease); the subscriptions of a node that died are announced ended about this long after")
 	fs.BoolVar(&c.ui, "ui", false, "serve the live web console at /console/ (and redirect / there); always on in development mode")
@@ -184,6 +185,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if c.publishRate < 0 || c.publishBurst < 0 || c.maxStreamsSub < 0 || c.maxSubs < 0 || c.overloadLag < 0 || c.overloadWait < 0 || c.subscriptionsGrace < 0 || c.nodeLease < 0 {
 		return errors.New("--publish-rate, --publish-burst, --max-subscribers, --max-subscriptions-per-sub, --overload-lag, --overload-cpu-wait, --subscriptions-grace and --node-lease cannot be negative")
+	}
+	if c.subscriptionsHistory < 1 {
+		return errors.New("--subscriptions-history must be at least 1")
 	}
 	tracer, stopTracing, err := newTracing(ctx, log, c.shutdown)
 	if err != nil {
@@ -557,7 +561,7 @@ func publicURL(c *serveConfig, addr net.Addr) (*url.URL, error) {
 // openEngine opens the history the flags name. It returns a description
 // for the log, which names a Redis deployment without its credentials.
 func openEngine(ctx context.Context, c *serveConfig, log *slog.Logger, reg prometheus.Registerer) (hub.Engine, string, func(), error) {
-	ret := hub.Retention{MaxCount: c.historySize, MaxAge: c.historyMaxAge}
+	ret := hub.Retention{MaxCount: c.historySize, MaxAge: c.historyMaxAge, MaxPresence: c.subscriptionsHistory}
 	switch {
 	case c.engine == "memory":
 		e := memory.New(memory.Options{Retention: ret})
