@@ -15,7 +15,9 @@
 //	                                        end the streams of every subscriber of a
 //	                                        token subject (whose tokens issued until
 //	                                        then are refused from then on), or of one
-//	                                        subscriber by its identifier
+//	                                        subscriber by its identifier (on this
+//	                                        node, else, on Redis, by asking every
+//	                                        node: 202)
 //
 // Answers are JSON; bad input gets a 4xx with a plain-text message and
 // changes nothing.
@@ -419,13 +421,25 @@ func (a *Handler) disconnect(w http.ResponseWriter, r *http.Request) {
 	case !a.cfg.Mercure.SubscriptionsEnabled():
 		plainError(w, http.StatusBadRequest, "subscribers have identifiers only with --subscriptions; disconnect by sub=<token subject> instead")
 	default:
-		ok := a.cfg.Mercure.DisconnectSubscriber(subscriber)
-		if !ok {
+		ended, asked, err := a.cfg.Mercure.DisconnectSubscriber(r.Context(), subscriber)
+		switch {
+		case err != nil:
+			a.log.Error("admin: disconnect a subscriber", "subscriber", subscriber, "err", err)
+			plainError(w, http.StatusServiceUnavailable, "not on this node, and the other nodes could not be asked: "+err.Error())
+		case ended:
+			a.log.Info("admin: disconnected a subscriber", "subscriber", subscriber)
+			writeJSON(w, map[string]any{"subscriber": subscriber, "disconnected": 1})
+		case asked:
+			// The node that serves it, if any, ends it on its next
+			// round: accepted, not done.
+			a.log.Info("admin: asked every node to disconnect a subscriber", "subscriber", subscriber)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusAccepted)
+			b, _ := json.Marshal(map[string]any{"subscriber": subscriber, "asked": "every node"})
+			_, _ = w.Write(append(b, '\n'))
+		default:
 			plainError(w, http.StatusNotFound, "no open stream of subscriber "+subscriber+" on this node")
-			return
 		}
-		a.log.Info("admin: disconnected a subscriber", "subscriber", subscriber)
-		writeJSON(w, map[string]any{"subscriber": subscriber, "disconnected": 1})
 	}
 }
 

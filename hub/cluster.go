@@ -68,6 +68,15 @@ type Cluster interface {
 	Revoke(ctx context.Context, sub string, at, until time.Time) error
 	// Revocations returns the revocations that still run, by subject.
 	Revocations(ctx context.Context) (map[string]Revocation, error)
+
+	// Kick asks every node to end the stream of the subscriber with the
+	// identifier id, if it serves it; the request runs until until, and
+	// each node takes it up when it next reads Kicks. A later call for
+	// the same id replaces the earlier.
+	Kick(ctx context.Context, id string, until time.Time) error
+	// Kicks returns the kicks that still run: when each ends, by
+	// subscriber identifier.
+	Kicks(ctx context.Context) (map[string]time.Time, error)
 }
 
 // NodeState is one node as Cluster.Nodes sees it.

@@ -39,6 +39,7 @@ func (h *Handler) Run(ctx context.Context) {
 		h.renew(ctx)
 		h.reap(ctx)
 		h.syncRevocations(ctx)
+		h.syncKicks(ctx)
 		h.runMu.Unlock()
 		select {
 		case <-ctx.Done():
@@ -156,6 +157,39 @@ func (h *Handler) publishSubscriptionEvent(ctx context.Context, form subForm, to
 	}
 	_, err := h.hub.Publish(ctx, m)
 	return err
+}
+
+// syncKicks takes up the disconnects of single subscribers asked on
+// other nodes: the ones this node serves end now.
+func (h *Handler) syncKicks(ctx context.Context) {
+	if h.presence == nil {
+		return
+	}
+	kicks, err := h.cfg.Cluster.Kicks(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			h.log.Warn("cluster: read the disconnects asked of every node", "err", err)
+		}
+		return
+	}
+	now := time.Now()
+	for id, until := range h.kicks {
+		if now.After(until) {
+			delete(h.kicks, id)
+		}
+	}
+	for id, until := range kicks {
+		if _, seen := h.kicks[id]; seen {
+			continue
+		}
+		if h.kicks == nil {
+			h.kicks = make(map[string]time.Time)
+		}
+		h.kicks[id] = until
+		if h.presence.disconnect(id) {
+			h.log.Info("cluster: ended a subscriber disconnected from another node", "subscriber", id)
+		}
+	}
 }
 
 // syncRevocations takes up the revocations made on other nodes: the

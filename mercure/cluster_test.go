@@ -2,6 +2,7 @@ package mercure
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"net/url"
 	"path/filepath"
@@ -26,6 +27,7 @@ type fakeCluster struct {
 	lease    map[string]time.Time
 	claim    map[string]time.Time
 	revoked  map[string]hub.Revocation
+	kicked   map[string]time.Time
 	parked   map[string][]fakeParked
 }
 
@@ -68,7 +70,7 @@ func (f *fakeCluster) Unpark(_ context.Context, key, node, id string) (bool, err
 
 func newFakeCluster() *fakeCluster {
 	return &fakeCluster{presence: map[string]map[string][]byte{}, info: map[string][]byte{}, lease: map[string]time.Time{},
-		claim: map[string]time.Time{}, revoked: map[string]hub.Revocation{}, parked: map[string][]fakeParked{}}
+		claim: map[string]time.Time{}, revoked: map[string]hub.Revocation{}, kicked: map[string]time.Time{}, parked: map[string][]fakeParked{}}
 }
 
 var _ hub.Cluster = (*fakeCluster)(nil)
@@ -156,6 +158,19 @@ func (f *fakeCluster) Revocations(context.Context) (map[string]hub.Revocation, e
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return maps.Clone(f.revoked), nil
+}
+
+func (f *fakeCluster) Kick(_ context.Context, id string, until time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.kicked[id] = until
+	return nil
+}
+
+func (f *fakeCluster) Kicks(context.Context) (map[string]time.Time, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.kicked), nil
 }
 
 func (f *fakeCluster) nodes() []string {
@@ -255,6 +270,79 @@ func TestClusterRevocation(t *testing.T) {
 		}
 	})
 }
+
+// A disconnect of one subscriber asked on a node that does not serve it
+// reaches the node that does, within a quarter of a lease: its stream
+// ends, and its end is announced at once. Another subscriber's stream on
+// that node goes on.
+func TestClusterKick(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fc := newFakeCluster()
+		a, b := startNodeGrace(t, fc, "a", time.Minute), startNodeGrace(t, fc, "b", time.Minute)
+		synctest.Wait()
+		serve := func(subject string) (*presenceConn, chan error) {
+			m, err := b.h.hub.Matchers().Get(hub.MatchExact, "https://example.com/x", b.h.base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := b.h.hub.Subscribe(t.Context(), hub.SubscribeOptions{Matchers: []*hub.Matcher{m}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc, err := b.h.presence.join(t.Context(), &Grant{Subject: subject, Issuer: "herald"}, []*hub.Matcher{m}, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				err := s.Serve(t.Context(), discard{})
+				b.h.presence.leave(pc)
+				done <- err
+			}()
+			return pc, done
+		}
+		ann, annDone := serve("ann")
+		_, bobDone := serve("bob")
+		synctest.Wait()
+
+		ended, asked, err := a.h.DisconnectSubscriber(t.Context(), ann.id)
+		if err != nil || ended || !asked {
+			t.Fatalf("DisconnectSubscriber on a node without it = %v, %v, %v; want asked", ended, asked, err)
+		}
+		time.Sleep(testLease / 4)
+		synctest.Wait()
+		select {
+		case err := <-annDone:
+			if !errors.Is(err, hub.ErrDisconnected) {
+				t.Fatalf("ann's stream ended with %v, want ErrDisconnected", err)
+			}
+		default:
+			t.Fatal("ann's stream on b still runs a quarter of a lease after the disconnect")
+		}
+		if got := leaves(b.h); got != 1 {
+			t.Fatalf("b announced %v ends, want ann's at once (no grace period)", got)
+		}
+		if len(bobDone) != 0 {
+			t.Fatalf("bob's stream ended: %v", <-bobDone)
+		}
+		// Unknown nowhere but asked: no node ends anything.
+		if ended, asked, err := b.h.DisconnectSubscriber(t.Context(), "urn:uuid:nobody"); ended || !asked || err != nil {
+			t.Fatalf("DisconnectSubscriber of nobody = %v, %v, %v", ended, asked, err)
+		}
+		time.Sleep(testLease / 2)
+		synctest.Wait()
+		if len(bobDone) != 0 || leaves(b.h) != 1 {
+			t.Fatal("a disconnect of nobody ended something")
+		}
+	})
+}
+
+// discard is a hub.Stream that drops everything.
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error)      { return len(p), nil }
+func (discard) Flush() error                     { return nil }
+func (discard) SetWriteDeadline(time.Time) error { return nil }
 
 // A node that stops cleanly forgets itself: nobody has anything of it to
 // end, and its lease is not renewed after.

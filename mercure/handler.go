@@ -195,6 +195,9 @@ type Handler struct {
 	runMu     sync.Mutex
 	// registered: the node has renewed its lease once (Run's only).
 	registered bool
+	// kicks are the cluster's kicks this node took up, until they end
+	// (Run's only).
+	kicks map[string]time.Time
 	// hold, when set by a test, is called at the named stages of a
 	// subscribe request, to hold it there while a shutdown starts.
 	hold func(stage string)

@@ -2,6 +2,7 @@ package mercure
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -97,14 +98,31 @@ func (h *Handler) Disconnect(ctx context.Context, sub string) int {
 	return h.hub.EndSubject(sub, hub.ErrDisconnected)
 }
 
+// kickTTL is how long a disconnect of one subscriber asked of every node
+// runs: several rounds of Run on every node, however late.
+const kickTTL = time.Minute
+
 // DisconnectSubscriber ends the stream of the subscriber with the
 // identifier id (active subscriptions only: without them subscribers have
-// none) and reports whether it was open. Its token stays valid.
-func (h *Handler) DisconnectSubscriber(id string) bool {
+// none). Its token stays valid. ended is true when this node served it.
+// When it did not and the node is in a cluster, it asks every node, and
+// the one that serves it ends it within a quarter of a lease: asked is
+// then true.
+func (h *Handler) DisconnectSubscriber(ctx context.Context, id string) (ended, asked bool, err error) {
 	if h.presence == nil {
-		return false
+		return false, false, nil
 	}
-	return h.presence.disconnect(id)
+	if h.presence.disconnect(id) {
+		return true, false, nil
+	}
+	c := h.cfg.Cluster
+	if c == nil {
+		return false, false, nil
+	}
+	if err := c.Kick(ctx, id, time.Now().Add(kickTTL)); err != nil {
+		return false, false, fmt.Errorf("ask the other nodes: %w", err)
+	}
+	return false, true, nil
 }
 
 // SubscriptionsEnabled reports whether the handler has active

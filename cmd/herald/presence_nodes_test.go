@@ -155,24 +155,33 @@ func TestNodesPresence(t *testing.T) {
 		t.Fatalf("after the ends, %s (active %v) came before the sentinel", m, active)
 	}
 
-	// Disconnect a subject on node 2: its streams on nodes 2 and 3 end.
+	// Disconnect one subscriber on node 2 that node 3 serves: node 2
+	// accepts and asks every node, and node 3 ends the stream.
 	admin := nodesTokenArgs(t, public, "--admin")
+	fay := sub(2, "fay", "https://example.com/fay")
+	w.subDoc(t)
+	faysID := subscriberOf(t, addrs[1], reader, "https://example.com/fay")
+	if status := adminPost(t, addrs[1], admin, "subscriber="+url.QueryEscape(faysID)); status != http.StatusAccepted {
+		t.Fatalf("disconnect of a subscriber on another node: %d, want 202", status)
+	}
+	select {
+	case <-fay.ended():
+	case <-time.After(nodesDeadline):
+		t.Fatal("fay's stream on node 3 still open after a disconnect asked on node 2")
+	}
+	if m, active := w.subDoc(t); m != "https://example.com/fay" || active {
+		t.Fatalf("after fay's disconnect: %s (active %v), want fay's end", m, active)
+	}
+
+	// Disconnect a subject on node 2: its streams on nodes 2 and 3 end.
 	dan := nodesTokenArgs(t, public, "--sub", "dan", "--subscribe", "*")
 	d2 := openStream(t, "http://"+addrs[1]+"/.well-known/mercure?match=https://example.com/dan", dan)
 	d3 := openStream(t, "http://"+addrs[2]+"/.well-known/mercure?match=https://example.com/dan", dan)
 	for range 2 {
 		w.subDoc(t)
 	}
-	req, _ := http.NewRequest(http.MethodPost, "http://"+addrs[1]+"/admin/disconnect", strings.NewReader("sub=dan"))
-	req.Header.Set("Authorization", "Bearer "+admin)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("disconnect: %d", resp.StatusCode)
+	if status := adminPost(t, addrs[1], admin, "sub=dan"); status != http.StatusOK {
+		t.Fatalf("disconnect: %d", status)
 	}
 	for i, s := range []*sseStream{d2, d3} {
 		select {
@@ -189,6 +198,20 @@ func TestNodesPresence(t *testing.T) {
 	if status != http.StatusOK || strings.Contains(body, `"name":"node-1"`) || !strings.Contains(body, `"name":"node-2"`) || !strings.Contains(body, `"name":"node-3"`) {
 		t.Fatalf("/admin/nodes: %d %s", status, body)
 	}
+}
+
+// adminPost posts form to addr's /admin/disconnect and returns the status.
+func adminPost(t *testing.T, addr, token, form string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/admin/disconnect", strings.NewReader(form))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // A subscriber that leaves one node and comes back to another within its

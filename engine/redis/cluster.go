@@ -23,6 +23,7 @@ import (
 //	{prefix}:presence:<node> hash: subscription id -> document
 //	{prefix}:claim:<node>    string with an expiry: the claimer's name
 //	{prefix}:revoked         hash: subject -> "<at> <until>" (Unix ms)
+//	{prefix}:kicked          hash: subscriber id -> "<at> <until>" (Unix ms)
 //	{prefix}:parked:<sha1>   list: "<until ms>\x00<node>\x00<id>", the
 //	                         subscribers of one key in their grace period
 //

@@ -764,3 +764,64 @@ func TestTakeParkedOneWinner(t *testing.T) {
 		}
 	}
 }
+
+// TestKicks: kicks are shared between nodes, a later one for an id
+// replaces the earlier, and one is left out once its until has passed,
+// then deleted a while later.
+func TestKicks(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	var clk clock
+	t0 := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	clk.set(t0)
+	e := openNode(t, srv.URL(), "kick", Options{Now: clk.now})
+	other := openNode(t, srv.URL(), "kick", Options{Now: clk.now})
+	kick := func(id string, until time.Time) {
+		t.Helper()
+		if err := e.Kick(t.Context(), id, until); err != nil {
+			t.Fatalf("Kick(%q): %v", id, err)
+		}
+	}
+	check := func(what string, want map[string]time.Time) {
+		t.Helper()
+		got, err := other.Kicks(t.Context())
+		if err != nil {
+			t.Fatalf("%s: Kicks: %v", what, err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: Kicks = %v, want %v", what, got, want)
+		}
+		for id, w := range want {
+			if g, ok := got[id]; !ok || !g.Equal(w) {
+				t.Fatalf("%s: Kicks[%q] = %v, %v; want %v", what, id, g, ok, w)
+			}
+		}
+	}
+	check("none", nil)
+	kick("urn:uuid:1", t0.Add(time.Minute))
+	kick("urn:uuid:2", t0.Add(-time.Second)) // over already
+	check("kicked", map[string]time.Time{"urn:uuid:1": t0.Add(time.Minute)})
+	kick("urn:uuid:1", t0.Add(2*time.Minute))
+	check("replaced", map[string]time.Time{"urn:uuid:1": t0.Add(2 * time.Minute)})
+	if _, err := other.Revocations(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := other.Revocations(t.Context()); len(got) != 0 {
+		t.Fatalf("a kick shows as a revocation: %v", got)
+	}
+	clk.set(t0.Add(2 * time.Minute))
+	check("ended", nil)
+	if got := srv.Do(t, "HEXISTS", "{kick}:kicked", "urn:uuid:1"); got != "1" {
+		t.Errorf("the kick was deleted the moment it ended: other clocks may be behind")
+	}
+	clk.advance(revokedKeep + time.Millisecond)
+	check("ended a while ago", nil)
+	if got := srv.Do(t, "HEXISTS", "{kick}:kicked", "urn:uuid:1"); got != "0" {
+		t.Errorf("the kick is still stored %v after it ended", revokedKeep)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Kick(t.Context(), "x", t0); !errors.Is(err, hub.ErrClosed) {
+		t.Errorf("Kick after Close = %v, want hub.ErrClosed", err)
+	}
+}

@@ -64,7 +64,7 @@ func newMetrics() *metrics {
 	})
 	m.rttOps = make(map[string]prometheus.Observer)
 	for _, op := range []string{"append", "read", "lookup", "feed", "wait", "trim", "init", "resolve",
-		"presence_set", "presence_delete", "presence_list", "presence_of", "renew", "nodes", "claim", "forget", "revoke", "revocations",
+		"presence_set", "presence_delete", "presence_list", "presence_of", "renew", "nodes", "claim", "forget", "revoke", "revocations", "kick", "kicks",
 		"park", "take_parked", "unpark"} {
 		m.rttOps[op] = m.rtt.WithLabelValues(op)
 	}

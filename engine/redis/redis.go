@@ -176,7 +176,7 @@ type keys struct {
 	meta, log, ids, dups string
 	// The shared state of hub.Cluster (cluster.go); lease, presence and
 	// claim are prefixes, completed by a node's name.
-	nodes, revoked, lease, presence, claim string
+	nodes, revoked, kicked, lease, presence, claim string
 	parked                                 string // prefix, completed by a key's hash
 }
 
@@ -184,7 +184,7 @@ func newKeys(prefix string) keys {
 	p := "{" + prefix + "}:"
 	return keys{
 		meta: p + "meta", log: p + "log", ids: p + "ids", dups: p + "dups",
-		nodes: p + "nodes", revoked: p + "revoked", lease: p + "lease:", presence: p + "presence:", claim: p + "claim:",
+		nodes: p + "nodes", revoked: p + "revoked", kicked: p + "kicked", lease: p + "lease:", presence: p + "presence:", claim: p + "claim:",
 		parked: p + "parked:",
 	}
 }
