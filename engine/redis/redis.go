@@ -177,7 +177,7 @@ type keys struct {
 	// The shared state of hub.Cluster (cluster.go); lease, presence and
 	// claim are prefixes, completed by a node's name.
 	nodes, revoked, kicked, lease, presence, claim string
-	parked                                 string // prefix, completed by a key's hash
+	parked                                         string // prefix, completed by a key's hash
 }
 
 func newKeys(prefix string) keys {
