@@ -42,7 +42,9 @@ type Cluster interface {
 	Nodes(ctx context.Context) ([]NodeState, error)
 	// Claim makes the calling node, named by, the one that ends node:
 	// true for exactly one caller among all nodes while the claim lasts
-	// (ttl), and only for a node whose lease has run out.
+	// (ttl), and only for a node whose lease has run out. The claimer
+	// calling again gets true and its claim extended to ttl from now,
+	// so that work longer than ttl stays its own.
 	Claim(ctx context.Context, node, by string, ttl time.Duration) (bool, error)
 	// Forget removes node: its record, its lease, its subscriptions and
 	// its claim. A node forgets itself when it stops cleanly.

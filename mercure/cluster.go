@@ -112,7 +112,19 @@ func (h *Handler) endNode(ctx context.Context, node string) {
 		return
 	}
 	ended := 0
+	// Work longer than a lease keeps both this node's lease and its
+	// claim running: otherwise another node would take this one for dead,
+	// or claim the dead one again and announce some ends a second time.
+	extend := time.Now().Add(h.cfg.Lease / 2)
 	for id, doc := range docs {
+		if time.Now().After(extend) {
+			h.renew(ctx)
+			if won, err := c.Claim(ctx, node, h.node, 3*h.cfg.Lease); err != nil || !won {
+				h.log.Warn("cluster: lost the claim on a dead node; another node ends the rest", "node", node, "err", err)
+				return
+			}
+			extend = time.Now().Add(h.cfg.Lease / 2)
+		}
 		e, ok := parseSubDoc(id, doc)
 		if !ok {
 			_ = c.PresenceDelete(ctx, node, id)

@@ -3,6 +3,7 @@ package mercure
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/url"
 	"path/filepath"
@@ -26,6 +27,9 @@ type fakeCluster struct {
 	info     map[string][]byte
 	lease    map[string]time.Time
 	claim    map[string]time.Time
+	claimer  map[string]string
+	// deleteDelay makes PresenceDelete that slow.
+	deleteDelay time.Duration
 	revoked  map[string]hub.Revocation
 	kicked   map[string]time.Time
 	parked   map[string][]fakeParked
@@ -70,7 +74,7 @@ func (f *fakeCluster) Unpark(_ context.Context, key, node, id string) (bool, err
 
 func newFakeCluster() *fakeCluster {
 	return &fakeCluster{presence: map[string]map[string][]byte{}, info: map[string][]byte{}, lease: map[string]time.Time{},
-		claim: map[string]time.Time{}, revoked: map[string]hub.Revocation{}, kicked: map[string]time.Time{}, parked: map[string][]fakeParked{}}
+		claim: map[string]time.Time{}, claimer: map[string]string{}, revoked: map[string]hub.Revocation{}, kicked: map[string]time.Time{}, parked: map[string][]fakeParked{}}
 }
 
 var _ hub.Cluster = (*fakeCluster)(nil)
@@ -86,6 +90,7 @@ func (f *fakeCluster) PresenceSet(_ context.Context, node, id string, doc []byte
 }
 
 func (f *fakeCluster) PresenceDelete(_ context.Context, node, id string) error {
+	time.Sleep(f.deleteDelay) // a slow store, in the bubble's time
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.presence[node], id)
@@ -126,14 +131,14 @@ func (f *fakeCluster) Nodes(context.Context) ([]hub.NodeState, error) {
 	return out, nil
 }
 
-func (f *fakeCluster) Claim(_ context.Context, node, _ string, ttl time.Duration) (bool, error) {
+func (f *fakeCluster) Claim(_ context.Context, node, by string, ttl time.Duration) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := time.Now()
-	if now.Before(f.lease[node]) || now.Before(f.claim[node]) {
+	if _, known := f.info[node]; !known || now.Before(f.lease[node]) || now.Before(f.claim[node]) && f.claimer[node] != by {
 		return false, nil
 	}
-	f.claim[node] = now.Add(ttl)
+	f.claim[node], f.claimer[node] = now.Add(ttl), by
 	return true, nil
 }
 
@@ -267,6 +272,34 @@ func TestClusterRevocation(t *testing.T) {
 		}
 		if b.h.revoked.has(&Grant{Subject: "ann", IssuedAt: time.Now().Add(time.Minute)}) {
 			t.Fatal("a token issued after the revocation is refused")
+		}
+	})
+}
+
+// Ending a dead node's subscriptions can take longer than the claim's
+// three leases (a slow store); the claimer keeps its claim and its own
+// lease meanwhile, so each end is announced once, and the claimer is
+// never taken for dead.
+func TestClusterLongEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fc := newFakeCluster()
+		a, b, c := startNode(t, fc, "a"), startNode(t, fc, "b"), startNode(t, fc, "c")
+		const n = 40
+		for i := range n {
+			a.h.testJoin(t, &Grant{Subject: fmt.Sprint("s", i)}, fmt.Sprint("https://example.com/", i))
+		}
+		synctest.Wait()
+		fc.mu.Lock()
+		fc.deleteDelay = testLease / 4 // n deletes: ten leases
+		fc.mu.Unlock()
+		a.kill()
+		time.Sleep(15 * testLease)
+		synctest.Wait()
+		if got := leaves(b.h) + leaves(c.h); got != n {
+			t.Fatalf("%v ends announced for the dead node's %d subscriptions", got, n)
+		}
+		if got := fc.nodes(); !slices.Equal(got, []string{"b", "c"}) {
+			t.Fatalf("nodes after the long end: %v", got)
 		}
 	})
 }

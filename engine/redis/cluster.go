@@ -72,14 +72,21 @@ return out
 
 // luaClaim gives the claim on a registered node whose lease has run out
 // to the first caller: 1 for it, 0 for everyone else while the claim
-// lasts, and 0 while the lease runs or once the node is forgotten.
+// lasts, and 0 while the lease runs or once the node is forgotten. The
+// claimer calling again gets 1 and its claim extended.
 //
 // KEYS: nodes, lease, claim. ARGV: node, claimer, ttl (ms).
 var luaClaim = goredis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
-return 0
+local cur = redis.call('GET', KEYS[3])
+if cur == ARGV[2] then
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+  return 1
+end
+if cur then return 0 end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+return 1
 `)
 
 // luaForget removes everything of a node.
@@ -321,9 +328,8 @@ func (e *Engine) Nodes(ctx context.Context) ([]hub.NodeState, error) {
 }
 
 // Claim implements hub.Cluster. The claim is a key that Redis expires
-// after ttl; the claimer does not extend it, and calling again while it
-// lasts returns false, to the claimer too. A node never registered, or
-// already forgotten, cannot be claimed.
+// after ttl; the claimer calling again extends it. A node never
+// registered, or already forgotten, cannot be claimed.
 func (e *Engine) Claim(ctx context.Context, node, by string, ttl time.Duration) (bool, error) {
 	if err := e.checkNode(node); err != nil {
 		return false, err

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -295,10 +296,15 @@ func TestClaimRefused(t *testing.T) {
 	if !claim(t, e, "n", "x", long) {
 		t.Fatal("no claim on a dead node")
 	}
-	for _, by := range []string{"y", "x"} {
-		if claim(t, e, "n", by, long) {
-			t.Fatalf("%s claimed a node already claimed by x", by)
-		}
+	if claim(t, e, "n", "y", long) {
+		t.Fatal("y claimed a node already claimed by x")
+	}
+	srv.Do(t, "PEXPIRE", "{claim}:claim:n", "5000")
+	if !claim(t, e, "n", "x", long) {
+		t.Fatal("x could not extend its own claim")
+	}
+	if ms, _ := strconv.Atoi(srv.Do(t, "PTTL", "{claim}:claim:n")); ms <= 5000 {
+		t.Errorf("x's claim again: %d ms left, want it extended to %v", ms, long)
 	}
 	if v := srv.Do(t, "GET", "{claim}:claim:n"); v != "x" {
 		t.Errorf("the claim names %q, want x", v)
