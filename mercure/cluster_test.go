@@ -30,9 +30,9 @@ type fakeCluster struct {
 	claimer  map[string]string
 	// deleteDelay makes PresenceDelete that slow.
 	deleteDelay time.Duration
-	revoked  map[string]hub.Revocation
-	kicked   map[string]time.Time
-	parked   map[string][]fakeParked
+	revoked     map[string]hub.Revocation
+	kicked      map[string]time.Time
+	parked      map[string][]fakeParked
 }
 
 type fakeParked struct {
