@@ -10,15 +10,18 @@ import (
 
 // TestSlowHerald stalls a quarter of the subscribers of a hub whose queue
 // budget is small: the prompt ones must lose nothing in either run, and
-// the hub must disconnect every stalled one.
+// the hub must disconnect every stalled one. The budget holds half a
+// second of updates, so that a prompt reader held up on a loaded machine
+// stays within it, while the stalled ones, which read nothing, overflow it
+// four times over.
 func TestSlowHerald(t *testing.T) {
 	cfg, h := newServedHerald(t, func(c *hub.Config) {
-		c.QueueBytes = 64 << 10
+		c.QueueBytes = 200 << 10
 		c.WriteTimeout = 2 * time.Second
 	}, 8<<10)
 	cfg.Subscribers, cfg.SlowFraction = 20, 0.25
 	cfg.Rate, cfg.Payload, cfg.Publishers = 100, 4000, 2
-	cfg.Duration, cfg.Drain = 1500*time.Millisecond, 5*time.Second
+	cfg.Duration, cfg.Drain = 2*time.Second, 5*time.Second
 	r, obj := run(t, "slow", cfg)
 
 	alone, _ := r.Extra["prompt_alone"].(*passSummary)
