@@ -86,7 +86,7 @@ func RunCrash(t *testing.T, open Factory) {
 	_ = cmd.Wait()
 	t.Logf("child killed after %d acknowledged appends", len(acks))
 
-	in := (&suite{open: open, opts: Options{Timeout: 10 * time.Second}}).start(t, dir, hub.Retention{})
+	in := (&suite{open: open, opts: Options{Timeout: 30 * time.Second}}).start(t, dir, hub.Retention{})
 	all := in.readAll(0)
 	stored := make(map[string]*hub.Update, len(all))
 	for i, u := range all {

@@ -27,7 +27,7 @@ type Options struct {
 	// same dir. They must implement hub.Closer.
 	Durable bool
 	// Timeout bounds every wait for something the engine does in its own
-	// time (the feed, eviction by age). Zero means 10 seconds. It is a
+	// time (the feed, eviction by age). Zero means 30 seconds. It is a
 	// deadline against hangs, never a speed requirement.
 	Timeout time.Duration
 	// Faulty, when set, opens an engine like the Factory, with a switch
@@ -46,7 +46,7 @@ type Options struct {
 // Run runs the conformance suite against the engines open returns.
 func Run(t *testing.T, open Factory, opts Options) {
 	if opts.Timeout <= 0 {
-		opts.Timeout = 10 * time.Second
+		opts.Timeout = 30 * time.Second
 	}
 	s := &suite{open: open, opts: opts}
 	t.Run("Sequence", s.testSequence)
