@@ -143,7 +143,7 @@ func BenchmarkLookup(b *testing.B) {
 	})
 	b.Run("records=1000000/read100", func(b *testing.B) {
 		for b.Loop() {
-			us, err := e.read(uint64(rand.IntN(n-100)), 100)
+			us, err := readUpdates(e, uint64(rand.IntN(n-100)), 100)
 			if len(us) != 100 || err != nil {
 				b.Fatalf("Read = %d, %v", len(us), err)
 			}
@@ -152,7 +152,7 @@ func BenchmarkLookup(b *testing.B) {
 	// Right after a restart: close the engine, open the file again, and
 	// time the first resume (Open, Lookup, then reading 200,000 missed
 	// updates in the replay's batches of 1,024).
-	at, err := e.read(n-200_001, 1)
+	at, err := readUpdates(e, n-200_001, 1)
 	if err != nil || len(at) != 1 {
 		b.Fatalf("Read = %d, %v", len(at), err)
 	}
@@ -175,7 +175,7 @@ func BenchmarkLookup(b *testing.B) {
 			first := time.Since(start)
 			got := 0
 			for after := seq; ; {
-				us, err := r.read(after, 1024)
+				us, err := readUpdates(r, after, 1024)
 				if err != nil {
 					b.Fatal(err)
 				}

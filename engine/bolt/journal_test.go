@@ -201,7 +201,7 @@ func reopenChecked(t *testing.T, e *Engine, path string, want []*hub.Update) *En
 
 func checkHistory(t *testing.T, e *Engine, want []*hub.Update) {
 	t.Helper()
-	got, err := e.read(0, len(want)+10)
+	got, err := readUpdates(e, 0, len(want)+10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestJournalRounds(t *testing.T) {
 	for range 2 {
 		readers.Go(func() {
 			for ctx.Err() == nil {
-				us, err := e.read(0, 10_000)
+				us, err := readUpdates(e, 0, 10_000)
 				if err != nil {
 					t.Error(err)
 					return
