@@ -33,12 +33,28 @@
 // Layout: bucket "log" maps the 8-byte big-endian Seq to the record
 // (hub.Update.MarshalBinary); bucket "ids" holds the keys id + 0x00 + Seq
 // with empty values, so the earliest retained occurrence of an id is the
-// first key at or after id + 0x00; bucket "meta" keeps the last Seq in the
-// tree (which the log cannot tell once retention has emptied it) and the
-// number of records there. The journal files sit beside the tree file, with
-// "-journal.0" and "-journal.1" added to its name. Retention applies to
-// records as they reach the tree, at most defaultApplyDelay after they were
-// appended.
+// first key at or after id + 0x00; bucket "presence" holds the Seqs of the
+// presence records (hub.Update.Presence), with empty values; bucket "meta"
+// keeps the last Seq in the tree (which the log cannot tell once retention
+// has emptied it), the number of records there and of presence records
+// among them, and the highest Seq retention has dropped of each kind. The
+// journal files sit beside the tree file, with "-journal.0" and
+// "-journal.1" added to its name.
+//
+// Retention applies to records as they reach the tree, at most
+// defaultApplyDelay after they were appended, in the transaction that
+// writes them, and costs what it drops: MaxCount and MaxAge take records
+// from the front of the log, presence records before the first record of
+// the other kind that stays included; MaxPresence (and MaxAge) take
+// presence records from the front of the presence index, wherever they
+// are in the log. A churn of subscribers thus costs about what as many
+// publishes do, and never pushes an application's update out. Since
+// presence records leave the middle of the log, a jump in Seqs no longer
+// says what is missing: Read reports Gap and PresenceGap from the two
+// highest dropped Seqs, which the meta bucket keeps and which only grow.
+// Files written before presence updates existed open as they are: their
+// records are all of the other kind, and what is missing from them is
+// what comes before their first record.
 //
 // Acknowledged means durable, and refused means absent, now and after any
 // restart. A journal commit that fails (a short write, a full disk, a
@@ -117,7 +133,8 @@ const (
 
 // Options configures an Engine. The zero value is valid.
 type Options struct {
-	// Retention bounds the history; both zero means DefaultMaxCount.
+	// Retention bounds the history: MaxCount and MaxAge both zero mean
+	// DefaultMaxCount, MaxPresence zero means hub.DefaultMaxPresence.
 	Retention hub.Retention
 	// Logger receives errors the writer cannot return to a caller (a failed
 	// trim when idle), as is: the caller names the group. Nil discards them.
@@ -966,44 +983,10 @@ func (e *Engine) applyBatch(batch []entry) (time.Duration, error) {
 		if err != nil {
 			return err
 		}
-		log, ids, pres := tx.Bucket(bucketLog), tx.Bucket(bucketIDs), tx.Bucket(bucketPresence)
-		// Seqs only grow, so full pages split at the end stay full.
-		log.FillPercent = 1
-		pres.FillPercent = 1
-		// bbolt keeps key slices until the commit: give them their own
-		// memory, one allocation per batch.
-		size := 0
-		for _, en := range batch {
-			size += 8 + len(en.u.ID) + 9
+		err = put(tx, batch, &st)
+		if err == nil {
+			trimmed, err = e.trim(tx, now, 2*len(batch), &st)
 		}
-		keys := make([]byte, 0, size)
-		for _, en := range batch {
-			st.n++
-			start := len(keys)
-			keys = binary.BigEndian.AppendUint64(keys, en.u.Seq)
-			k := keys[start:len(keys):len(keys)]
-			start = len(keys)
-			keys = appendIDKey(keys, en.u.ID, en.u.Seq)
-			ik := keys[start:len(keys):len(keys)]
-			if err := log.Put(k, en.rec); err != nil {
-				_ = tx.Rollback()
-				return err
-			}
-			if err := ids.Put(ik, empty); err != nil {
-				_ = tx.Rollback()
-				return err
-			}
-			if en.u.Presence {
-				// The log key serves as the index key too: bbolt only
-				// reads it.
-				if err := pres.Put(k, empty); err != nil {
-					_ = tx.Rollback()
-					return err
-				}
-				st.presence++
-			}
-		}
-		trimmed, err = e.trim(tx, now, 2*len(batch), &st)
 		if err == nil {
 			err = putMeta(tx, batch[len(batch)-1].u.Seq, st)
 		}
@@ -1023,6 +1006,45 @@ func (e *Engine) applyBatch(batch []entry) (time.Duration, error) {
 	e.treeLast.Store(batch[len(batch)-1].u.Seq)
 	e.applies.Add(1)
 	return e.delay(trimmed, now), nil
+}
+
+// put writes batch to the log and its indexes, and counts it in st.
+func put(tx *bbolt.Tx, batch []entry, st *treeState) error {
+	log, ids, pres := tx.Bucket(bucketLog), tx.Bucket(bucketIDs), tx.Bucket(bucketPresence)
+	// Seqs only grow, so full pages split at the end stay full.
+	log.FillPercent = 1
+	pres.FillPercent = 1
+	// bbolt keeps key slices until the commit: give them their own
+	// memory, one allocation per batch.
+	size := 0
+	for _, en := range batch {
+		size += 8 + len(en.u.ID) + 9
+	}
+	keys := make([]byte, 0, size)
+	for _, en := range batch {
+		start := len(keys)
+		keys = binary.BigEndian.AppendUint64(keys, en.u.Seq)
+		k := keys[start:len(keys):len(keys)]
+		start = len(keys)
+		keys = appendIDKey(keys, en.u.ID, en.u.Seq)
+		ik := keys[start:len(keys):len(keys)]
+		if err := log.Put(k, en.rec); err != nil {
+			return err
+		}
+		if err := ids.Put(ik, empty); err != nil {
+			return err
+		}
+		st.n++
+		if en.u.Presence {
+			// The log key serves as the index key too: bbolt only reads
+			// it.
+			if err := pres.Put(k, empty); err != nil {
+				return err
+			}
+			st.presence++
+		}
+	}
+	return nil
 }
 
 // forgetFronts drops what trim remembers of the fronts after a failed
@@ -1070,6 +1092,9 @@ func (e *Engine) trimIdle() time.Duration {
 type trimResult struct {
 	more   bool      // the budget ran out before retention was met
 	expiry time.Time // when the first record expires, zero if never
+	// visited counts the records trim looked at, which tests hold to
+	// what it dropped plus one per front.
+	visited int
 }
 
 // expire notes that a record expires at t.
@@ -1150,6 +1175,7 @@ func (t *trimmer) presence(st *treeState, res *trimResult) {
 	e := t.e
 	c := t.pres.Cursor()
 	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		res.visited++
 		seq := binary.BigEndian.Uint64(k)
 		over := e.maxPresence > 0 && st.presence-int64(len(t.drop)) > int64(e.maxPresence)
 		if !over && e.maxAge <= 0 {
@@ -1194,6 +1220,7 @@ func (t *trimmer) front(st *treeState, res *trimResult) {
 	}
 	c := t.log.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
+		res.visited++
 		seq := binary.BigEndian.Uint64(k)
 		over := excess > 0
 		if !over && e.maxAge <= 0 {
