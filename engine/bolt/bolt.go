@@ -31,30 +31,31 @@
 // (200 ms instead of 0.5 ms at 1,000,000 records).
 //
 // Layout: bucket "log" maps the 8-byte big-endian Seq to the record
-// (hub.Update.MarshalBinary); bucket "ids" holds the keys id + 0x00 + Seq
-// with empty values, so the earliest retained occurrence of an id is the
-// first key at or after id + 0x00; bucket "presence" holds the Seqs of the
-// presence records (hub.Update.Presence), with empty values; bucket "meta"
-// keeps the last Seq in the tree (which the log cannot tell once retention
-// has emptied it), the number of records there and of presence records
-// among them, and the highest Seq retention has dropped of each kind. The
-// journal files sit beside the tree file, with "-journal.0" and
-// "-journal.1" added to its name.
+// (hub.Update.MarshalBinary), and bucket "presence" does the same for
+// presence records (hub.Update.Presence), so that each kind has a front
+// of its own; bucket "ids" holds the keys id + 0x00 + Seq of both, with
+// empty values, so the earliest retained occurrence of an id is the first
+// key at or after id + 0x00; bucket "meta" keeps the last Seq in the tree
+// (which the log cannot tell once retention has emptied it), the number of
+// records there and of presence records among them, and the highest Seq
+// retention has dropped of each kind. The journal files sit beside the
+// tree file, with "-journal.0" and "-journal.1" added to its name.
 //
 // Retention applies to records as they reach the tree, at most
 // defaultApplyDelay after they were appended, in the transaction that
-// writes them, and costs what it drops: MaxCount and MaxAge take records
-// from the front of the log, presence records before the first record of
-// the other kind that stays included; MaxPresence (and MaxAge) take
-// presence records from the front of the presence index, wherever they
-// are in the log. A churn of subscribers thus costs about what as many
-// publishes do, and never pushes an application's update out. Since
-// presence records leave the middle of the log, a jump in Seqs no longer
-// says what is missing: Read reports Gap and PresenceGap from the two
-// highest dropped Seqs, which the meta bucket keeps and which only grow.
-// Files written before presence updates existed open as they are: their
-// records are all of the other kind, and what is missing from them is
-// what comes before their first record.
+// writes them, and looks only at what it drops: MaxPresence and MaxAge
+// take presence records from the front of their bucket; MaxCount and
+// MaxAge take records of the other kind from the front of the log, each
+// with the presence records before it. A presence record costs what
+// another does, a put and a delete in two buckets, so a churn of
+// subscribers costs about what as many publishes do, and never pushes an
+// application's update out. Presence records leave from between the
+// others, so a jump in Seqs no longer says what is missing: Read merges
+// the two buckets, and reports Gap and PresenceGap from the highest Seq
+// dropped of each kind, which the meta bucket keeps. Files written before
+// presence updates existed open as they are: their records are all of the
+// other kind, and what is missing from them is what comes before their
+// first record.
 //
 // Acknowledged means durable, and refused means absent, now and after any
 // restart. A journal commit that fails (a short write, a full disk, a
@@ -294,7 +295,7 @@ type Engine struct {
 
 // treeState is what the meta bucket keeps of the tree beside its last Seq:
 // the counts retention needs, and what it has dropped, for Read to report
-// gaps. Retention drops presence records from the middle of the log, so a
+// gaps. Retention drops presence records from between the others, so a
 // jump in Seqs no longer tells whether an update of the other kind is
 // missing.
 type treeState struct {
@@ -306,7 +307,7 @@ type treeState struct {
 	dropped, droppedPresence uint64
 }
 
-// front is a record at the front of the log or of the presence index, as
+// front is a record at the front of the log or of the presence bucket, as
 // trim last read it.
 type front struct {
 	seq  uint64 // 0 if unknown
@@ -551,8 +552,10 @@ func (e *Engine) load(tx *bbolt.Tx) error {
 	if v := meta.Get(keyLast); len(v) == 8 {
 		e.last = binary.BigEndian.Uint64(v)
 	}
-	if k, _ := tx.Bucket(bucketLog).Cursor().Last(); len(k) == 8 {
-		e.last = max(e.last, binary.BigEndian.Uint64(k))
+	for _, name := range [][]byte{bucketLog, bucketPresence} {
+		if k, _ := tx.Bucket(name).Cursor().Last(); len(k) == 8 {
+			e.last = max(e.last, binary.BigEndian.Uint64(k))
+		}
 	}
 	e.treeLast.Store(e.last)
 	if v := meta.Get(keyCount); len(v) == 8 {
@@ -563,7 +566,7 @@ func (e *Engine) load(tx *bbolt.Tx) error {
 	if v := meta.Get(keyPresence); len(v) == 8 {
 		e.st.presence = int64(binary.BigEndian.Uint64(v))
 	} else {
-		// A file from before presence updates has an empty index.
+		// A file from before presence updates has none.
 		e.st.presence = int64(tx.Bucket(bucketPresence).Stats().KeyN)
 	}
 	e.st.droppedPresence = getUint64(meta, keyDroppedPresence)
@@ -1008,7 +1011,8 @@ func (e *Engine) applyBatch(batch []entry) (time.Duration, error) {
 	return e.delay(trimmed, now), nil
 }
 
-// put writes batch to the log and its indexes, and counts it in st.
+// put writes batch to the log, or to the presence bucket, and to the id
+// index, and counts it in st.
 func put(tx *bbolt.Tx, batch []entry, st *treeState) error {
 	log, ids, pres := tx.Bucket(bucketLog), tx.Bucket(bucketIDs), tx.Bucket(bucketPresence)
 	// Seqs only grow, so full pages split at the end stay full.
@@ -1028,21 +1032,18 @@ func put(tx *bbolt.Tx, batch []entry, st *treeState) error {
 		start = len(keys)
 		keys = appendIDKey(keys, en.u.ID, en.u.Seq)
 		ik := keys[start:len(keys):len(keys)]
-		if err := log.Put(k, en.rec); err != nil {
+		b := log
+		if en.u.Presence {
+			b = pres
+			st.presence++
+		}
+		if err := b.Put(k, en.rec); err != nil {
 			return err
 		}
 		if err := ids.Put(ik, empty); err != nil {
 			return err
 		}
 		st.n++
-		if en.u.Presence {
-			// The log key serves as the index key too: bbolt only reads
-			// it.
-			if err := pres.Put(k, empty); err != nil {
-				return err
-			}
-			st.presence++
-		}
 	}
 	return nil
 }
@@ -1093,7 +1094,7 @@ type trimResult struct {
 	more   bool      // the budget ran out before retention was met
 	expiry time.Time // when the first record expires, zero if never
 	// visited counts the records trim looked at, which tests hold to
-	// what it dropped plus one per front.
+	// what it dropped plus one past each front it stopped at.
 	visited int
 }
 
@@ -1116,20 +1117,19 @@ func (e *Engine) delay(t trimResult, now time.Time) time.Duration {
 
 // trim applies retention to the tree, deleting at most budget records so
 // that a backlog never makes one transaction long; st follows what it
-// drops. It walks only what it drops, plus one record per front:
+// drops. It looks at what it drops and at one record past each front it
+// stops at, never at the history kept behind them:
 //
-//   - presence records go from the front of their index while more than
+//   - presence records go from the front of their bucket while more than
 //     maxPresence remain, or while the first is older than maxAge;
-//   - then records of either kind go from the front of the log while more
-//     than maxCount records of the other kind remain, so that no presence
-//     record outlives an older record of the other kind, or while the
-//     first is older than maxAge. A record behind a newer one waits for
-//     it (hub.Retention), here a record of the other kind behind a
-//     presence record the first step kept.
+//   - then records of the other kind go from the front of the log while
+//     more than maxCount remain, or while the first is older than maxAge,
+//     each after the presence records before it, so that no presence
+//     record outlives an older record of the other kind.
 //
-// Each step walks its front once to choose what goes, then deletes by key:
-// a cursor that deletes must seek the front again after each delete, and
-// that seek walks every page emptied before it.
+// Each step walks its fronts once to choose what goes, then deletes by
+// key: a cursor that deletes must seek the front again after each delete,
+// and that seek walks every page emptied before it.
 func (e *Engine) trim(tx *bbolt.Tx, now time.Time, budget int, st *treeState) (trimResult, error) {
 	t := trimmer{
 		e:      e,
@@ -1144,7 +1144,7 @@ func (e *Engine) trim(tx *bbolt.Tx, now time.Time, budget int, st *treeState) (t
 	if err := t.flush(st); err != nil {
 		return trimResult{}, err
 	}
-	t.front(st, &res)
+	t.others(st, &res)
 	if err := t.flush(st); err != nil {
 		return trimResult{}, err
 	}
@@ -1162,19 +1162,18 @@ type trimmer struct {
 	drop           []trimKey
 }
 
-// trimKey locates the keys of a dropped record in trimmer.keys: the log
-// key (8 bytes) at at, then the id index key up to end, if any.
+// trimKey locates the keys of a dropped record in trimmer.keys: its Seq
+// (8 bytes) at at, then its id index key up to end, if any.
 type trimKey struct {
 	at, end  int
-	presence bool // a presence record, in the presence index
-	absent   bool // only in the presence index (a stale entry)
+	presence bool // in the presence bucket, not the log
 }
 
-// presence chooses presence records from the front of their index.
+// presence chooses presence records from the front of their bucket.
 func (t *trimmer) presence(st *treeState, res *trimResult) {
 	e := t.e
 	c := t.pres.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+	for k, v := c.First(); k != nil; k, v = c.Next() {
 		res.visited++
 		seq := binary.BigEndian.Uint64(k)
 		over := e.maxPresence > 0 && st.presence-int64(len(t.drop)) > int64(e.maxPresence)
@@ -1185,20 +1184,8 @@ func (t *trimmer) presence(st *treeState, res *trimResult) {
 			res.expire(e.presenceHead.time.Add(e.maxAge))
 			return
 		}
-		v := t.log.Get(k)
-		var (
-			id  []byte
-			at  time.Time
-			err error
-		)
-		if v != nil {
-			if id, at, err = hub.RecordHead(v); err != nil {
-				e.logger.Error("drop corrupt record", "seq", seq, "err", err)
-				id = nil
-			}
-		}
-		gone := v == nil || err != nil
-		if !over && !gone && (e.maxAge <= 0 || !at.Before(t.cutoff)) {
+		id, at, corrupt := t.head(seq, v)
+		if !over && !corrupt && !at.Before(t.cutoff) {
 			e.presenceHead = front{seq: seq, time: at}
 			res.expire(at.Add(e.maxAge))
 			return
@@ -1207,18 +1194,25 @@ func (t *trimmer) presence(st *treeState, res *trimResult) {
 			res.more = true
 			return
 		}
-		t.add(k, id, true, v == nil)
+		t.add(k, id, true)
 	}
 }
 
-// front chooses records of either kind from the front of the log.
-func (t *trimmer) front(st *treeState, res *trimResult) {
+// others chooses records of the other kind from the front of the log,
+// each with the presence records before it.
+func (t *trimmer) others(st *treeState, res *trimResult) {
 	e := t.e
-	var excess int64 // records of the other kind beyond maxCount
+	var excess int64 // beyond maxCount
 	if e.maxCount > 0 {
 		excess = st.n - st.presence - int64(e.maxCount)
 	}
 	c := t.log.Cursor()
+	// The front of the presence records, read once the first record of
+	// the other kind goes.
+	var (
+		pc     *bbolt.Cursor
+		pk, pv []byte
+	)
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		res.visited++
 		seq := binary.BigEndian.Uint64(k)
@@ -1231,56 +1225,70 @@ func (t *trimmer) front(st *treeState, res *trimResult) {
 			res.expire(e.head.time.Add(e.maxAge))
 			return
 		}
-		id, at, err := hub.RecordHead(v)
-		corrupt := err != nil
-		if corrupt {
-			// A record that cannot be decoded must not wedge the writer:
-			// drop it. Its index key stays behind, harmlessly pointing
-			// before the front.
-			e.logger.Error("drop corrupt record", "seq", seq, "err", err)
-			id = nil
-		}
-		expired := corrupt || e.maxAge > 0 && at.Before(t.cutoff)
-		if !over && !expired {
+		id, at, corrupt := t.head(seq, v)
+		if !over && !corrupt && !at.Before(t.cutoff) {
 			e.head = front{seq: seq, time: at}
 			res.expire(at.Add(e.maxAge))
 			return
+		}
+		if pc == nil {
+			pc = t.pres.Cursor()
+			if pk, pv = pc.First(); pk != nil {
+				res.visited++
+			}
+		}
+		for pk != nil && bytes.Compare(pk, k) < 0 {
+			if t.budget == 0 {
+				res.more = true
+				return
+			}
+			pid, _, _ := t.head(binary.BigEndian.Uint64(pk), pv)
+			t.add(pk, pid, true)
+			if pk, pv = pc.Next(); pk != nil {
+				res.visited++
+			}
 		}
 		if t.budget == 0 {
 			res.more = true
 			return
 		}
-		presence := hub.RecordPresence(v)
-		if corrupt {
-			presence = t.pres.Get(k) != nil
-		}
-		t.add(k, id, presence, false)
-		if !presence {
-			excess--
-		}
+		t.add(k, id, false)
+		excess--
 	}
 }
 
-// add chooses the record at log key k, with id (nil if unknown), to go.
-func (t *trimmer) add(k, id []byte, presence, absent bool) {
+// head reads the id and Time of the record v at seq. A record that cannot
+// be decoded must not wedge the applier: it is dropped, its index key
+// left behind, harmlessly pointing at nothing.
+func (t *trimmer) head(seq uint64, v []byte) (id []byte, at time.Time, corrupt bool) {
+	id, at, err := hub.RecordHead(v)
+	if err != nil {
+		t.e.logger.Error("drop corrupt record", "seq", seq, "err", err)
+		return nil, time.Time{}, true
+	}
+	return id, at, false
+}
+
+// add chooses the record with log key k and id (nil if unknown) to go.
+func (t *trimmer) add(k, id []byte, presence bool) {
 	at := len(t.keys)
 	t.keys = append(t.keys, k...)
 	if id != nil {
 		t.keys = appendIDKey(t.keys, id, binary.BigEndian.Uint64(k))
 	}
-	t.drop = append(t.drop, trimKey{at: at, end: len(t.keys), presence: presence, absent: absent})
+	t.drop = append(t.drop, trimKey{at: at, end: len(t.keys), presence: presence})
 	t.budget--
 }
 
 // flush deletes the records chosen so far, and accounts for them in st.
 func (t *trimmer) flush(st *treeState) error {
-	if len(t.drop) == 0 {
-		return nil
-	}
 	// One cursor per bucket for all the deletes: Bucket.Delete makes a
-	// new one each time.
+	// new one each time. Backwards, because bbolt deletes from a page
+	// in memory by moving the keys after it: the last keys of a page
+	// leave nothing to move.
 	lc, ic, pc := t.log.Cursor(), t.ids.Cursor(), t.pres.Cursor()
-	for _, d := range t.drop {
+	for i := len(t.drop) - 1; i >= 0; i-- {
+		d := t.drop[i]
 		k := t.keys[d.at : d.at+8]
 		seq := binary.BigEndian.Uint64(k)
 		if d.at+8 < d.end {
@@ -1288,17 +1296,16 @@ func (t *trimmer) flush(st *treeState) error {
 				return err
 			}
 		}
-		if !d.absent {
-			if err := deleteKey(lc, k); err != nil {
-				return err
-			}
-			st.n--
-		}
+		c := lc
 		if d.presence {
-			if err := deleteKey(pc, k); err != nil {
-				return err
-			}
-			st.presence = max(st.presence-1, 0)
+			c = pc
+		}
+		if err := deleteKey(c, k); err != nil {
+			return err
+		}
+		st.n--
+		if d.presence {
+			st.presence--
 			st.droppedPresence = max(st.droppedPresence, seq)
 		} else {
 			st.dropped = max(st.dropped, seq)
@@ -1420,8 +1427,9 @@ type span struct {
 }
 
 // read returns what the history holds after the Seq after, as of one
-// moment: the tree's read transaction, or, when the tree holds nothing
-// after the position, the tail as read first.
+// moment: the tree's read transaction, with the tail as read before it for
+// what the tree did not hold yet; or, when that tail starts right after
+// the position or before, as of the moment it was read.
 func (e *Engine) read(after uint64, limit int) (span, error) {
 	if limit <= 0 {
 		return span{}, errors.New("read: limit must be positive")
@@ -1439,9 +1447,9 @@ func (e *Engine) read(after uint64, limit int) (span, error) {
 	e.mu.RUnlock()
 	var s span
 	cut := false // stopped before a corrupt record
-	// Without the tree, the tail as read answers alone: retention has
-	// dropped nothing past the tree's last Seq as of then, which is at
-	// most after.
+	// A tail that starts at after+1 or before answers alone, for the
+	// moment before the applier moved its first entry to the tree: then
+	// retention had dropped nothing after the position.
 	if len(snap.entries) == 0 || after+1 < snap.entries[0].u.Seq {
 		err := e.db.View(func(tx *bbolt.Tx) error {
 			// What retention dropped, as of this transaction: the tail
@@ -1450,20 +1458,35 @@ func (e *Engine) read(after uint64, limit int) (span, error) {
 			s.gap = after < getUint64(meta, keyDropped)
 			s.presenceGap = after < getUint64(meta, keyDroppedPresence)
 			treeLast := getUint64(meta, keyLast)
-			c := tx.Bucket(bucketLog).Cursor()
-			for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after+1)); k != nil && len(s.updates) < limit; k, v = c.Next() {
+			// The log and the presence bucket, merged in Seq order.
+			start := binary.BigEndian.AppendUint64(nil, after+1)
+			lc, pc := tx.Bucket(bucketLog).Cursor(), tx.Bucket(bucketPresence).Cursor()
+			lk, lv := lc.Seek(start)
+			pk, pv := pc.Seek(start)
+			for (lk != nil || pk != nil) && len(s.updates) < limit {
+				k, v, presence := lk, lv, false
+				if lk == nil || pk != nil && bytes.Compare(pk, lk) < 0 {
+					k, v, presence = pk, pv, true
+					pk, pv = pc.Next()
+				} else {
+					lk, lv = lc.Next()
+				}
 				u := &hub.Update{Seq: binary.BigEndian.Uint64(k)}
 				if err := u.UnmarshalBinary(v); err != nil {
 					// As trim does: a record that cannot be decoded is
 					// lost, not a wall every later read runs into. It
 					// ends a batch, so that the next read starts with
-					// it, and reports it as a gap.
+					// it, and reports it as a gap of its kind.
 					e.logger.Error("skip corrupt record", "seq", u.Seq, "err", err)
 					if len(s.updates) > 0 {
 						cut = true
 						return nil
 					}
-					s.gap = true
+					if presence {
+						s.presenceGap = true
+					} else {
+						s.gap = true
+					}
 					continue
 				}
 				if s.updates == nil {

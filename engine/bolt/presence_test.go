@@ -66,7 +66,7 @@ func checkGaps(t *testing.T, e *Engine, wants map[uint64]string) {
 	}
 }
 
-// fileState reads the tree's state and presence index from the closed file
+// fileState reads the tree's state and presence bucket from the closed file
 // at path.
 func fileState(t *testing.T, path string) (treeState, []uint64) {
 	t.Helper()
@@ -120,7 +120,7 @@ func TestPresenceWatermarks(t *testing.T) {
 	}
 	st, pres := fileState(t, path)
 	if wantSt := (treeState{n: 5, presence: 3, dropped: 1, droppedPresence: 6}); st != wantSt || !slices.Equal(pres, []uint64{7, 8, 10}) {
-		t.Fatalf("file holds %+v, presence index %v; want %+v, [7 8 10]", st, pres, wantSt)
+		t.Fatalf("file holds %+v, presence bucket %v; want %+v, [7 8 10]", st, pres, wantSt)
 	}
 
 	e, err = Open(path, Options{Retention: ret})
@@ -156,7 +156,7 @@ func TestPresenceWatermarks(t *testing.T) {
 }
 
 // TestPresenceOldFile opens files written before presence updates existed:
-// no presence index, no counts or watermarks of either kind. Their records
+// no presence bucket, no counts or watermarks of either kind. Their records
 // are all of the other kind, the gaps are where they were, and retention
 // goes on from there, presence updates included.
 func TestPresenceOldFile(t *testing.T) {
@@ -246,7 +246,7 @@ func TestPresenceOldFile(t *testing.T) {
 		}
 		st, pres := fileState(t, path)
 		if wantSt := (treeState{n: 9, presence: 2, dropped: 6, droppedPresence: 11}); st != wantSt || !slices.Equal(pres, []uint64{12, 13}) {
-			t.Fatalf("file holds %+v, presence index %v; want %+v, [12 13]", st, pres, wantSt)
+			t.Fatalf("file holds %+v, presence bucket %v; want %+v, [12 13]", st, pres, wantSt)
 		}
 	})
 
@@ -310,7 +310,7 @@ func TestPresenceReplay(t *testing.T) {
 	}
 	st, pres := fileState(t, img)
 	if wantSt := (treeState{n: 4, presence: 2, dropped: 3, droppedPresence: 5}); st != wantSt || !slices.Equal(pres, []uint64{6, 8}) {
-		t.Fatalf("file holds %+v, presence index %v; want %+v, [6 8]", st, pres, wantSt)
+		t.Fatalf("file holds %+v, presence bucket %v; want %+v, [6 8]", st, pres, wantSt)
 	}
 	// And a reopen says the same.
 	r, err = Open(img, Options{Retention: ret})
@@ -360,8 +360,10 @@ func TestPresenceAge(t *testing.T) {
 	checkGaps(t, e, map[uint64]string{0: "presence", 3: "presence", 4: ""})
 }
 
-// TestTrimCost: trim looks at what it drops and one record per front,
-// never at the history kept behind them, whichever retention applies.
+// TestTrimCost: trim looks at what it drops and one record past each
+// front it stops at (the presence records', the log's, and the presence
+// records' again behind a dropped update of the other kind), never at the
+// history kept behind them, whichever retention applies.
 func TestTrimCost(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "herald.db")
 	e, err := Open(path, Options{NoSync: true, Retention: hub.Retention{MaxCount: 5, MaxPresence: 1000}})
@@ -418,8 +420,8 @@ func TestTrimCost(t *testing.T) {
 			t.Fatal(err)
 		}
 		dropped := n - st.n
-		if dropped != wantDropped || res.more != wantMore || res.visited > int(dropped)+2 {
-			t.Fatalf("%s: dropped %d, more %v, looked at %d records; want %d dropped, more %v, at most 2 more looked at",
+		if dropped != wantDropped || res.more != wantMore || res.visited > int(dropped)+3 {
+			t.Fatalf("%s: dropped %d, more %v, looked at %d records; want %d dropped, more %v, and at most one more looked at per front",
 				what, dropped, res.more, res.visited, wantDropped, wantMore)
 		}
 	}
@@ -427,7 +429,7 @@ func TestTrimCost(t *testing.T) {
 	add("P")
 	step("one presence update over", 100, 1, false)
 	if k, _ := tx.Bucket(bucketPresence).Cursor().First(); binary.BigEndian.Uint64(k) != 2003 {
-		t.Fatalf("presence index starts at %d, want 2003", binary.BigEndian.Uint64(k))
+		t.Fatalf("presence records start at %d, want 2003", binary.BigEndian.Uint64(k))
 	}
 	if k, _ := tx.Bucket(bucketLog).Cursor().First(); binary.BigEndian.Uint64(k) != 1 {
 		t.Fatalf("log starts at %d, want 1: only presence updates were over", binary.BigEndian.Uint64(k))
@@ -505,4 +507,54 @@ func seqsOf(us []*hub.Update) []uint64 {
 		out[i] = u.Seq
 	}
 	return out
+}
+
+// TestCorruptPresenceRecord: a presence record that cannot be decoded is
+// skipped as a presence gap, never a gap of the other kind, and retention
+// drops it without stalling.
+func TestCorruptPresenceRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "herald.db")
+	e, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	//             Seq 1234
+	all := appendMix(t, e, "OPPO")
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketPresence).Put(binary.BigEndian.AppendUint64(nil, 2), []byte("garbage"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e, err = Open(path, Options{Retention: hub.Retention{MaxPresence: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	// A read stops before it, the next starts with it.
+	s, err := e.read(0, 10)
+	if err != nil || len(s.updates) != 1 || s.updates[0].Seq != 1 || s.gap || s.presenceGap {
+		t.Fatalf("read(0) = Seqs %v, gap %v, presence gap %v, %v; want [1] and no gap", seqsOf(s.updates), s.gap, s.presenceGap, err)
+	}
+	s, err = e.read(1, 10)
+	if err != nil || !slices.Equal(seqsOf(s.updates), []uint64{3, 4}) || s.gap || !s.presenceGap {
+		t.Fatalf("read(1) = Seqs %v, gap %v, presence gap %v, %v; want [3 4] after a presence gap", seqsOf(s.updates), s.gap, s.presenceGap, err)
+	}
+	// One more presence update puts it beyond MaxPresence: it goes.
+	all = append(all, appendMix(t, e, "P")...)
+	want := pick(all, 1, 3, 4, 5)
+	waitFor(t, "the corrupt record dropped", func() bool { return e.HistoryLen() == len(want) })
+	s, err = e.read(0, 10)
+	if err != nil || !slices.Equal(seqsOf(s.updates), seqsOf(want)) || s.gap || !s.presenceGap {
+		t.Fatalf("read(0) = Seqs %v, gap %v, presence gap %v, %v; want %v after a presence gap", seqsOf(s.updates), s.gap, s.presenceGap, err, seqsOf(want))
+	}
 }
