@@ -4,9 +4,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -557,4 +561,219 @@ func TestCorruptPresenceRecord(t *testing.T) {
 	if err != nil || !slices.Equal(seqsOf(s.updates), seqsOf(want)) || s.gap || !s.presenceGap {
 		t.Fatalf("read(0) = Seqs %v, gap %v, presence gap %v, %v; want %v after a presence gap", seqsOf(s.updates), s.gap, s.presenceGap, err, seqsOf(want))
 	}
+}
+
+// TestPresenceConcurrent appends a random mix of both kinds from several
+// publishers under a small random retention, with the applier moving the
+// tail to the tree in small random steps, while readers read from random
+// positions: every read says exactly what is missing after its position
+// (what retention dropped as of one moment), and the history ends as
+// retention says, before and after a reopen.
+func TestPresenceConcurrent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(seed(t), 1))
+	ret := hub.Retention{MaxCount: 1 + rng.IntN(20), MaxPresence: 1 + rng.IntN(20)}
+	opts := Options{Retention: ret, NoSync: true, MaxBatch: 1 + rng.IntN(8), test: &testOptions{
+		applyCount: 1 + rng.IntN(24),
+		applyDelay: time.Millisecond,
+	}}
+	t.Logf("retention %+v, batches of %d, applied by %d", ret, opts.MaxBatch, opts.test.applyCount)
+	path := filepath.Join(t.TempDir(), "herald.db")
+	e, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = e.Close() }()
+
+	// kinds[seq-1] is whether Seq is a presence update, as fed.
+	var fed struct {
+		sync.Mutex
+		kinds []bool
+	}
+	head, err := e.Listen(func(b hub.Batch) {
+		fed.Lock()
+		for _, u := range b.Updates {
+			fed.kinds = append(fed.kinds, u.Presence)
+		}
+		fed.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// kindsUpTo returns the kinds of Seqs 1 to seq, once they are fed:
+	// Read's Head may run ahead of the feed by a commit.
+	kindsUpTo := func(seq uint64) []bool {
+		for {
+			fed.Lock()
+			ks := fed.kinds
+			fed.Unlock()
+			if uint64(len(ks)) >= seq {
+				return ks[:seq]
+			}
+			runtime.Gosched()
+		}
+	}
+	read := func(after uint64, limit int) error {
+		r, err := e.Read(t.Context(), hub.Position{Epoch: head.Epoch, Seq: after}, limit)
+		if err != nil {
+			return err
+		}
+		return checkRange(r, after, limit, kindsUpTo(r.Head))
+	}
+
+	const writers, each = 4, 120
+	var (
+		mu    sync.Mutex
+		acked []*hub.Update
+		wg    sync.WaitGroup
+		done  = make(chan struct{})
+	)
+	for w := range writers {
+		wr := rand.New(rand.NewPCG(rng.Uint64(), 2))
+		share := 1 + wr.IntN(6) // one in share+1 is of the other kind
+		wg.Go(func() {
+			for i := range each {
+				u := enginetest.NewUpdate(fmt.Sprintf("w%d-%d", w, i))
+				u.Presence = wr.IntN(share+1) != 0
+				if err := e.Append(t.Context(), u); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				acked = append(acked, u)
+				mu.Unlock()
+			}
+		})
+	}
+	var readers sync.WaitGroup
+	var reads atomic.Int64
+	for range 2 {
+		rr := rand.New(rand.NewPCG(rng.Uint64(), 3))
+		readers.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				limit := 1 + rr.IntN(6)
+				if rr.IntN(2) == 0 {
+					limit = writers * each
+				}
+				if err := read(rr.Uint64N(e.headSeq()+1), limit); err != nil {
+					t.Error(err)
+					return
+				}
+				reads.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	readers.Wait()
+	if t.Failed() {
+		return
+	}
+	t.Logf("%d reads while appending", reads.Load())
+
+	slices.SortFunc(acked, func(a, b *hub.Update) int { return cmpSeq(a.Seq, b.Seq) })
+	want := retained(acked, ret)
+	check := func(e *Engine) {
+		t.Helper()
+		waitFor(t, "retention", func() bool { return e.HistoryLen() == len(want) })
+		got, err := readUpdates(e, 0, len(acked)+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(seqsOf(got), seqsOf(want)) {
+			t.Fatalf("history %v, want %v", seqsOf(got), seqsOf(want))
+		}
+		for after := range uint64(len(acked)) + 1 {
+			if err := read(after, len(acked)+1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	check(e)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if e, err = Open(path, opts); err != nil {
+		t.Fatal(err)
+	}
+	if e.epoch != head.Epoch {
+		t.Fatalf("epoch %d after a reopen, was %d", e.epoch, head.Epoch)
+	}
+	check(e)
+}
+
+// checkRange checks r, read after the Seq after with limit, against the
+// kinds of every Seq up to r.Head: the updates are in order, and Gap and
+// PresenceGap say exactly what is missing up to Head (up to the last
+// update of a full batch, which answers for no more).
+func checkRange(r hub.Range, after uint64, limit int, kinds []bool) error {
+	prev := after
+	got := make(map[uint64]bool, len(r.Updates))
+	for _, u := range r.Updates {
+		if u.Seq <= prev || u.Seq > r.Head || u.Presence != kinds[u.Seq-1] {
+			return fmt.Errorf("read(%d, %d) = Seqs %v, Head %d: out of order, past Head, or of the wrong kind", after, limit, seqsOf(r.Updates), r.Head)
+		}
+		got[u.Seq] = true
+		prev = u.Seq
+	}
+	full := len(r.Updates) < limit
+	end := r.Head
+	if !full {
+		end = prev
+	}
+	var other, presence bool
+	var newest uint64 // the newest of the other kind missing
+	for seq := after + 1; seq <= end; seq++ {
+		switch {
+		case got[seq]:
+		case kinds[seq-1]:
+			presence = true
+		default:
+			other, newest = true, seq
+		}
+	}
+	if len(r.Updates) > 0 && r.Updates[0].Seq < newest {
+		return fmt.Errorf("read(%d, %d) = Seqs %v: kept though Seq %d, of the other kind, was dropped", after, limit, seqsOf(r.Updates), newest)
+	}
+	if full && (r.Gap != other || r.PresenceGap != presence) ||
+		!full && (r.Gap != other || presence && !r.PresenceGap) {
+		return fmt.Errorf("read(%d, %d) = Seqs %v, Head %d: Gap %v, PresenceGap %v; missing of the other kind %v, presence updates %v",
+			after, limit, seqsOf(r.Updates), r.Head, r.Gap, r.PresenceGap, other, presence)
+	}
+	return nil
+}
+
+// retained is what ret keeps of all, in Seq order: the last MaxCount
+// updates of the other kind, and the last MaxPresence presence updates
+// after every one dropped.
+func retained(all []*hub.Update, ret hub.Retention) []*hub.Update {
+	var cut uint64
+	others := 0
+	for _, u := range slices.Backward(all) {
+		if !u.Presence {
+			if others++; others > ret.MaxCount {
+				cut = u.Seq
+				break
+			}
+		}
+	}
+	var kept []*hub.Update
+	presence := 0
+	for _, u := range slices.Backward(all) {
+		if u.Seq <= cut {
+			break
+		}
+		if u.Presence {
+			if presence++; presence > ret.MaxPresence {
+				continue
+			}
+		}
+		kept = append(kept, u)
+	}
+	slices.Reverse(kept)
+	return kept
 }
