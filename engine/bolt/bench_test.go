@@ -3,6 +3,7 @@ package bolt
 import (
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
 	"sync"
@@ -23,6 +24,16 @@ import (
 func BenchmarkAppend(b *testing.B) {
 	for _, conc := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("conc=%d", conc), func(b *testing.B) { benchAppend(b, conc, nil, hub.NewID) })
+	}
+}
+
+// BenchmarkAppendPresence is BenchmarkAppend under a churn of subscribers:
+// 15 updates in 16 are presence updates, which retention (MaxPresence
+// 10,000) drops from the middle of the log, behind the other updates it
+// keeps (MaxCount 10,000, not reached).
+func BenchmarkAppendPresence(b *testing.B) {
+	for _, conc := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("conc=%d", conc), func(b *testing.B) { benchAppendMix(b, conc, nil, hub.NewID, 16) })
 	}
 }
 
@@ -51,8 +62,14 @@ func BenchmarkAppendFreelist(b *testing.B) {
 }
 
 func benchAppend(b *testing.B, conc int, tune func(*bbolt.Options), newID func() string) {
+	benchAppendMix(b, conc, tune, newID, 0)
+}
+
+// benchAppendMix is benchAppend where, when mix is positive, every update
+// but one in mix is a presence update.
+func benchAppendMix(b *testing.B, conc int, tune func(*bbolt.Options), newID func() string, mix int64) {
 	e, err := Open(filepath.Join(b.TempDir(), "herald.db"), Options{
-		Retention: hub.Retention{MaxCount: 10_000},
+		Retention: hub.Retention{MaxCount: 10_000, MaxPresence: 10_000},
 		tune:      tune,
 	})
 	if err != nil {
@@ -65,11 +82,16 @@ func benchAppend(b *testing.B, conc int, tune func(*bbolt.Options), newID func()
 	var wg sync.WaitGroup
 	// Fill the history first: trimming and a full id index are part of
 	// the steady state.
+	fill := int64(10_000)
+	if mix > 0 {
+		fill = 10_000 * mix / (mix - 1) // presence updates up to their bound
+	}
 	for range conc {
 		wg.Go(func() {
-			for next.Add(1) <= 10_000 {
+			for n := next.Add(1); n <= fill; n = next.Add(1) {
 				u := *proto
 				u.ID = newID()
+				u.Presence = mix > 0 && n%mix != 0
 				if err := e.Append(b.Context(), &u); err != nil {
 					b.Error(err)
 					return
@@ -83,9 +105,10 @@ func benchAppend(b *testing.B, conc int, tune func(*bbolt.Options), newID func()
 	b.ResetTimer()
 	for range conc {
 		wg.Go(func() {
-			for next.Add(1) <= int64(b.N) {
+			for n := next.Add(1); n <= int64(b.N); n = next.Add(1) {
 				u := *proto
 				u.ID = newID()
+				u.Presence = mix > 0 && n%mix != 0
 				if err := e.Append(b.Context(), &u); err != nil {
 					b.Error(err)
 					return
@@ -97,6 +120,67 @@ func benchAppend(b *testing.B, conc int, tune func(*bbolt.Options), newID func()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "publishes/s")
 	b.ReportMetric(float64(b.N)/float64(e.commits.Load()-commits0), "publishes/commit")
+}
+
+// BenchmarkApply measures the tree's share of an append, which the
+// applier pays behind the journal: one transaction of 1,024 records and
+// the retention it brings, at a steady state where as many records go as
+// come, without fsync (its cost does not depend on the kind of record).
+// The churn puts 15 presence updates in 16, which go from the middle of
+// the log; plain has none, and its updates go from the front.
+func BenchmarkApply(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		mix  int64
+	}{{"plain", 0}, {"churn", 16}} {
+		b.Run(tc.name, func(b *testing.B) {
+			db, err := bbolt.Open(filepath.Join(b.TempDir(), "herald.db"), 0o600, &bbolt.Options{NoSync: true, FreelistType: bbolt.FreelistMapType})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			e := &Engine{db: db, maxCount: 10_000, maxPresence: 10_000, logger: slog.New(slog.DiscardHandler), now: time.Now}
+			if err := db.Update(e.load); err != nil {
+				b.Fatal(err)
+			}
+			proto := enginetest.NewUpdate("urn:uuid:6f0e3c9a-1b2c-4d5e-8f90-123456789abc")
+			var seq uint64
+			batch := make([]entry, 1024)
+			apply := func() {
+				for i := range batch {
+					seq++
+					u := *proto
+					u.ID, u.Seq = hub.NewID(), seq
+					u.Presence = tc.mix > 0 && int64(seq)%tc.mix != 0
+					rec, err := u.MarshalBinary()
+					if err != nil {
+						b.Fatal(err)
+					}
+					batch[i] = entry{u: &u, rec: rec}
+				}
+				b.StartTimer()
+				_, err := e.applyBatch(batch)
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			// Beyond both bounds, whatever the mix: the steady state.
+			b.StopTimer()
+			for range 25 {
+				apply()
+			}
+			b.ResetTimer()
+			b.StopTimer()
+			for range b.N {
+				apply()
+			}
+			if e.st.n > 20_000 {
+				b.Fatalf("%d records kept: retention does not keep up", e.st.n)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/record")
+		})
+	}
 }
 
 // BenchmarkLookup measures resuming from an id among 1,000,000 records, and
@@ -143,7 +227,7 @@ func BenchmarkLookup(b *testing.B) {
 	})
 	b.Run("records=1000000/read100", func(b *testing.B) {
 		for b.Loop() {
-			us, err := e.read(uint64(rand.IntN(n-100)), 100)
+			us, err := readUpdates(e, uint64(rand.IntN(n-100)), 100)
 			if len(us) != 100 || err != nil {
 				b.Fatalf("Read = %d, %v", len(us), err)
 			}
@@ -152,7 +236,7 @@ func BenchmarkLookup(b *testing.B) {
 	// Right after a restart: close the engine, open the file again, and
 	// time the first resume (Open, Lookup, then reading 200,000 missed
 	// updates in the replay's batches of 1,024).
-	at, err := e.read(n-200_001, 1)
+	at, err := readUpdates(e, n-200_001, 1)
 	if err != nil || len(at) != 1 {
 		b.Fatalf("Read = %d, %v", len(at), err)
 	}
@@ -175,7 +259,7 @@ func BenchmarkLookup(b *testing.B) {
 			first := time.Since(start)
 			got := 0
 			for after := seq; ; {
-				us, err := r.read(after, 1024)
+				us, err := readUpdates(r, after, 1024)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -147,7 +147,7 @@ func TestTrimBacklog(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	us, err := e.read(0, 10)
+	us, err := readUpdates(e, 0, 10)
 	if err != nil || len(us) != 1 || us[0].ID != "new" {
 		t.Fatalf("Read = %v, %v; want the new update only", us, err)
 	}
@@ -159,7 +159,7 @@ func TestTrimBacklog(t *testing.T) {
 func TestReadClosed(t *testing.T) {
 	e := open(t, t.TempDir(), hub.Retention{}).(*Engine)
 	_ = e.Close()
-	if _, err := e.read(0, 1); !errors.Is(err, hub.ErrClosed) {
+	if _, err := readUpdates(e, 0, 1); !errors.Is(err, hub.ErrClosed) {
 		t.Fatalf("Read after Close = %v, want hub.ErrClosed", err)
 	}
 	if _, _, err := e.lookup("x"); !errors.Is(err, hub.ErrClosed) {
@@ -178,22 +178,22 @@ func checkTrimStep(t *testing.T, path string, n int64) {
 	if err := db.Update(e.load); err != nil {
 		t.Fatal(err)
 	}
-	if e.n != n {
-		t.Fatalf("restored count %d, want %d", e.n, n)
+	if e.st.n != n {
+		t.Fatalf("restored count %d, want %d", e.st.n, n)
 	}
 	tx, err := db.Begin(true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
-	left := e.n
-	res, err := e.trim(tx, time.Now(), 128, &left)
+	st := e.st
+	res, err := e.trim(tx, time.Now(), 128, &st)
 	if err != nil {
 		t.Fatal(err)
 	}
 	k, _ := tx.Bucket(bucketLog).Cursor().First()
-	if !res.more || left != n-128 || binary.BigEndian.Uint64(k) != 129 {
-		t.Fatalf("trim step: more=%v, count %d, front %x; want more, %d, 129", res.more, left, k, n-128)
+	if !res.more || st.n != n-128 || st.dropped != 128 || binary.BigEndian.Uint64(k) != 129 {
+		t.Fatalf("trim step: more=%v, count %d, dropped up to %d, front %x; want more, %d, 128, 129", res.more, st.n, st.dropped, k, n-128)
 	}
 }
 
@@ -302,4 +302,10 @@ func TestCorruptRecordIsAGap(t *testing.T) {
 	if err != nil || !r.Gap || len(r.Updates) != 2 || r.Updates[0].Seq != 4 {
 		t.Fatalf("Read(2) = %d updates, gap %v, %v; want Seqs 4 and 5 after a gap", len(r.Updates), r.Gap, err)
 	}
+}
+
+// readUpdates returns the updates e holds after the Seq after, as Read does.
+func readUpdates(e *Engine, after uint64, limit int) ([]*hub.Update, error) {
+	s, err := e.read(after, limit)
+	return s.updates, err
 }

@@ -182,8 +182,6 @@ func copyImage(t *testing.T, src string) string {
 // Close.
 var holdTail = &testOptions{segment: journalSegment, applyCount: 1 << 30, applyBytes: 1 << 30, applyDelay: time.Hour}
 
-// checkHistory checks that e holds exactly want, in order, by Read and
-// Lookup.
 // reopenChecked closes e, opens path again with default options and checks
 // that it holds exactly want; the caller closes the engine it returns.
 func reopenChecked(t *testing.T, e *Engine, path string, want []*hub.Update) *Engine {
@@ -199,9 +197,11 @@ func reopenChecked(t *testing.T, e *Engine, path string, want []*hub.Update) *En
 	return e
 }
 
+// checkHistory checks that e holds exactly want, in order, by Read and
+// Lookup.
 func checkHistory(t *testing.T, e *Engine, want []*hub.Update) {
 	t.Helper()
-	got, err := e.read(0, len(want)+10)
+	got, err := readUpdates(e, 0, len(want)+10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestJournalRounds(t *testing.T) {
 	for range 2 {
 		readers.Go(func() {
 			for ctx.Err() == nil {
-				us, err := e.read(0, 10_000)
+				us, err := readUpdates(e, 0, 10_000)
 				if err != nil {
 					t.Error(err)
 					return
