@@ -16,6 +16,26 @@
 // flushed, or failed over to a replica that missed writes) becomes a new
 // epoch instead of a silent renumbering.
 //
+// Presence updates are retained apart (hub.Retention): the script lists
+// their Seqs beside the log, so that it finds the oldest of them at once
+// and deletes it from the middle of the stream with XDEL, while retention
+// of the others cuts the front of the stream, taking the presence updates
+// before the cut with it. Each drop raises a watermark of its kind, the
+// highest Seq dropped, in the same script; a read takes them with its
+// entries, and a position below one is a gap of that kind (Range.Gap,
+// Range.PresenceGap). Trimming costs a few commands per entry dropped,
+// whichever kind, never a walk through what stays. Every node's feed
+// reads an update before it goes (Options.Grace); a node further behind
+// than that passes over the presence updates it missed, which are gone
+// for every reader, and meets missed updates of the other kind as a skip.
+//
+// An entry deleted from the middle of a stream keeps its bytes until every
+// entry of its stream node is gone, so under a churn of presence updates a
+// retained update may hold up to a node's worth of memory. Measured with
+// nine presence updates in ten and 200-byte frames: 3.5 KB per retained
+// entry against 0.4 KB without churn at Redis's default
+// stream-node-max-bytes (4096); at 512, 0.9 KB with or without churn.
+//
 // Beside the log, under the same hash tag, the engine keeps the state the
 // nodes share (hub.Cluster, cluster.go): each node's active subscriptions,
 // its lease, the claims on dead nodes, and revocations.
@@ -103,14 +123,16 @@ type Options struct {
 	// revocations (hub.Cluster); nil means time.Now.
 	Now func() time.Time
 	// Grace is how long an update stays after its append whatever the
-	// retention, so that a node's feed reads it before it goes: a node
-	// whose feed falls further behind than this (a long pause, a lost
-	// connection) may find the oldest of what it missed trimmed, and ends
-	// its live streams for the gap. Zero means DefaultGrace.
+	// retention, of either kind, so that a node's feed reads it before it
+	// goes: a node whose feed falls further behind than this (a long
+	// pause, a lost connection) may find the oldest of what it missed
+	// trimmed, and ends its live streams for the gap, or presence updates
+	// it missed dropped, which it passes over. Zero means DefaultGrace.
 	Grace time.Duration
 	// MaxPresence bounds the subscriptions PresenceList reads at once
 	// (hub.Cluster): with more recorded it fails with ErrTooMany. Zero
-	// means DefaultMaxPresence.
+	// means DefaultMaxPresence. How many presence updates the log keeps
+	// is Retention.MaxPresence.
 	MaxPresence int
 }
 

@@ -130,13 +130,14 @@ local function trim(k, maxCount, maxPres, cutoff, budget, grace)
   local young = nowms() - grace
   local dropped = 0
 
-  -- The front of the log. Entries are fetched as they are needed: as many
-  -- as are over the count, doubling when presence entries come between,
-  -- or the front one alone to test its age, so that a history with
-  -- nothing to drop by age costs one entry, not a budget's worth.
+  -- The front of the log. Entries are fetched as they are needed: the
+  -- front one alone first, to test its age and grace, then as many as
+  -- are still over the count, twice as many each time presence entries
+  -- come between, so that a front held back by grace or young enough
+  -- costs one entry, not a budget's worth.
   if over > 0 or cutoff > 0 then
     local phead = tonumber(redis.call('LINDEX', pres, 0))
-    local last, from, want = nil, '-', math.max(over, 1)
+    local last, from, want = nil, '-', 1
     while dropped < budget do
       local es = redis.call('XRANGE', log, from, '+', 'COUNT', math.min(budget - dropped, want))
       if #es == 0 then break end
@@ -171,7 +172,7 @@ local function trim(k, maxCount, maxPres, cutoff, budget, grace)
       end
       if stop then break end
       from = string.format('(%d-0', last)
-      want = want * 2
+      want = math.max(over, 2 * want)
     end
     if last then
       redis.call('XTRIM', log, 'MINID', string.format('%d-0', last + 1))
