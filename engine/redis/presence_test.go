@@ -325,6 +325,22 @@ func TestPresenceLegacyLog(t *testing.T) {
 	if err != nil || fmt.Sprint(v) != "[3 7]" {
 		t.Fatalf("watermarks = %v, %v; want [3 7]", v, err)
 	}
+	// A log from before that retention emptied: everything up to the head
+	// is gone.
+	head := all[len(all)-1].Seq
+	if err := e.rdb.XTrimMinID(t.Context(), e.keys.log, fmt.Sprintf("%d-0", head+1)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.Del(t.Context(), e.keys.dropped, e.keys.plog).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, after := range []uint64{0, head - 1, head} {
+		r, err := e.Read(t.Context(), hub.Position{Epoch: e.epoch.Load(), Seq: after}, 10)
+		if err != nil || len(r.Updates) != 0 || r.Gap != (after < head) || r.PresenceGap {
+			t.Fatalf("Read(%d) of an emptied log from before = %v, Gap %v, PresenceGap %v, %v; want nothing, Gap %v",
+				after, seqs(r.Updates), r.Gap, r.PresenceGap, err, after < head)
+		}
+	}
 }
 
 // blockingFeed is a feed that a test can hold, as a node whose feed falls

@@ -39,9 +39,9 @@ import goredis "github.com/redis/go-redis/v9"
 // luaWatermarks reads the watermarks. A log written before they were kept
 // was only ever trimmed from the front, of updates that are not presence
 // ones: everything before its first entry is dropped (or everything up to
-// head when it has none).
+// the head when it has none).
 const luaWatermarks = `
-local function watermarks(dropped, log, head)
+local function watermarks(dropped, log, meta)
   local v = redis.call('HMGET', dropped, 'other', 'presence')
   local other = tonumber(v[1])
   if not other then
@@ -49,7 +49,7 @@ local function watermarks(dropped, log, head)
     if #f > 0 then
       other = tonumber(string.sub(f[1][1], 1, -3)) - 1
     else
-      other = tonumber(head) or 0
+      other = tonumber(redis.call('HGET', meta, 'seq')) or 0
     end
   end
   return other, tonumber(v[2]) or 0
@@ -126,7 +126,7 @@ local function trim(k, maxCount, maxPres, cutoff, budget, grace)
     over = redis.call('XLEN', log) - plen - maxCount
   end
   if over <= 0 and pover <= 0 and cutoff <= 0 then return 0 end
-  local other, pgone = watermarks(k[6], log, redis.call('HGET', k[1], 'seq'))
+  local other, pgone = watermarks(k[6], log, k[1])
   local young = nowms() - grace
   local dropped = 0
 
@@ -331,7 +331,7 @@ local v = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 if not v[1] or v[1] ~= ARGV[1] then return {v[1] or '', 0, {}, 0, 0} end
 if tonumber(ARGV[2]) >= tonumber(v[2]) then return {v[1], v[2], {}, 0, 0} end
 local es = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
-local other, pgone = watermarks(KEYS[3], KEYS[2], v[2])
+local other, pgone = watermarks(KEYS[3], KEYS[2], KEYS[1])
 return {v[1], v[2], es, other, pgone}
 `)
 
@@ -364,7 +364,7 @@ if rewritten then return {'rewritten', v[1], v[2], {}, 0} end
 local es, other = {}, 0
 if after < head then
   es = redis.call('XRANGE', log, '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
-  other = watermarks(KEYS[3], log, v[2])
+  other = watermarks(KEYS[3], log, meta)
 end
 return {'ok', v[1], v[2], es, other}
 `)
