@@ -19,9 +19,10 @@ import goredis "github.com/redis/go-redis/v9"
 //	{prefix}:ids   hash: update id -> Seq of its earliest retained occurrence
 //	{prefix}:dups  hash: update id -> "s1,s2,": later retained occurrences,
 //	               only for ids that occur more than once
-//	{prefix}:log:presence  list: the Seqs of the retained presence updates,
-//	               in Seq order, so that retention finds the oldest of them
-//	               without reading the log
+//	{prefix}:log:presence  list: the retained presence updates, in Seq
+//	               order, each as "<Seq>:<a>:<t>:<update id>" (the fields
+//	               of its entry), so that retention finds the oldest of
+//	               them and drops it without reading the log
 //	{prefix}:log:dropped   hash: the watermarks of retention: other (the
 //	               highest Seq dropped of an update that is not a presence
 //	               one) and presence (the highest Seq of a presence update
@@ -113,6 +114,16 @@ local function unindex(ids, dups, id, seq)
   end
 end
 
+-- pentry reads an element of the presence list: the Seq, append time,
+-- update time and id of a presence entry, or nothing for an element it
+-- cannot read.
+local function pentry(p)
+  if not p then return nil end
+  local seq, a, t, id = string.match(p, '^(%d+):(%d+):(%-?%d+):(.*)$')
+  if not seq then return nil end
+  return tonumber(seq), tonumber(a), tonumber(t), id
+end
+
 local function nowms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -136,7 +147,7 @@ local function trim(k, maxCount, maxPres, cutoff, budget, grace)
   -- come between, so that a front held back by grace or young enough
   -- costs one entry, not a budget's worth.
   if over > 0 or cutoff > 0 then
-    local phead = tonumber(redis.call('LINDEX', pres, 0))
+    local phead = pentry(redis.call('LINDEX', pres, 0))
     local last, from, want = nil, '-', 1
     while dropped < budget do
       local es = redis.call('XRANGE', log, from, '+', 'COUNT', math.min(budget - dropped, want))
@@ -155,11 +166,11 @@ local function trim(k, maxCount, maxPres, cutoff, budget, grace)
         while phead and phead < seq do
           redis.call('LPOP', pres)
           pgone = math.max(pgone, phead)
-          phead = tonumber(redis.call('LINDEX', pres, 0))
+          phead = pentry(redis.call('LINDEX', pres, 0))
         end
         if phead == seq then
           redis.call('LPOP', pres)
-          phead = tonumber(redis.call('LINDEX', pres, 0))
+          phead = pentry(redis.call('LINDEX', pres, 0))
           pover = pover - 1
           pgone = math.max(pgone, seq)
         else
@@ -186,20 +197,21 @@ local function trim(k, maxCount, maxPres, cutoff, budget, grace)
     if #ps == 0 then break end
     local taken, stop = 0, false
     for _, p in ipairs(ps) do
-      local id = p .. '-0'
-      local at = redis.call('XRANGE', log, id, id)
-      if #at > 0 then
-        local f = at[1][2]
-        if tonumber(f[10]) > young or (pover <= 0 and (cutoff <= 0 or tonumber(f[4]) >= cutoff)) then
+      local seq, a, t, id = pentry(p)
+      if seq then
+        if a > young or (pover <= 0 and (cutoff <= 0 or t >= cutoff)) then
           stop = true
           break
         end
-        table.insert(del, id)
-        unindex(k[3], k[4], f[2], tonumber(p))
+        -- An entry no longer in the log (see above) is deleted again,
+        -- which does nothing, and unindex finds that its id names
+        -- another Seq.
+        table.insert(del, string.format('%d-0', seq))
+        unindex(k[3], k[4], id, seq)
+        pgone = math.max(pgone, seq)
       end
       taken = taken + 1
       pover = pover - 1
-      pgone = math.max(pgone, tonumber(p))
       dropped = dropped + 1
     end
     if taken > 0 then
@@ -297,7 +309,7 @@ for i = 7, #ARGV, 5 do
     redis.call('HSET', dups, id, (redis.call('HGET', dups, id) or '') .. string.format('%d,', seq))
   end
   if ARGV[i + 4] == '1' then
-    table.insert(ps, string.format('%d', seq))
+    table.insert(ps, string.format('%d:%d:%s:%s', seq, now, ARGV[i + 1], id))
   end
 end
 if #ps > 0 then
