@@ -17,10 +17,10 @@
 // epoch instead of a silent renumbering.
 //
 // Presence updates are retained apart (hub.Retention): the script lists
-// their Seqs beside the log, so that it finds the oldest of them at once
-// and deletes it from the middle of the stream with XDEL, while retention
-// of the others cuts the front of the stream, taking the presence updates
-// before the cut with it. Each drop raises a watermark of its kind, the
+// them beside the log, with what dropping one takes, so that it finds the
+// oldest of them at once and deletes it from the middle of the stream with
+// XDEL without reading it, while retention of the others cuts the front
+// of the stream, taking the presence updates before the cut with it. Each drop raises a watermark of its kind, the
 // highest Seq dropped, in the same script; a read takes them with its
 // entries, and a position below one is a gap of that kind (Range.Gap,
 // Range.PresenceGap). Trimming costs a few commands per entry dropped,

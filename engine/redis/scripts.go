@@ -203,9 +203,9 @@ local function trim(k, maxCount, maxPres, cutoff, budget, grace)
           stop = true
           break
         end
-        -- An entry no longer in the log (see above) is deleted again,
-        -- which does nothing, and unindex finds that its id names
-        -- another Seq.
+        -- An element whose entry is no longer in the log (dropped by
+        -- a node of an older version) costs nothing more: XDEL skips
+        -- it, and unindex finds its id naming another Seq or none.
         table.insert(del, string.format('%d-0', seq))
         unindex(k[3], k[4], id, seq)
         pgone = math.max(pgone, seq)
