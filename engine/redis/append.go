@@ -138,7 +138,7 @@ func (e *Engine) commit(batch []*appendReq) {
 // appendBatch runs luaAppend for the batch (and WAIT, when asked) and
 // gives each update its Seq.
 func (e *Engine) appendBatch(live []*appendReq) error {
-	args := make([]any, 0, 5+4*len(live))
+	args := make([]any, 0, 6+5*len(live))
 	cutoff := int64(0)
 	if e.maxAge > 0 {
 		cutoff = e.now().Add(-e.maxAge).UnixMilli()
@@ -147,13 +147,17 @@ func (e *Engine) appendBatch(live []*appendReq) error {
 	// resolved once it has passed, on Redis's clock: the node waits for
 	// it clockSkew longer, for a Redis clock up to that far behind.
 	deadline := time.Now().Add(e.timeout)
-	args = append(args, strconv.FormatUint(hub.NewEpoch(), 10), e.maxCount, cutoff, e.grace, deadline.UnixMilli())
+	args = append(args, strconv.FormatUint(hub.NewEpoch(), 10), e.maxCount, e.keepPres, cutoff, e.grace, deadline.UnixMilli())
 	var nonce string
 	for _, r := range live {
 		nonce = strconv.FormatUint(rand.Uint64(), 36)
-		args = append(args, r.u.ID, r.u.Time.UnixMilli(), nonce, r.rec)
+		presence := "0"
+		if r.u.Presence {
+			presence = "1"
+		}
+		args = append(args, r.u.ID, r.u.Time.UnixMilli(), nonce, r.rec, presence)
 	}
-	keys := []string{e.keys.meta, e.keys.log, e.keys.ids, e.keys.dups}
+	keys := e.keys.trimmed()
 	start := time.Now()
 	res, err := e.appendScript(e.ctx, keys, args)
 	e.m.roundTrip("append", time.Since(start))

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -20,16 +21,28 @@ import (
 // all back. It reports updates/s and Redis's CPU per update.
 //
 // Retention is by count, and by age too as herald's defaults have it
-// (nothing old enough to drop: the front entry is only looked at).
+// (nothing old enough to drop: the front entry is only looked at). It also
+// reports the stream's memory per entry retained at the end.
 func BenchmarkAppend(b *testing.B) {
 	for _, par := range []int{2, 32} { // 4 and 64 appenders on 2 cores
-		b.Run(fmt.Sprintf("appenders=%d", 2*par), func(b *testing.B) { benchAppend(b, par) })
+		b.Run(fmt.Sprintf("appenders=%d", 2*par), func(b *testing.B) { benchAppend(b, par, false) })
 	}
 }
 
-func benchAppend(b *testing.B, parallelism int) {
+// BenchmarkAppendPresenceChurn is BenchmarkAppend under a churn of
+// subscribers: nine updates in ten are presence updates, of which the log
+// keeps the last thousand, deleted from the middle of the stream as new
+// ones come, while the others stay. It should cost about what
+// BenchmarkAppend does, whose appends drop as many from the front.
+func BenchmarkAppendPresenceChurn(b *testing.B) {
+	for _, par := range []int{2, 32} {
+		b.Run(fmt.Sprintf("appenders=%d", 2*par), func(b *testing.B) { benchAppend(b, par, true) })
+	}
+}
+
+func benchAppend(b *testing.B, parallelism int, churn bool) {
 	srv := redistest.Start(b, redistest.Options{})
-	e, err := Open(b.Context(), srv.URL(), Options{Prefix: "bench", Retention: hub.Retention{MaxCount: 10_000, MaxAge: time.Hour}, Grace: time.Millisecond})
+	e, err := Open(b.Context(), srv.URL(), Options{Prefix: "bench", Retention: hub.Retention{MaxCount: 10_000, MaxAge: time.Hour, MaxPresence: 1_000}, Grace: time.Millisecond})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -47,7 +60,8 @@ func benchAppend(b *testing.B, parallelism int) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := n.Add(1)
-			u := &hub.Update{ID: "urn:uuid:bench-" + strconv.FormatInt(i, 10), Topics: []string{"https://example.com/bench"}, Time: time.Now(), Frame: frame}
+			u := &hub.Update{ID: "urn:uuid:bench-" + strconv.FormatInt(i, 10), Topics: []string{"https://example.com/bench"}, Time: time.Now(), Frame: frame,
+				Presence: churn && i%10 != 0}
 			if err := e.Append(b.Context(), u); err != nil {
 				b.Error(err)
 				return
@@ -60,6 +74,14 @@ func benchAppend(b *testing.B, parallelism int) {
 	b.ReportMetric(float64(total)/elapsed.Seconds(), "updates/s")
 	b.ReportMetric((redisCPU(b, srv)-cpu0)/float64(total)*1e6, "redis-µs/update")
 	b.ReportMetric(float64(fed.Load())/float64(total), "fed/appended")
+	// Entries deleted from the middle of a stream keep their room until
+	// every entry of their node is gone.
+	mem, err1 := e.rdb.MemoryUsage(b.Context(), e.keys.log, 0).Result()
+	kept, err2 := e.rdb.XLen(b.Context(), e.keys.log).Result()
+	if err := errors.Join(err1, err2); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(mem)/float64(max(kept, 1)), "stream-B/entry")
 }
 
 // redisCPU is the CPU seconds Redis has spent, from INFO cpu.

@@ -82,13 +82,13 @@ func (e *Engine) feedLoop(feed func(hub.Batch), st feedState) {
 // feedRound reads what follows st in the log with luaFeed and feeds it.
 // It reports whether there may be more to read at once.
 func (e *Engine) feedRound(feed func(hub.Batch), st *feedState) (bool, error) {
-	res, err := e.run(e.ctx, "feed", luaFeed, []string{e.keys.meta, e.keys.log},
+	res, err := e.run(e.ctx, "feed", luaFeed, []string{e.keys.meta, e.keys.log, e.keys.dropped},
 		strconv.FormatUint(st.epoch, 10), strconv.FormatUint(st.seq, 10), feedLimit, st.nonce)
 	if err != nil {
 		return false, err
 	}
 	v, ok := res.([]any)
-	if !ok || len(v) != 4 {
+	if !ok || len(v) != 5 {
 		return false, errors.New("redis: unexpected feed reply")
 	}
 	if status, _ := v[0].(string); status != "ok" {
@@ -119,7 +119,11 @@ func (e *Engine) feedRound(feed func(hub.Batch), st *feedState) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	e.feedEntries(feed, st, es)
+	other, err := parseUint(v[4])
+	if err != nil {
+		return false, err
+	}
+	e.feedEntries(feed, st, es, other > st.seq)
 	return es.n == feedLimit, nil
 }
 
@@ -157,26 +161,40 @@ func (e *Engine) readLive(feed func(hub.Batch), st *feedState) (bool, error) {
 	if err != nil || es.n == 0 || es.first != st.seq+1 || es.prev != st.nonce {
 		return false, nil
 	}
-	e.feedEntries(feed, st, es)
+	e.feedEntries(feed, st, es, false)
 	return true, nil
 }
 
-// feedEntries feeds entries that follow st and moves st past them.
-func (e *Engine) feedEntries(feed func(hub.Batch), st *feedState, es entries) {
+// feedEntries feeds entries that follow st and moves st past them. gap
+// says whether updates that are not presence ones were dropped between
+// st and the first entry: trimmed before this node read them.
+//
+// That, and an entry that cannot be decoded, is a skip the hub reads for
+// itself: the batch after it starts after it. Seqs missing anywhere else
+// are presence updates that retention dropped from the middle of the log
+// (a node more than the grace period behind): they are passed over inside
+// a batch, since they are gone for every reader, and a skip would send the
+// hub to read a range that holds nothing and reports no Gap.
+func (e *Engine) feedEntries(feed func(hub.Batch), st *feedState, es entries, gap bool) {
 	if es.n == 0 {
 		return
 	}
 	now := e.now()
-	us := es.updates
+	us, bad := es.updates, es.bad
+	after := st.seq
+	if gap {
+		after = es.first - 1
+	}
 	for len(us) > 0 {
-		// One batch per run of consecutive Seqs: a hole (trimmed before
-		// this node read it, or a record that cannot be decoded) is a
-		// skip the hub reads for itself.
+		for len(bad) > 0 && bad[0] < us[0].Seq {
+			after, bad = us[0].Seq-1, bad[1:]
+		}
 		n := 1
-		for n < len(us) && us[n].Seq == us[n-1].Seq+1 {
+		for n < len(us) && (len(bad) == 0 || bad[0] > us[n].Seq) {
 			n++
 		}
-		feed(hub.Batch{Epoch: st.epoch, After: us[0].Seq - 1, Updates: us[:n]})
+		feed(hub.Batch{Epoch: st.epoch, After: after, Updates: us[:n]})
+		after = us[n-1].Seq
 		for _, u := range us[:n] {
 			e.m.lag.Observe(max(0, now.Sub(u.Time).Seconds()))
 		}
@@ -199,7 +217,7 @@ func (e *Engine) trimLoop() {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	keys := []string{e.keys.meta, e.keys.log, e.keys.ids, e.keys.dups}
+	keys := e.keys.trimmed()
 	for {
 		select {
 		case <-e.ctx.Done():
@@ -211,7 +229,7 @@ func (e *Engine) trimLoop() {
 			if e.maxAge > 0 {
 				cutoff = e.now().Add(-e.maxAge).UnixMilli()
 			}
-			n, err := e.run(e.ctx, "trim", luaTrimIdle, keys, e.maxCount, cutoff, trimBudget, e.grace)
+			n, err := e.run(e.ctx, "trim", luaTrimIdle, keys, e.maxCount, e.keepPres, cutoff, trimBudget, e.grace)
 			if err != nil || n != int64(trimBudget) {
 				break
 			}

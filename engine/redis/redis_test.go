@@ -62,7 +62,7 @@ func TestConformance(t *testing.T) {
 		Replace: func(t testing.TB, e hub.Engine) {
 			// What a Redis restarted without its data looks like.
 			k := e.(*Engine).keys
-			if err := e.(*Engine).rdb.Del(t.Context(), k.meta, k.log, k.ids, k.dups).Err(); err != nil {
+			if err := e.(*Engine).rdb.Del(t.Context(), k.trimmed()...).Err(); err != nil {
 				t.Fatal(err)
 			}
 		},

@@ -2,7 +2,7 @@ package redis
 
 import goredis "github.com/redis/go-redis/v9"
 
-// The log lives in four keys that share one hash tag, so that a Cluster
+// The log lives in six keys that share one hash tag, so that a Cluster
 // keeps them in one slot and every script runs on one node:
 //
 //	{prefix}:meta  hash: epoch (decimal), seq (last Seq given), nonce (of seq,
@@ -19,39 +19,109 @@ import goredis "github.com/redis/go-redis/v9"
 //	{prefix}:ids   hash: update id -> Seq of its earliest retained occurrence
 //	{prefix}:dups  hash: update id -> "s1,s2,": later retained occurrences,
 //	               only for ids that occur more than once
+//	{prefix}:log:presence  list: the retained presence updates, in Seq
+//	               order, each as "<Seq>:<a>:<t>:<update id>" (the fields
+//	               of its entry), so that retention finds the oldest of
+//	               them and drops it without reading the log
+//	{prefix}:log:dropped   hash: the watermarks of retention: other (the
+//	               highest Seq dropped of an update that is not a presence
+//	               one) and presence (the highest Seq of a presence update
+//	               dropped). Readers compare their position with them to
+//	               tell Range.Gap and Range.PresenceGap.
 //
 // Every script reads and writes them together, so that the index never
 // names a trimmed entry and a reader never sees one key ahead of another.
 // Scripts check everything that could fail before their first write: Redis
 // does not roll back a script that fails half-way.
-
-// luaTrim drops entries from the front of the log, and their index
-// entries, while the log is longer than maxCount or the front entry is
-// older than cutoff (Unix ms; 0 means no age bound). It drops at most
-// budget entries, so its work per call is bounded, and returns how many it
-// dropped. Entries are trimmed in Seq order, so the one dropped is always
-// the earliest retained occurrence of its id.
 //
-// An entry appended less than grace ms ago stays whatever retention says:
-// every node's feed reads the log after the append, and an entry trimmed
-// before a node read it would be a skip on that node's live streams. So
-// a history smaller than a burst of appends holds the burst for a moment.
-const luaTrim = `
+// The scripts that trim take the keys as luaAppend does: meta, log, ids,
+// dups, presence list, watermarks.
+
+// luaWatermarks reads the watermarks. A log written before they were kept
+// was only ever trimmed from the front, of updates that are not presence
+// ones: everything before its first entry is dropped (or everything up to
+// the head when it has none).
+const luaWatermarks = `
+local function watermarks(dropped, log, meta)
+  local v = redis.call('HMGET', dropped, 'other', 'presence')
+  local other = tonumber(v[1])
+  if not other then
+    local f = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
+    if #f > 0 then
+      other = tonumber(string.sub(f[1][1], 1, -3)) - 1
+    else
+      other = tonumber(redis.call('HGET', meta, 'seq')) or 0
+    end
+  end
+  return other, tonumber(v[2]) or 0
+end
+`
+
+// luaTrim drops what retention drops, and its index entries, at most
+// budget entries per call so that its work per call is bounded, and
+// returns how many it dropped. Presence updates are counted apart
+// (hub.Retention):
+//
+//   - from the front of the log, while more than maxCount updates that are
+//     not presence ones are retained, or the front entry is older than
+//     cutoff (Unix ms; 0 means no age bound). Presence updates at the front
+//     go with the update behind them, so the log keeps one oldest end. The
+//     stream is cut with XTRIM MINID.
+//   - from the front of the presence list, while it holds more than maxPres
+//     entries or its oldest is older than cutoff. These are in the middle
+//     of the log, deleted with XDEL; nothing else moves.
+//
+// Each drop raises the watermark of its kind, in the same script, so that
+// every node's reads see the drop and the watermark together. The work is
+// a few commands per entry dropped, never a walk through what stays.
+//
+// An entry appended less than grace ms ago stays whatever retention says,
+// of either kind: every node's feed reads the log after the append, and an
+// entry trimmed before a node read it would be a skip on that node's live
+// streams. So a history smaller than a burst of appends holds the burst
+// for a moment.
+const luaTrim = luaWatermarks + `
 local function unindex(ids, dups, id, seq)
   local s = redis.call('HGET', ids, id)
-  if s ~= tostring(seq) then return end
+  if not s then return end
+  local ss = string.format('%d', seq)
   local d = redis.call('HGET', dups, id)
-  if not d then
-    redis.call('HDEL', ids, id)
+  if s == ss then
+    if not d then
+      redis.call('HDEL', ids, id)
+      return
+    end
+    local c = string.find(d, ',', 1, true)
+    redis.call('HSET', ids, id, string.sub(d, 1, c - 1))
+    if c == #d then
+      redis.call('HDEL', dups, id)
+    else
+      redis.call('HSET', dups, id, string.sub(d, c + 1))
+    end
     return
   end
-  local c = string.find(d, ',', 1, true)
-  redis.call('HSET', ids, id, string.sub(d, 1, c - 1))
-  if c == #d then
+  -- A later occurrence dropped before the earliest one: a presence
+  -- update dropped from the middle of the log.
+  if not d then return end
+  local pat = ',' .. ss .. ','
+  local i = string.find(',' .. d, pat, 1, true)
+  if not i then return end
+  local rest = string.sub(d, 1, i - 1) .. string.sub(d, i + #pat - 1)
+  if rest == '' then
     redis.call('HDEL', dups, id)
   else
-    redis.call('HSET', dups, id, string.sub(d, c + 1))
+    redis.call('HSET', dups, id, rest)
   end
+end
+
+-- pentry reads an element of the presence list: the Seq, append time,
+-- update time and id of a presence entry, or nothing for an element it
+-- cannot read.
+local function pentry(p)
+  if not p then return nil end
+  local seq, a, t, id = string.match(p, '^(%d+):(%d+):(%-?%d+):(.*)$')
+  if not seq then return nil end
+  return tonumber(seq), tonumber(a), tonumber(t), id
 end
 
 local function nowms()
@@ -59,38 +129,101 @@ local function nowms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function trim(log, ids, dups, maxCount, cutoff, budget, grace)
-  local over = 0
+local function trim(k, maxCount, maxPres, cutoff, budget, grace)
+  local log, pres = k[2], k[5]
+  local plen = redis.call('LLEN', pres)
+  local over, pover = 0, plen - maxPres
   if maxCount > 0 then
-    over = redis.call('XLEN', log) - maxCount
+    over = redis.call('XLEN', log) - plen - maxCount
   end
-  if over <= 0 and cutoff <= 0 then return 0 end
-  local dropped, last, from = 0, nil, '-'
+  if over <= 0 and pover <= 0 and cutoff <= 0 then return 0 end
+  local other, pgone = watermarks(k[6], log, k[1])
   local young = nowms() - grace
-  -- Entries are fetched as they are needed: those over the count, or the
-  -- front one alone to test its age, so that a history with nothing to
-  -- drop by age costs one entry, not a budget's worth.
-  while dropped < budget do
-    local es = redis.call('XRANGE', log, from, '+', 'COUNT', math.min(budget - dropped, math.max(over, 1)))
-    if #es == 0 then break end
-    local stop = false
-    for _, e in ipairs(es) do
-      local f = e[2]
-      if (over <= 0 and tonumber(f[4]) >= cutoff) or tonumber(f[10]) > young then
-        stop = true
-        break
+  local dropped = 0
+
+  -- The front of the log. Entries are fetched as they are needed: the
+  -- front one alone first, to test its age and grace, then as many as
+  -- are still over the count, twice as many each time presence entries
+  -- come between, so that a front held back by grace or young enough
+  -- costs one entry, not a budget's worth.
+  if over > 0 or cutoff > 0 then
+    local phead = pentry(redis.call('LINDEX', pres, 0))
+    local last, from, want = nil, '-', 1
+    while dropped < budget do
+      local es = redis.call('XRANGE', log, from, '+', 'COUNT', math.min(budget - dropped, want))
+      if #es == 0 then break end
+      local stop = false
+      for _, e in ipairs(es) do
+        local f = e[2]
+        if (over <= 0 and tonumber(f[4]) >= cutoff) or tonumber(f[10]) > young then
+          stop = true
+          break
+        end
+        local seq = tonumber(string.sub(e[1], 1, -3))
+        -- Seqs below the front are no longer in the log: dropped by
+        -- something that did not keep the list (a node of an older
+        -- version).
+        while phead and phead < seq do
+          redis.call('LPOP', pres)
+          pgone = math.max(pgone, phead)
+          phead = pentry(redis.call('LINDEX', pres, 0))
+        end
+        if phead == seq then
+          redis.call('LPOP', pres)
+          phead = pentry(redis.call('LINDEX', pres, 0))
+          pover = pover - 1
+          pgone = math.max(pgone, seq)
+        else
+          over = over - 1
+          other = math.max(other, seq)
+        end
+        unindex(k[3], k[4], f[2], seq)
+        last = seq
+        dropped = dropped + 1
       end
-      local seq = tonumber(string.sub(e[1], 1, -3))
-      unindex(ids, dups, f[2], seq)
-      last = seq
+      if stop then break end
+      from = string.format('(%d-0', last)
+      want = math.max(over, 2 * want)
+    end
+    if last then
+      redis.call('XTRIM', log, 'MINID', string.format('%d-0', last + 1))
+    end
+  end
+
+  -- The front of the presence list, from the middle of the log.
+  local del = {}
+  while dropped < budget and (pover > 0 or cutoff > 0) do
+    local ps = redis.call('LRANGE', pres, 0, math.min(budget - dropped, math.max(pover, 1)) - 1)
+    if #ps == 0 then break end
+    local taken, stop = 0, false
+    for _, p in ipairs(ps) do
+      local seq, a, t, id = pentry(p)
+      if seq then
+        if a > young or (pover <= 0 and (cutoff <= 0 or t >= cutoff)) then
+          stop = true
+          break
+        end
+        -- An element whose entry is no longer in the log (dropped by
+        -- a node of an older version) costs nothing more: XDEL skips
+        -- it, and unindex finds its id naming another Seq or none.
+        table.insert(del, string.format('%d-0', seq))
+        unindex(k[3], k[4], id, seq)
+        pgone = math.max(pgone, seq)
+      end
+      taken = taken + 1
+      pover = pover - 1
       dropped = dropped + 1
-      over = over - 1
+    end
+    if taken > 0 then
+      redis.call('LTRIM', pres, taken, -1)
     end
     if stop then break end
-    from = string.format('(%d-0', last)
   end
-  if last then
-    redis.call('XTRIM', log, 'MINID', string.format('%d-0', last + 1))
+  if #del > 0 then
+    redis.call('XDEL', log, unpack(del))
+  end
+  if dropped > 0 then
+    redis.call('HSET', k[6], 'other', string.format('%d', other), 'presence', string.format('%d', pgone))
   end
   return dropped
 end
@@ -100,9 +233,10 @@ end
 // id, which outlives trimmed entries (XADD refuses ids at or below it): a
 // stream that lost its meta key (evicted, deleted by hand) keeps its
 // entries under the new epoch. origin is where the new log's feed starts,
-// onon the nonce there.
+// onon the nonce there. The presence list and the watermarks go with the
+// stream: kept with it, reset without it.
 const luaNewLog = `
-local function newlog(meta, log, epoch)
+local function newlog(meta, log, pres, dropped, epoch)
   local seq, nonce = 0, epoch
   if redis.call('EXISTS', log) == 1 then
     local info = redis.call('XINFO', 'STREAM', log)
@@ -111,6 +245,9 @@ local function newlog(meta, log, epoch)
     end
     local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
     if #top > 0 and tonumber(string.sub(top[1][1], 1, -3)) == seq then nonce = top[1][2][6] end
+  else
+    redis.call('DEL', pres)
+    redis.call('HSET', dropped, 'other', 0, 'presence', 0)
   end
   redis.call('HSET', meta, 'epoch', epoch, 'seq', seq, 'nonce', nonce, 'origin', seq, 'onon', nonce)
   return seq, nonce
@@ -121,13 +258,13 @@ end
 // named by ARGV[1]. It returns the epoch, the head and the head's nonce,
 // and where the log's feed starts (its origin) and the nonce there.
 //
-// KEYS: meta, log. ARGV: candidate epoch.
+// KEYS: meta, log, presence list, watermarks. ARGV: candidate epoch.
 var luaInit = goredis.NewScript(luaNewLog + `
 local meta, log = KEYS[1], KEYS[2]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
   epoch = ARGV[1]
-  newlog(meta, log, epoch)
+  newlog(meta, log, KEYS[3], KEYS[4], epoch)
 end
 local v = redis.call('HMGET', meta, 'seq', 'nonce', 'origin', 'onon')
 return {epoch, v[1], v[2] or '', v[3] or v[1], v[4] or ''}
@@ -144,23 +281,25 @@ return {epoch, v[1], v[2] or '', v[3] or v[1], v[4] or ''}
 // find out for certain whether its append was stored (luaResolve), instead
 // of having it appear later.
 //
-// KEYS: meta, log, ids, dups. ARGV: candidate epoch, max count, cutoff
-// (Unix ms, 0 for none), grace (ms), deadline (Unix ms), then id, time,
-// nonce, record for each update.
+// KEYS: meta, log, ids, dups, presence list, watermarks. ARGV: candidate
+// epoch, max count, max presence, cutoff (Unix ms, 0 for none), grace
+// (ms), deadline (Unix ms), then id, time, nonce, record, presence ("1"
+// or "0") for each update.
 var luaAppend = goredis.NewScript(luaTrim + luaNewLog + `
-local meta, log, ids, dups = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if nowms() > tonumber(ARGV[5]) then
+local meta, log, ids, dups, pres = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if nowms() > tonumber(ARGV[6]) then
   return redis.error_reply('LATE the append reached Redis after its deadline; nothing was written')
 end
 local v = redis.call('HMGET', meta, 'epoch', 'seq', 'nonce')
 local epoch, seq, nonce = v[1], tonumber(v[2]), v[3]
 if not epoch then
   epoch = ARGV[1]
-  seq, nonce = newlog(meta, log, epoch)
+  seq, nonce = newlog(meta, log, pres, KEYS[6], epoch)
 end
 local first = seq + 1
 local now = nowms()
-for i = 6, #ARGV, 4 do
+local ps = {}
+for i = 7, #ARGV, 5 do
   seq = seq + 1
   local id = ARGV[i]
   local prev = nonce
@@ -169,34 +308,43 @@ for i = 6, #ARGV, 4 do
   if redis.call('HSETNX', ids, id, seq) == 0 then
     redis.call('HSET', dups, id, (redis.call('HGET', dups, id) or '') .. string.format('%d,', seq))
   end
+  if ARGV[i + 4] == '1' then
+    table.insert(ps, string.format('%d:%d:%s:%s', seq, now, ARGV[i + 1], id))
+  end
+end
+if #ps > 0 then
+  redis.call('RPUSH', pres, unpack(ps))
 end
 redis.call('HSET', meta, 'seq', seq, 'nonce', nonce)
-local n = (#ARGV - 5) / 4
-trim(log, ids, dups, tonumber(ARGV[2]), tonumber(ARGV[3]), 2 * n + 16, tonumber(ARGV[4]))
+local n = (#ARGV - 6) / 5
+trim(KEYS, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), 2 * n + 16, tonumber(ARGV[5]))
 return {epoch, first}
 `)
 
 // luaTrimIdle trims without appending, so that retention by age holds on
 // an idle log. It returns how many entries it dropped.
 //
-// KEYS: meta, log, ids, dups. ARGV: max count, cutoff, budget, grace.
+// KEYS: as luaAppend's. ARGV: max count, max presence, cutoff, budget,
+// grace.
 var luaTrimIdle = goredis.NewScript(luaTrim + `
-return trim(KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+return trim(KEYS, tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
 `)
 
 // luaRead reads the log after a Seq, in one epoch. It returns the epoch
-// (empty when there is no log), the head, and up to ARGV[3] entries after
-// ARGV[2] when the epoch is ARGV[1].
+// (empty when there is no log), the head, up to ARGV[3] entries after
+// ARGV[2] when the epoch is ARGV[1], and the watermarks (see luaTrim) as
+// of the same moment, so that what a read says was dropped matches what
+// it returns. At or past the head nothing after it can have been dropped,
+// and the watermarks are not read.
 //
-// KEYS: meta, log. ARGV: epoch, after, limit.
-var luaRead = goredis.NewScript(`
+// KEYS: meta, log, watermarks. ARGV: epoch, after, limit.
+var luaRead = goredis.NewScript(luaWatermarks + `
 local v = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
-if not v[1] or v[1] ~= ARGV[1] then return {v[1] or '', 0, {}} end
-local es = {}
-if tonumber(ARGV[2]) < tonumber(v[2]) then
-  es = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
-end
-return {v[1], v[2], es}
+if not v[1] or v[1] ~= ARGV[1] then return {v[1] or '', 0, {}, 0, 0} end
+if tonumber(ARGV[2]) >= tonumber(v[2]) then return {v[1], v[2], {}, 0, 0} end
+local es = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
+local other, pgone = watermarks(KEYS[3], KEYS[2], KEYS[1])
+return {v[1], v[2], es, other, pgone}
 `)
 
 // luaFeed is luaRead for the live feed, which also checks that the log is
@@ -206,24 +354,31 @@ return {v[1], v[2], es}
 // different log: the script says so with status "rewritten", and the node
 // names it with luaRewritten.
 //
-// KEYS: meta, log. ARGV: epoch, after, limit, nonce of after.
-// Returns status ("ok", "epoch" or "rewritten"), epoch, head, entries.
-var luaFeed = goredis.NewScript(`
+// The feed also learns the watermark of updates that are not presence
+// ones: entries missing between the last Seq fed and the first it reads
+// are a skip only when one of those was dropped; presence updates dropped
+// from the middle of the log are not (see feedEntries).
+//
+// KEYS: meta, log, watermarks. ARGV: epoch, after, limit, nonce of after.
+// Returns status ("ok", "epoch" or "rewritten"), epoch, head, entries,
+// watermark of the others.
+var luaFeed = goredis.NewScript(luaWatermarks + `
 local meta, log = KEYS[1], KEYS[2]
 local v = redis.call('HMGET', meta, 'epoch', 'seq')
-if not v[1] or v[1] ~= ARGV[1] then return {'epoch', v[1] or '', v[2] or 0, {}} end
+if not v[1] or v[1] ~= ARGV[1] then return {'epoch', v[1] or '', v[2] or 0, {}, 0} end
 local after, head = tonumber(ARGV[2]), tonumber(v[2])
 local rewritten = head < after
 if not rewritten and after > 0 and ARGV[4] ~= '' then
   local at = redis.call('XRANGE', log, ARGV[2] .. '-0', ARGV[2] .. '-0')
   rewritten = #at > 0 and at[1][2][6] ~= ARGV[4]
 end
-if rewritten then return {'rewritten', v[1], v[2], {}} end
-local es = {}
+if rewritten then return {'rewritten', v[1], v[2], {}, 0} end
+local es, other = {}, 0
 if after < head then
   es = redis.call('XRANGE', log, '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
+  other = watermarks(KEYS[3], log, meta)
 end
-return {'ok', v[1], v[2], es}
+return {'ok', v[1], v[2], es, other}
 `)
 
 // luaLookup finds the earliest retained update with an id. It returns the
