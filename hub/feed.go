@@ -218,18 +218,38 @@ func (h *Hub) catchUp(until uint64) {
 			presenceLost = true
 			h.losePresence()
 		}
-		offered := 0
+		offered, past := 0, false
 		for _, u := range r.Updates {
 			if u.Seq > until {
+				past = true
 				break
 			}
 			offered += h.dispatch(u)
 		}
 		h.pace.observe(offered, h.cfg.Now().UnixNano())
+		if past {
+			// Nothing up to until is left to read: what the history
+			// no longer holds there were presence updates dropped from
+			// the middle (said above, to those they concern), so the
+			// dispatcher passes over them rather than read again.
+			h.passOver(until)
+			return
+		}
 		if len(r.Updates) == 0 {
 			return
 		}
 	}
+}
+
+// passOver moves the dispatcher to to, past Seqs that hold nothing it
+// can offer any more, ending nobody.
+func (h *Hub) passOver(to uint64) {
+	h.idx.mu.Lock()
+	if to > h.lastDispatched.Load() {
+		h.lastDispatched.Store(to)
+		h.lastID.Store(nil)
+	}
+	h.idx.mu.Unlock()
 }
 
 // skip moves the dispatcher past (from, to], updates it will never offer,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 
@@ -110,6 +111,55 @@ func TestDispatcherPresenceGapEndsWatchers(t *testing.T) {
 		}
 		if len(otherDone) != 0 {
 			t.Fatalf("the subscriber to t ended: %v", <-otherDone)
+		}
+	})
+}
+
+// skipFeed is a memory engine whose feed leaves out the updates appended
+// while withhold is set, as a shared engine's feed skips what a lagging
+// node missed: the next batch says so in its After.
+type skipFeed struct {
+	*memory.Engine
+	withhold atomic.Bool
+}
+
+func (e *skipFeed) Listen(feed func(hub.Batch)) (hub.Position, error) {
+	return e.Engine.Listen(func(b hub.Batch) {
+		if e.withhold.Load() {
+			return
+		}
+		feed(b)
+	})
+}
+
+// TestCatchUpOverDroppedPresence: the feed skipped two presence updates,
+// which retention then dropped from the middle of the history, so the
+// dispatcher's catch-up finds nothing left where they were, only updates
+// past them. It passes over them: the watcher ends (it lost them), the
+// others get everything after, and the dispatcher goes on.
+func TestCatchUpOverDroppedPresence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		eng := &skipFeed{Engine: memory.New(memory.Options{Retention: hub.Retention{MaxCount: 100, MaxPresence: 2}})}
+		f := newFixture(t, hub.Config{Engine: eng, Heartbeat: -1})
+		ctx := t.Context()
+		_, watcherDone := f.serve(ctx, f.watcher(""), &recorder{})
+		other := &recorder{}
+		f.serve(ctx, f.onTopic("t"), other)
+		release := f.stallDispatcher(ctx)
+		eng.withhold.Store(true)
+		f.publishPresence("p1")
+		f.publishPresence("p2")
+		eng.withhold.Store(false)
+		f.publishPresence("p3") // its batch says p1 and p2 were skipped
+		f.publishPresence("p4") // and pushes them out of the history
+		f.publish("t", "a", "", false)
+		release()
+		if err := endOf(t, "the presence watcher", watcherDone); !errors.Is(err, hub.ErrLost) {
+			t.Fatalf("the presence watcher ended with %v, want ErrLost", err)
+		}
+		f.publish("t", "sentinel", "", false)
+		if got := other.before(t, "sentinel"); !slices.Equal(got, []string{"a"}) {
+			t.Fatalf("the subscriber to t got %v, want a", got)
 		}
 	})
 }
