@@ -36,21 +36,25 @@ import (
 // handoverRounds is how many seeds one run of the suite tries.
 const handoverRounds = 4
 
-func (s *suite) testHandover(t *testing.T) {
-	seeds := make([]uint64, handoverRounds)
-	if v := os.Getenv("HERALD_HANDOVER_SEED"); v != "" {
+// seeds returns rounds random seeds, or the one the environment
+// variable env names.
+func seeds(t *testing.T, env string, rounds int) []uint64 {
+	if v := os.Getenv(env); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			t.Fatalf("HERALD_HANDOVER_SEED: %v", err)
+			t.Fatalf("%s=%q: %v", env, v, err)
 		}
-		seeds = seeds[:1]
-		seeds[0] = n
-	} else {
-		for i := range seeds {
-			seeds[i] = rand.Uint64()
-		}
+		return []uint64{n}
 	}
-	for _, seed := range seeds {
+	out := make([]uint64, rounds)
+	for i := range out {
+		out[i] = rand.Uint64()
+	}
+	return out
+}
+
+func (s *suite) testHandover(t *testing.T) {
+	for _, seed := range seeds(t, "HERALD_HANDOVER_SEED", handoverRounds) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			t.Cleanup(func() {
 				if t.Failed() {

@@ -3,8 +3,6 @@ package enginetest
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"testing"
 
 	"github.com/herald-hub/herald/hub"
@@ -30,19 +28,7 @@ const presenceRounds = 6
 //
 // HERALD_PRESENCE_SEED=n replays one seed; the seed is printed.
 func (s *suite) testPresence(t *testing.T) {
-	seeds := make([]uint64, presenceRounds)
-	if v := os.Getenv("HERALD_PRESENCE_SEED"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("HERALD_PRESENCE_SEED=%q: %v", v, err)
-		}
-		seeds = []uint64{n}
-	} else {
-		for i := range seeds {
-			seeds[i] = rand.Uint64()
-		}
-	}
-	for _, seed := range seeds {
+	for _, seed := range seeds(t, "HERALD_PRESENCE_SEED", presenceRounds) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			t.Logf("seed %d (HERALD_PRESENCE_SEED=%d replays it)", seed, seed)
 			s.presenceRound(t, seed)
