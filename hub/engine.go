@@ -41,6 +41,11 @@ func NewEpoch() uint64 {
 // is past the last Seq it fed, and the hub reads the ones in between. A
 // batch that opens a new epoch says in After where the new log's feed
 // starts; its Updates may be empty.
+//
+// The one hole a batch may have is of presence updates that retention
+// dropped from the middle of the log before the feed read them: a jump in
+// Seqs within a batch, or from After to its first update. The hub takes
+// it for a loss of presence updates (see Range.PresenceGap).
 type Batch struct {
 	Epoch   uint64
 	After   uint64

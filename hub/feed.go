@@ -160,13 +160,19 @@ func (h *Hub) deliver(b Batch) {
 	if b.After > h.lastDispatched.Load() {
 		h.catchUp(b.After)
 	}
-	offered := 0
+	offered, hole := 0, false
 	for _, u := range b.Updates {
-		if u.Seq > h.lastDispatched.Load() {
+		if last := h.lastDispatched.Load(); u.Seq > last {
+			hole = hole || u.Seq > last+1
 			offered += h.dispatch(u)
 		}
 	}
 	h.pace.observe(offered, h.cfg.Now().UnixNano())
+	if hole {
+		// Only presence updates dropped from the middle of the log leave
+		// holes in a batch; the ones who may want them lost some.
+		h.losePresence()
+	}
 }
 
 // catchUp reads from the engine and dispatches what the feed did not hand
@@ -211,7 +217,8 @@ func (h *Hub) catchUp(until uint64) {
 				to = r.Updates[0].Seq - 1
 			}
 			h.skip(last, min(to, until), ErrLost)
-		} else if r.PresenceGap && !presenceLost {
+		}
+		if r.PresenceGap && !presenceLost {
 			// Presence updates the dispatcher had not offered were
 			// dropped from the middle of the history: the live
 			// subscribers that may want them have lost some.

@@ -163,3 +163,55 @@ func TestCatchUpOverDroppedPresence(t *testing.T) {
 		}
 	})
 }
+
+// holeFeed is a memory engine whose feed leaves out the updates appended
+// while withhold is set without saying so in After, as engine/redis's
+// feed does for presence updates deleted before it read them.
+type holeFeed struct {
+	*memory.Engine
+	withhold atomic.Bool
+	last     uint64 // Seq of the last update fed; the feed's calls never overlap
+}
+
+func (e *holeFeed) Listen(feed func(hub.Batch)) (hub.Position, error) {
+	return e.Engine.Listen(func(b hub.Batch) {
+		if e.withhold.Load() {
+			return
+		}
+		b.After = e.last
+		if n := len(b.Updates); n > 0 {
+			e.last = b.Updates[n-1].Seq
+		}
+		feed(b)
+	})
+}
+
+// TestFeedHoleEndsWatchers: a batch with a hole in its Seqs (presence
+// updates deleted before a lagging node's feed read them) ends the
+// presence watchers, who lost them, and nobody else.
+func TestFeedHoleEndsWatchers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		eng := &holeFeed{Engine: memory.New(memory.Options{})}
+		f := newFixture(t, hub.Config{Engine: eng, Heartbeat: -1})
+		ctx := t.Context()
+		_, watcherDone := f.serve(ctx, f.watcher(""), &recorder{})
+		other := &recorder{}
+		_, otherDone := f.serve(ctx, f.onTopic("t"), other)
+		synctest.Wait()
+		eng.withhold.Store(true)
+		f.publishPresence("p1")
+		eng.withhold.Store(false)
+		f.publishPresence("p2")
+		f.publish("t", "a", "", false)
+		if err := endOf(t, "the presence watcher", watcherDone); !errors.Is(err, hub.ErrLost) {
+			t.Fatalf("the presence watcher ended with %v, want ErrLost", err)
+		}
+		f.publish("t", "sentinel", "", false)
+		if got := other.before(t, "sentinel"); !slices.Equal(got, []string{"a"}) {
+			t.Fatalf("the subscriber to t got %v, want a", got)
+		}
+		if len(otherDone) != 0 {
+			t.Fatalf("the subscriber to t ended: %v", <-otherDone)
+		}
+	})
+}
