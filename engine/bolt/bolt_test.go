@@ -273,18 +273,7 @@ func TestCorruptRecordIsAGap(t *testing.T) {
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := bbolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketLog).Put(binary.BigEndian.AppendUint64(nil, 3), []byte("garbage"))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	corruptRecord(t, path, bucketLog, 3)
 	e, err = Open(path, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -308,4 +297,22 @@ func TestCorruptRecordIsAGap(t *testing.T) {
 func readUpdates(e *Engine, after uint64, limit int) ([]*hub.Update, error) {
 	s, err := e.read(after, limit)
 	return s.updates, err
+}
+
+// corruptRecord overwrites the record of seq in bucket of the closed
+// file at path with bytes no decoder takes.
+func corruptRecord(t *testing.T, path string, bucket []byte, seq uint64) {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucket).Put(binary.BigEndian.AppendUint64(nil, seq), []byte("garbage"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -527,18 +527,7 @@ func TestCorruptPresenceRecord(t *testing.T) {
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := bbolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketPresence).Put(binary.BigEndian.AppendUint64(nil, 2), []byte("garbage"))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	corruptRecord(t, path, bucketPresence, 2)
 	e, err = Open(path, Options{Retention: hub.Retention{MaxPresence: 2}})
 	if err != nil {
 		t.Fatal(err)
