@@ -366,13 +366,7 @@ func (e *Engine) Forget(ctx context.Context, node string) error {
 
 // Revoke implements hub.Cluster. Times are kept to the millisecond.
 func (e *Engine) Revoke(ctx context.Context, sub string, at, until time.Time) error {
-	if e.isClosed() {
-		return hub.ErrClosed
-	}
-	v := strconv.FormatInt(at.UnixMilli(), 10) + " " + strconv.FormatInt(until.UnixMilli(), 10)
-	start := time.Now()
-	err := e.rdb.HSet(ctx, e.keys.revoked, sub, v).Err()
-	if err := e.finish("revoke", start, err); err != nil {
+	if err := e.putSpan(ctx, "revoke", e.keys.revoked, sub, at, until); err != nil {
 		return fmt.Errorf("redis: revoke: %w", err)
 	}
 	return nil
@@ -381,28 +375,49 @@ func (e *Engine) Revoke(ctx context.Context, sub string, at, until time.Time) er
 // Revocations implements hub.Cluster: those whose until is after
 // Options.Now. It deletes those that ended a while ago.
 func (e *Engine) Revocations(ctx context.Context) (map[string]hub.Revocation, error) {
+	m, err := e.spans(ctx, "revocations", e.keys.revoked)
+	if err != nil {
+		return nil, fmt.Errorf("redis: list revocations: %w", err)
+	}
+	return m, nil
+}
+
+// putSpan stores field in the hash key with the span from at to until,
+// as "<at> <until>" (Unix ms): a revocation or a kick.
+func (e *Engine) putSpan(ctx context.Context, op, key, field string, at, until time.Time) error {
+	if e.isClosed() {
+		return hub.ErrClosed
+	}
+	v := strconv.FormatInt(at.UnixMilli(), 10) + " " + strconv.FormatInt(until.UnixMilli(), 10)
+	start := time.Now()
+	return e.finish(op, start, e.rdb.HSet(ctx, key, field, v).Err())
+}
+
+// spans returns the spans of the hash key that run at Options.Now, by
+// field, deleting those that ended more than revokedKeep ago and those
+// it cannot read.
+func (e *Engine) spans(ctx context.Context, op, key string) (map[string]hub.Revocation, error) {
 	if e.isClosed() {
 		return nil, hub.ErrClosed
 	}
 	now := e.now()
-	res, err := e.run(ctx, "revocations", luaRevocations, []string{e.keys.revoked},
-		now.UnixMilli(), now.Add(-revokedKeep).UnixMilli())
+	res, err := e.run(ctx, op, luaRevocations, []string{key}, now.UnixMilli(), now.Add(-revokedKeep).UnixMilli())
 	if err != nil {
-		return nil, fmt.Errorf("redis: list revocations: %w", err)
+		return nil, err
 	}
 	m, err := pairs(res)
 	if err != nil {
 		return nil, err
 	}
 	out := make(map[string]hub.Revocation, len(m))
-	for sub, v := range m {
+	for field, v := range m {
 		a, u, _ := strings.Cut(string(v), " ")
 		at, err1 := strconv.ParseInt(a, 10, 64)
 		until, err2 := strconv.ParseInt(u, 10, 64)
 		if err := errors.Join(err1, err2); err != nil {
-			return nil, fmt.Errorf("redis: corrupt revocation %q", v)
+			return nil, fmt.Errorf("redis: corrupt entry %q in %s", v, key)
 		}
-		out[sub] = hub.Revocation{At: time.UnixMilli(at), Until: time.UnixMilli(until)}
+		out[field] = hub.Revocation{At: time.UnixMilli(at), Until: time.UnixMilli(until)}
 	}
 	return out, nil
 }
